@@ -1,0 +1,5 @@
+"""`python -m credence` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,284 @@
+"""The `credence` command line: init, publish, verify, db, and the sub-apps of each area.
+
+Exit codes: 0 success, 2 bad usage or bad input (a one-line reason on stderr, no traceback);
+`generate` adds 3 (blocked by policy) and 4 (held for review).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from provenance.errors import InvalidVideo, ProvenanceError
+from provenance.publish import PublishRequest
+from provenance.video import probe
+
+from .settings import Settings, SettingsError
+
+app = typer.Typer(help="Credence: safe and accountable text-to-video.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Ledger schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a user's input or setup can cause: a one-line message, exit 2."""
+    kinds: list[type[BaseException]] = [ProvenanceError, SettingsError]
+    for module, name in (("moderation", "ModerationError"), ("generator", "GeneratorError")):
+        if importlib.util.find_spec(module) is not None:
+            kind = getattr(__import__(module), name, None)
+            if isinstance(kind, type):
+                kinds.append(kind)
+    return tuple(kinds)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Map user-facing errors to exit 2 with their message; let bugs surface as bugs."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except user_errors() as exc:
+            raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def runtime(actor: str = "cli") -> Any:
+    """The runtime for the environment's settings (imported late: keeps `--help` fast)."""
+    from .runtime import Runtime
+
+    return Runtime(Settings.from_env(), actor=actor)
+
+
+@app.command()
+@handles_errors
+def init(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Create CREDENCE_HOME, the development CA and signing certificate, a watermark key and the ledger.
+
+    Idempotent: existing keys are never overwritten.
+    """
+    result = runtime().init()
+    if json_:
+        print(json.dumps(result))
+        return
+    console.print(f"Credence home: [bold]{result['home']}[/]")
+    for name in result["created"]:
+        console.print(f"  created {name}")
+    if not result["created"]:
+        console.print("  keys already present, nothing overwritten")
+    console.print(f"Ledger: {result['database']} at revision {result['revision']}")
+
+
+@app.command()
+@handles_errors
+def publish(
+    input: Annotated[Path, typer.Argument(help="Clip to publish (any generator's output).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the published .mp4/.mov.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="The prompt that made the clip.")],
+    model: Annotated[str, typer.Option("--model", help="Name of the model that made it.")] = "external",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Watermark, sign (C2PA) and record a clip; prints the generation id."""
+    rt = runtime()
+    clip = rt.publisher.publish_file(input, output, PublishRequest(prompt=prompt, model_name=model),
+                                     overwrite=overwrite)
+    result = {"generation_id": clip.generation_id, "path": str(clip.path), "sha256": clip.sha256,
+              "mark_id": clip.mark_hex, "manifest_label": clip.manifest_label,
+              "watermark_key_id": clip.watermark_key_id}
+    if json_:
+        print(json.dumps(result))
+    else:
+        console.print(f"published [bold]{clip.path}[/]")
+        console.print(f"generation id [bold green]{clip.generation_id}[/]  mark {clip.mark_hex}")
+
+
+@app.command()
+@handles_errors
+def verify(
+    file: Annotated[Path, typer.Argument(help="Clip to check.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Did Credence make this clip? Prints the verdict and its evidence."""
+    if not file.is_file():
+        raise InvalidVideo(f"{file}: no such file")
+    probe(file, decode_check=False)  # InvalidVideo for a non-video
+    from detector import verify as run_verify
+
+    verdict = run_verify(file, runtime().verification)
+    result = verdict.to_dict()
+    if json_:
+        print(json.dumps(result, default=str))
+        return
+    colour = {"generated": "green", "not_generated": "yellow", "review": "red"}[verdict.verdict]
+    console.print(f"verdict: [bold {colour}]{verdict.verdict}[/]  generation: {verdict.generation_id}")
+    table = Table("source", "figures")
+    for item in result["evidence"]:
+        table.add_row(item["source"], json.dumps({k: v for k, v in item.items() if k != "source"}, default=str))
+    console.print(table)
+
+
+@app.command()
+@handles_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to generate.")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Output .mp4 (default: in CREDENCE_HOME/outputs).")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="A diffusers pipeline folder (default: the shipped model).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (same seed, same device: same clip).")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="Number of frames.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Moderate, generate, watermark, sign and record a clip. Exit 3 if blocked, 4 if held for review."""
+    import datetime as dt
+    import secrets
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moderation import Moderator, load_policy
+
+    from . import pipeline
+
+    if frames is not None and frames <= 0:
+        raise SettingsError(f"--frames must be positive, got {frames}")
+    if steps is not None and steps <= 0:
+        raise SettingsError(f"--steps must be positive, got {steps}")
+    if model is not None and not model.is_dir():
+        raise SettingsError(f"--model {model}: not a folder (pass a diffusers pipeline folder)")
+    rt = runtime()
+    if output is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        rt.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        output = rt.settings.outputs_dir / f"clip-{stamp}-{secrets.token_hex(2)}.mp4"
+    options = pipeline.GenerateOptions(model=model, seed=seed, frames=frames, steps=steps, overwrite=overwrite)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=json_, disable=json_)
+    tasks: dict[str, Any] = {}
+
+    def loading(name: str, done: int, total: int) -> None:
+        tasks.setdefault("load", bars.add_task("loading model", total=total))
+        bars.update(tasks["load"], completed=done, total=total, description=f"loading {name}")
+
+    def denoising(step: int, total: int) -> None:
+        tasks.setdefault("denoise", bars.add_task("denoising", total=total))
+        bars.update(tasks["denoise"], completed=step, total=total)
+
+    def stage(text: str) -> None:
+        if not json_:
+            err_console.print(f"[dim]{text}…[/]")
+
+    with bars:
+        moderator = Moderator.load(load_policy(rt.settings.policy_path))
+        outcome = pipeline.generate(rt, moderator, prompt, output, options,
+                                    pipeline.Progress(loading=loading, denoising=denoising, stage=stage))
+    result = outcome.to_dict()
+    if json_:
+        print(json.dumps(result, default=str))
+    elif outcome.status == "published":
+        console.print(f"published [bold]{outcome.path}[/]")
+        console.print(f"generation id [bold green]{outcome.generation_id}[/]")
+    else:
+        reason = outcome.moderation.get("user_message") or "the prompt or output violates the policy"
+        console.print(f"[bold red]{outcome.status}[/]: {reason} (generation id {outcome.generation_id})")
+    raise typer.Exit(pipeline.EXIT_CODES[outcome.status])
+
+
+@app.command()
+@handles_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (local use only).")] = False,
+) -> None:
+    """Run the HTTP API (verification, moderation, generation, C2PA soft-binding resolution)."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = Settings.from_env()
+    if not settings.api_keys and not no_auth:
+        raise SettingsError("set CREDENCE_API_KEYS (comma-separated) or pass --no-auth for local use")
+    uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info")
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the ledger's Alembic revisions."""
+    from . import db
+
+    settings = Settings.from_env()
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"ledger at revision {db.upgrade(settings.database_url, revision)}")
+
+
+@db_app.command("downgrade")
+@handles_errors
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base'.")]) -> None:
+    """Revert the ledger's schema to an earlier revision."""
+    from . import db
+
+    console.print(f"ledger at revision {db.downgrade(Settings.from_env().database_url, revision)}")
+
+
+@db_app.command("current")
+@handles_errors
+def db_current() -> None:
+    """Print the ledger's current revision."""
+    from . import db
+
+    console.print(db.current_revision(Settings.from_env().database_url) or "base (not migrated)")
+
+
+def _register_optional() -> None:
+    """Sub-commands of the areas that have landed (watermark, moderation, generation, serving)."""
+    if importlib.util.find_spec("credence.cli_watermark") is not None:
+        from .cli_watermark import app as watermark_app
+
+        app.add_typer(watermark_app, name="watermark")
+    if importlib.util.find_spec("credence.cli_moderate") is not None:
+        from .cli_moderate import moderate
+
+        app.command("moderate")(handles_errors(moderate))
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SettingsError as exc:  # raised before a command's own handler runs
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_BAD_INPUT)

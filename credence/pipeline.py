@@ -1,0 +1,164 @@
+"""The generation flow: moderate → generate → screen the output → publish, in that order.
+
+A blocked or held prompt never reaches the generator; a held output is never written; any
+failure after moderation leaves a `failed` generation row with the reason and no released file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provenance.ledger import Generation, ModerationDecision, prompt_digest
+from provenance.ledger.models import utcnow
+from provenance.publish import PublishRequest, check_output_path
+
+from .runtime import Runtime
+
+#: Exit codes of `credence generate`, by outcome.
+EXIT_CODES = {"published": 0, "blocked": 3, "review": 4}
+
+
+@dataclass
+class GenerateOptions:
+    """What the caller may choose; None means the model's own default."""
+
+    model: Path | None = None
+    seed: int | None = None
+    frames: int | None = None
+    steps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    guidance: float | None = None
+    overwrite: bool = False
+    client: str | None = None
+
+
+@dataclass
+class GenerateOutcome:
+    """The answer of `credence generate --json` and `POST /v1/generations`."""
+
+    status: str  # "published" | "blocked" | "review"
+    generation_id: str
+    path: str | None
+    moderation: dict[str, Any]
+    output_moderation: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form; `output_moderation` only when the output was screened."""
+        result = {"status": self.status, "generation_id": self.generation_id, "path": self.path,
+                  "moderation": self.moderation}
+        if self.output_moderation is not None:
+            result["output_moderation"] = self.output_moderation
+        return result | self.extra
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI turns into progress bars (the API passes none)."""
+
+    loading: Callable[[str, int, int], None] | None = None
+    denoising: Callable[[int, int], None] | None = None
+    stage: Callable[[str], None] | None = None
+
+
+_models: dict[tuple[str, str | None], Any] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(folder: Path | None, progress: Progress | None = None) -> Any:
+    """The text-to-video model in `folder` (the shipped default when None), loaded once per process."""
+    from generator import TextToVideoModel
+
+    key = (str(folder.resolve()) if folder else "<default>", None)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = TextToVideoModel.load(folder, progress=progress.loading if progress else None)
+        return _models[key]
+
+
+def _record_decision(runtime: Runtime, generation_id: str, stage: str, prompt: str, decision: Any,
+                     status: str | None) -> None:
+    data = decision.to_dict()
+    with runtime.ledger.session() as s:
+        s.add(ModerationDecision(
+            generation_id=generation_id, stage=stage, prompt_sha256=prompt_digest(prompt), action=decision.action,
+            scores=data.get("scores", {}), reasons=data.get("reasons", []),
+            policy_version=decision.policy_version, policy_hash=getattr(decision, "policy_hash", None),
+        ))
+        if status is not None:
+            gen = s.get(Generation, generation_id)
+            assert gen is not None
+            gen.status, gen.updated_at = status, utcnow()
+        runtime.ledger.audit(s, runtime.actor, f"moderation.{stage}.{decision.action}", generation_id)
+
+
+def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, options: GenerateOptions,
+             progress: Progress | None = None) -> GenerateOutcome:
+    """The whole generation flow for one prompt. Reads as its steps."""
+    stage = progress.stage if progress and progress.stage else (lambda _s: None)
+    output = check_output_path(output, overwrite=options.overwrite)
+
+    stage("moderating the prompt")
+    decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
+    request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
+                             policy_version=decision.policy_version, client=options.client,
+                             parameters=_parameters(options))
+    publisher = runtime.publisher
+    gen = publisher.begin(request)
+    held = {"block": "blocked", "review": "review"}.get(decision.action)
+    _record_decision(runtime, gen.id, "prompt", prompt, decision, held)
+    if held is not None:
+        return GenerateOutcome(held, gen.id, None, decision.to_dict())
+
+    try:
+        stage("loading the model")
+        model = load_model(options.model, progress)
+        from generator import GenerationRequest
+
+        stage("generating")
+        clip = model.generate(GenerationRequest(
+            prompt=prompt, seed=options.seed, num_frames=options.frames, height=options.height,
+            width=options.width, steps=options.steps, guidance=options.guidance,
+        ), progress=progress.denoising if progress else None)
+        _record_model(runtime, gen.id, clip)
+
+        stage("screening the output")
+        screened = moderator.screen_frames(clip.frames)
+    except BaseException as exc:
+        publisher.fail(gen.id, f"{type(exc).__name__}: {exc}")
+        raise
+    held = {"block": "blocked", "review": "review"}.get(screened.action)
+    _record_decision(runtime, gen.id, "output", prompt, screened, held)
+    if held is not None:
+        return GenerateOutcome(held, gen.id, None, decision.to_dict(), screened.to_dict())
+
+    stage("publishing")
+    request = PublishRequest(prompt=prompt, model_name=clip.model_name, model_hash=clip.model_hash,
+                             policy_version=decision.policy_version, seed=clip.seed, parameters=clip.parameters,
+                             client=options.client)
+    published = publisher.publish(gen.id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
+    return GenerateOutcome("published", gen.id, str(published.path), decision.to_dict(), screened.to_dict(),
+                           extra={"mark_id": published.mark_hex, "sha256": published.sha256})
+
+
+def _model_label(folder: Path | None) -> str:
+    return folder.name if folder else "credence-default"
+
+
+def _parameters(options: GenerateOptions) -> dict[str, Any]:
+    return {k: v for k, v in {"frames": options.frames, "steps": options.steps, "height": options.height,
+                              "width": options.width, "guidance": options.guidance}.items() if v is not None}
+
+
+def _record_model(runtime: Runtime, generation_id: str, clip: Any) -> None:
+    """Record what actually ran: the model, its weights' hash, the seed and the parameters."""
+    with runtime.ledger.session() as s:
+        gen = s.get(Generation, generation_id)
+        assert gen is not None
+        gen.model, gen.model_hash, gen.seed = clip.model_name, clip.model_hash, clip.seed
+        gen.parameters, gen.updated_at = dict(clip.parameters), utcnow()

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per area; `credence.app` includes each module's `router`."""

@@ -1,0 +1,99 @@
+"""One typed settings object, read from the environment once at the edge and passed down.
+
+Domain packages (`provenance`, `moderation`, ...) never read the environment; they take the
+values they need as arguments. That keeps them testable and lets one process serve several
+configurations side by side (the tests do exactly that).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A `CREDENCE_*` variable holds a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).expanduser() if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Credence keeps its keys and ledger, and how it signs and serves.
+
+    Production deployments set `signing_chain` and `signing_key` (PEM files from their own CA),
+    or `signing_callback` (`module:function` taking the bytes to sign and returning an ES256
+    signature, for a KMS or HSM) together with `signing_chain`. Without them the development
+    CA that `credence init` made under `home` is used.
+    """
+
+    home: Path
+    database_url: str
+    signing_chain: Path | None = None
+    signing_key: Path | None = None
+    signing_callback: str | None = None
+    trust_anchors: Path | None = None
+    policy_path: Path | None = None
+    default_model: Path | None = None
+    clip_model: Path | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_upload_seconds: int = 600
+    api_keys: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `CREDENCE_*` variables (the process environment by default)."""
+        env = os.environ if env is None else env
+        home = Path(env.get("CREDENCE_HOME") or "~/.credence").expanduser().resolve()
+        database_url = env.get("CREDENCE_DATABASE_URL") or f"sqlite:///{home / 'ledger.sqlite3'}"
+        chain, key = _path(env, "CREDENCE_SIGNING_CHAIN"), _path(env, "CREDENCE_SIGNING_KEY")
+        callback = env.get("CREDENCE_SIGNING_CALLBACK") or None
+        if key is not None and chain is None:
+            raise SettingsError("CREDENCE_SIGNING_KEY is set but CREDENCE_SIGNING_CHAIN is not")
+        if callback is not None and chain is None:
+            raise SettingsError("CREDENCE_SIGNING_CALLBACK needs CREDENCE_SIGNING_CHAIN (the PEM chain)")
+        if chain is not None and key is None and callback is None:
+            raise SettingsError("CREDENCE_SIGNING_CHAIN needs CREDENCE_SIGNING_KEY or CREDENCE_SIGNING_CALLBACK")
+        keys = tuple(k.strip() for k in (env.get("CREDENCE_API_KEYS") or "").split(",") if k.strip())
+        return cls(
+            home=home,
+            database_url=database_url,
+            signing_chain=chain,
+            signing_key=key,
+            signing_callback=callback,
+            trust_anchors=_path(env, "CREDENCE_TRUST_ANCHORS"),
+            policy_path=_path(env, "CREDENCE_POLICY"),
+            default_model=_path(env, "CREDENCE_MODEL"),
+            clip_model=_path(env, "CREDENCE_CLIP_CHECKPOINT"),
+            max_upload_bytes=_int(env, "CREDENCE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
+            max_upload_seconds=_int(env, "CREDENCE_MAX_UPLOAD_SECONDS", 600),
+            api_keys=keys,
+        )
+
+    @property
+    def keys_dir(self) -> Path:
+        """Folder of the development CA, signing certificate and watermark secrets."""
+        return self.home / "keys"
+
+    @property
+    def outputs_dir(self) -> Path:
+        """Default folder for clips that `credence generate` publishes."""
+        return self.home / "outputs"

@@ -1,0 +1,20 @@
+"""The detector: did Credence make this clip? Evidence sources combined into one verdict."""
+
+from .c2pa_source import C2paSource
+from .evidence import Evidence, EvidenceSource, VerificationContext
+from .fingerprint_source import FingerprintSource
+from .verdict import Verdict, combine, default_sources, verify
+from .watermark_source import WatermarkSource
+
+__all__ = [
+           "C2paSource",
+           "Evidence",
+           "EvidenceSource",
+           "FingerprintSource",
+           "Verdict",
+           "VerificationContext",
+           "WatermarkSource",
+           "combine",
+           "default_sources",
+           "verify",
+]

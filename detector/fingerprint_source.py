@@ -1,0 +1,73 @@
+"""Fingerprint evidence: the published clips whose per-second perceptual hashes the upload matches.
+
+A fingerprint is a near match, not a proof (two shots of the same chair look alike), so it is
+conservative: it claims a generation only when several seconds match under one consistent edit
+with small distances; a partial match is reported as `weak`, which can support another source
+but never accuses on its own. Flat and dark clips carry no informative samples and never match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from provenance.fingerprint import ALGORITHM, query_fingerprint
+from provenance.fingerprint_index import FingerprintMatch, index_for
+
+from .evidence import Evidence, VerificationContext
+
+#: A strong match: at least this share of the stored seconds the upload spans ...
+MIN_SIMILARITY = 0.6
+#: ... at least this many of them (or all, for a clip shorter than that) ...
+MIN_SECONDS = 2
+#: ... with this mean combined (pHash + dHash, of 128 bits) distance.
+MAX_MEAN_DISTANCE = 18.0
+#: A one-second clip has one stored sample: it must match nearly exactly.
+MAX_SINGLE_DISTANCE = 8.0
+
+
+def is_strong(match: FingerprintMatch) -> bool:
+    """Whether a match is strong enough to name a generation on its own."""
+    if match.similarity < MIN_SIMILARITY or match.mean_distance > MAX_MEAN_DISTANCE:
+        return False
+    if match.matched_seconds >= MIN_SECONDS:
+        return True
+    return match.expected_seconds == 1 and match.matched_seconds == 1 and match.mean_distance <= MAX_SINGLE_DISTANCE
+
+
+class FingerprintSource:
+    """Looks the upload up in the fingerprint index built from the ledger."""
+
+    name = "fingerprint"
+
+    def __init__(self, max_seconds: float | None = None) -> None:
+        self.max_seconds = max_seconds
+
+    def inspect(self, path: Path, context: VerificationContext) -> Evidence:
+        """Evidence from the nearest published clips (survives crops, bars, flips, re-encodes)."""
+        details: dict[str, Any] = {"available": context.ledger is not None, "algorithm": ALGORITHM,
+                                   "matched": False, "generation_id": None, "similarity": 0.0,
+                                   "matched_seconds": 0}
+        if context.ledger is None:
+            return Evidence(self.name, None, "absent", 0.0, details)
+        query = query_fingerprint(path, max_seconds=self.max_seconds)
+        details["informative_samples"] = int(query.informative.sum())
+        if not query.informative.any():
+            details["reason"] = "the clip is too flat or dark to fingerprint"
+            return Evidence(self.name, None, "absent", 0.0, details)
+        matches = index_for(context.ledger).search(query, limit=3)
+        if not matches:
+            return Evidence(self.name, None, "absent", 0.0, details)
+        best = matches[0]
+        details.update(best.to_dict())
+        details["candidates"] = [m.to_dict() for m in matches[1:]]
+        strong = [m for m in matches if is_strong(m)]
+        if strong and any(m.generation_id != best.generation_id for m in strong):
+            # Two published clips match as well as each other: the fingerprint cannot say which.
+            details["reason"] = "several published clips match"
+            return Evidence(self.name, None, "ambiguous", 0.5, details)
+        if is_strong(best):
+            details["matched"] = True
+            strength = min(0.99, 0.9 + 0.09 * best.similarity)
+            return Evidence(self.name, best.generation_id, "generated", strength, details)
+        return Evidence(self.name, best.generation_id, "weak", 0.3 * best.similarity, details)

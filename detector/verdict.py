@@ -1,0 +1,120 @@
+"""Combine evidence into one verdict. Sources that disagree give `review`, never a wrong id.
+
+Findings a source may report (see `Evidence.finding`):
+
+* `generated` — names one of our generations with accusing strength (a trusted manifest we
+  signed, a watermark payload at p ≤ 1e-6 that is in the ledger, a strong fingerprint match);
+* `weak` — a partial fingerprint match: supports a claim, never makes one;
+* `ours_unknown` — our watermark is there but its payload did not decode;
+* `tampered` — a signal of ours that fails its checks (altered manifest, unknown payload);
+* `ambiguous` — several of our clips match equally well;
+* `foreign` — valid provenance from another issuer;
+* `absent` — nothing of ours found;
+* `error` — the source failed on this clip (never clears it: the verdict is then `review`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provenance.errors import ProvenanceError
+
+from .c2pa_source import C2paSource
+from .evidence import Evidence, EvidenceSource, VerificationContext
+from .fingerprint_source import FingerprintSource
+from .watermark_source import WatermarkSource
+
+log = logging.getLogger("detector")
+
+
+@dataclass
+class Verdict:
+    """Did we make this clip, which generation, and the evidence for it."""
+
+    verdict: str  # "generated" | "not_generated" | "review"
+    generation_id: str | None
+    confidence: float
+    evidence: list[Evidence] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer of `credence verify --json` and `POST /v1/verify`."""
+        out: dict[str, Any] = {"verdict": self.verdict, "generation_id": self.generation_id,
+                               "confidence": round(self.confidence, 6),
+                               "evidence": [e.to_dict() for e in self.evidence]}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def default_sources(max_seconds: float | None = None) -> list[EvidenceSource]:
+    """The sources a verification consults, cheapest first."""
+    return [C2paSource(), WatermarkSource(), FingerprintSource(max_seconds)]
+
+
+def _agreement(strengths: Sequence[float]) -> float:
+    """Confidence of independent sources that agree: 1 - product of their doubts."""
+    doubt = 1.0
+    for s in strengths:
+        doubt *= 1.0 - max(0.0, min(1.0, s))
+    return 1.0 - doubt
+
+
+def combine(evidence: Sequence[Evidence]) -> Verdict:
+    """The decision rule: agreement names a generation; conflict or tampering asks a human."""
+    items = list(evidence)
+    strong = [e for e in items if e.finding == "generated" and e.generation_id]
+    claimed = {e.generation_id for e in strong}
+    named = {e.generation_id for e in items if e.finding in ("generated", "weak") and e.generation_id}
+    findings = {e.finding for e in items}
+
+    def review(reason: str) -> Verdict:
+        return Verdict("review", None, 0.5, items, reason)
+
+    if len(claimed) > 1:
+        return review("sources name different generations")
+    if claimed:
+        generation_id = next(iter(claimed))
+        if len(named) > 1:
+            return review("a partial match points at another generation")
+        if "tampered" in findings:
+            return review("a signal of ours fails its checks")
+        if "foreign" in findings:
+            return review("our signal in a clip that carries another issuer's valid manifest")
+        if "ambiguous" in findings and not any(e.source != "fingerprint" for e in strong):
+            return review("several published clips match")
+        support = [e.strength for e in items if e.generation_id == generation_id or e.finding == "ours_unknown"]
+        return Verdict("generated", generation_id, _agreement(support), items)
+    if "tampered" in findings:
+        return review("a signal of ours fails its checks")
+    if "ours_unknown" in findings:
+        return review("our watermark is present but does not name a generation")
+    if "ambiguous" in findings:
+        return review("several published clips match")
+    if "error" in findings:
+        return review("an evidence source failed on this clip")
+    doubt = max((e.strength for e in items if e.finding in ("weak",)), default=0.0)
+    reason = "valid provenance from another issuer" if "foreign" in findings else None
+    return Verdict("not_generated", None, 1.0 - doubt, items, reason)
+
+
+def _inspect(source: EvidenceSource, path: Path, context: VerificationContext) -> Evidence:
+    """One source's evidence; a source that breaks on an odd file is reported, not fatal."""
+    try:
+        return source.inspect(path, context)
+    except ProvenanceError:
+        raise  # the clip itself is bad (InvalidVideo): the caller's 4xx
+    except Exception as exc:
+        log.exception("evidence source %s failed on %s", source.name, path)
+        return Evidence(source.name, None, "error", 0.0, {"error": f"{type(exc).__name__}: {exc}"[:300]})
+
+
+def verify(path: Path, context: VerificationContext,
+           sources: Sequence[EvidenceSource] | None = None) -> Verdict:
+    """The whole verification flow: every source inspects the clip, then `combine` decides."""
+    evidence = [_inspect(source, path, context) for source in (sources or default_sources())]
+    return combine(evidence)

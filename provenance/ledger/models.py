@@ -1,0 +1,208 @@
+"""The ledger's tables: SQLAlchemy 2 typed models, the same on SQLite and PostgreSQL.
+
+Every change to these classes needs an Alembic revision in `migrations/versions`; the tests
+compare the migrated schema against this metadata so that a forgotten revision fails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    event,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+#: Statuses a generation moves through; only `published` ever has a released file.
+GENERATION_STATUSES = ("pending", "blocked", "review", "published", "failed")
+
+
+def new_generation_id() -> str:
+    """A random UUID4 in canonical form: hard to guess, safe to show to clients."""
+    return str(uuid.uuid4())
+
+
+def new_mark_id() -> int:
+    """A uniformly random 64-bit id for the watermark payload (unsigned)."""
+    return secrets.randbits(64)
+
+
+def mark_to_db(mark_id: int) -> int:
+    """Map an unsigned 64-bit mark id onto a signed BIGINT (values >= 2**63 overflow it)."""
+    if not 0 <= mark_id < 1 << 64:
+        raise ValueError(f"mark id {mark_id} is not a 64-bit unsigned integer")
+    return mark_id - (1 << 64) if mark_id >= 1 << 63 else mark_id
+
+
+def mark_from_db(value: int) -> int:
+    """Inverse of `mark_to_db`."""
+    return value + (1 << 64) if value < 0 else value
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now in UTC: every timestamp in the ledger is UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `type_annotation_map` keeps JSON portable across both databases."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
+
+
+class Generation(Base):
+    """One request to make a clip, from the prompt to its outcome."""
+
+    __tablename__ = "generations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_generation_id)
+    mark_id_db: Mapped[int] = mapped_column("mark_id", BigInteger, unique=True, index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    model_hash: Mapped[str | None] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    policy_version: Mapped[str | None] = mapped_column(String(64))
+    watermark_key_id: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    onupdate=utcnow, server_default=func.now())
+
+    files: Mapped[list[PublishedFile]] = relationship(back_populates="generation", cascade="all")
+    decisions: Mapped[list[ModerationDecision]] = relationship(back_populates="generation")
+
+    @property
+    def mark_id(self) -> int:
+        """The unsigned 64-bit payload the watermark carries."""
+        return mark_from_db(self.mark_id_db)
+
+    @mark_id.setter
+    def mark_id(self, value: int) -> None:
+        self.mark_id_db = mark_to_db(value)
+
+    @property
+    def mark_hex(self) -> str:
+        """The mark id as 16 hex digits, the form the CLI and manifests show."""
+        return f"{self.mark_id:016x}"
+
+
+class ModerationDecision(Base):
+    """A moderation outcome for a prompt or a generated output, with its explanation."""
+
+    __tablename__ = "moderation_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"),
+                                                      index=True)
+    stage: Mapped[str] = mapped_column(String(16))  # "prompt" or "output"
+    prompt_sha256: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    policy_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+
+    generation: Mapped[Generation | None] = relationship(back_populates="decisions")
+
+
+class PublishedFile(Base):
+    """A released file and the exact C2PA manifest signed into it."""
+
+    __tablename__ = "published_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(String(64))
+    manifest_label: Mapped[str | None] = mapped_column(String(200), index=True)
+    manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
+    signer_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+
+    generation: Mapped[Generation] = relationship(back_populates="files")
+
+
+class Fingerprint(Base):
+    """A published clip's perceptual fingerprint: per second, the hashes of several regions.
+
+    Hashes are kept as big-endian bytes: 64-bit perceptual hashes above 2**63 overflow a signed
+    BIGINT. Rows are only ever added; the match index loads those above the last id it saw.
+    """
+
+    __tablename__ = "fingerprints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    algorithm: Mapped[str] = mapped_column(String(80))
+    seconds: Mapped[int] = mapped_column(Integer)
+    regions: Mapped[int] = mapped_column(Integer)
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    informative: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+
+
+class KeyRecord(Base):
+    """A signing certificate or watermark key the service has used (never the secret itself)."""
+
+    __tablename__ = "keys"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "signing" or "watermark"
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Append-only: who did what to which record. Updates and deletes are refused."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                            server_default=func.now(), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+Index("ix_published_files_generation_sha", PublishedFile.generation_id, PublishedFile.sha256)
+
+
+class AppendOnlyViolation(RuntimeError):
+    """Code tried to change or delete an audit entry."""
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_audit_changes(session: Session, _ctx: object, _instances: object) -> None:
+    # The database triggers (see the initial migration) refuse it too; this catches it earlier
+    # with a clearer message, before a transaction is half done.
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, AuditEntry):
+            raise AppendOnlyViolation("the audit log is append-only")
