@@ -1,0 +1,353 @@
+"""Train the shipped default model: `python -m generator.train_default`.
+
+Two independent parts, because the latent is fixed (see `generator.default_arch`):
+
+* `dit`: the Wan transformer and the UMT5 text encoder, by rectified flow on pooled latents
+  (velocity target noise - x0, logit-normal t, 10% caption dropout for classifier-free guidance,
+  AdamW with EMA weights shipped);
+* `vae`: the Wan VAE's decoder, to turn pooled latents back into 64x64 clips, and its encoder, to
+  produce them.
+
+Both are deterministic for a given seed and step count (the minute caps only stop early). Each part
+writes its components into the output folder with `save_pretrained` every `--checkpoint-every`
+steps, so the folder is a loadable `WanPipeline` from the first checkpoint on. The parts can run at
+the same time in two processes (`--part dit` and `--part vae`), one thread each.
+
+CPU (one thread): about 0.8 s per DiT step at batch 16, 1.7 s per VAE step at batch 4.
+GPU: pass `--device cuda --batch 128`, which trains the same recipe in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from diffusers import WanPipeline
+from transformers import PreTrainedTokenizerFast
+
+from generator import default_arch as arch
+from generator.data import (
+    NUM_FRAMES,
+    SIZE,
+    TRAIN_COMBOS,
+    Combo,
+    compose,
+    motion_mask,
+    pooled_motion_mask,
+    sample_position,
+)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "default_model"
+GENERATION_DEFAULTS = {
+    # Read by generator.model when loading this folder; diffusers ignores the file.
+    "name": "credence-default-t2v",
+    "num_frames": NUM_FRAMES,
+    "height": SIZE,
+    "width": SIZE,
+    "num_inference_steps": 20,
+    "guidance_scale": 4.0,
+    "max_sequence_length": arch.MAX_SEQUENCE_LENGTH,
+    "fps": 8.0,
+    "deliver_size": 256,
+    # Trained at 17 x 64 x 64; other sizes run (RoPE positions) but drift from what it learned.
+    "min_frames": 5,
+    "max_frames": 65,
+    "min_size": 32,
+    "max_size": 256,
+}
+DEFAULTS_FILE = "credence_defaults.json"
+
+
+@dataclass
+class DitConfig:
+    steps: int = 6000
+    batch: int = 16
+    lr: float = 8e-4
+    warmup: int = 100
+    ema: float = 0.999
+    cfg_dropout: float = 0.1
+    num_layers: int = 6
+    heads: int = 4
+    head_dim: int = 32
+    ffn: int = 512
+    seed: int = 0
+
+
+@dataclass
+class VaeConfig:
+    steps: int = 800
+    batch: int = 4
+    lr: float = 1e-3
+    frames: int = 9  # three latent frames: the first chunk, and two chunks that use the causal cache
+    latent_noise: float = 0.03  # decoder sees slightly noisy latents, as it will from the transformer
+    base_dim: int = 24
+    seed: int = 1
+
+
+@dataclass
+class RunConfig:
+    out: Path = DEFAULT_OUT
+    device: str = "cpu"
+    checkpoint_every: int = 500
+    vae_checkpoint_every: int = 200
+    max_minutes: float | None = None
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+
+
+def latent_stats() -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the pooled latent over a fixed sample of training clips."""
+    rng = np.random.default_rng(12345)
+    lat = sample_latents(rng, 512)
+    mean = lat.mean(dim=(0, 2, 3, 4))
+    std = lat.std(dim=(0, 2, 3, 4))
+    # Channels repeat RGB four times; share the statistics so the latent stays symmetric in time.
+    mean = mean.view(4, 3).mean(0).repeat(4)
+    std = std.view(4, 3).mean(0).repeat(4)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def sample_combos(rng: np.random.Generator, n: int) -> list[Combo]:
+    return [TRAIN_COMBOS[i] for i in rng.integers(0, len(TRAIN_COMBOS), n)]
+
+
+def sample_latents(rng: np.random.Generator, n: int, combos: list[Combo] | None = None) -> torch.Tensor:
+    """Pooled latents (un-normalised, B x 12 x 5 x 16 x 16) of random training clips, built from cached masks."""
+    combos = combos if combos is not None else sample_combos(rng, n)
+    clips = []
+    for combo in combos:
+        along, ortho = sample_position(rng)
+        pooled = compose(pooled_motion_mask(combo.shape, combo.direction, along, ortho), combo)  # T x h x w x 3
+        clips.append(pooled)
+    x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3) / 127.5 - 1.0
+    # pooled_latent on an already pooled clip: pool by 1, i.e. only the temporal stacking.
+    return _stack_time(x)
+
+
+def _stack_time(pooled: torch.Tensor) -> torch.Tensor:
+    b, c, t, h, w = pooled.shape
+    k = (t - 1) // arch.TEMPORAL
+    first = pooled[:, :, :1].repeat(1, arch.TEMPORAL, 1, 1, 1)
+    rest = pooled[:, :, 1:].reshape(b, c, k, arch.TEMPORAL, h, w).permute(0, 3, 1, 2, 4, 5)
+    return torch.cat([first, rest.reshape(b, arch.TEMPORAL * c, k, h, w)], dim=2)
+
+
+def sample_clips(rng: np.random.Generator, n: int, frames: int) -> torch.Tensor:
+    """Full-resolution training clips in [-1, 1], B x 3 x frames x 64 x 64 (rounded to uint8 as delivered)."""
+    out = []
+    for combo in sample_combos(rng, n):
+        along, ortho = sample_position(rng)
+        clip = np.rint(compose(motion_mask(combo.shape, combo.direction, along, ortho), combo))[:frames]
+        out.append(clip)
+    return torch.from_numpy(np.stack(out)).permute(0, 4, 1, 2, 3) / 127.5 - 1.0
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerFast, text_encoder: torch.nn.Module, prompts: list[str],
+                   device: str) -> torch.Tensor:
+    """Text embeddings exactly as WanPipeline builds them: padded to max length, padding zeroed."""
+    enc = tokenizer(prompts, padding="max_length", max_length=arch.MAX_SEQUENCE_LENGTH, truncation=True,
+                    add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    hidden = text_encoder(ids, mask).last_hidden_state
+    return hidden * mask[..., None].to(hidden.dtype)
+
+
+def _atomic_save(module: torch.nn.Module, folder: Path) -> None:
+    """save_pretrained into a temp folder, then swap it in, so a reader never sees half a checkpoint."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    tmp.chmod(0o755)
+    module.save_pretrained(tmp)
+    old = folder.with_name(f".{folder.name}-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write_pipeline_skeleton(out: Path, vae_base_dim: int) -> None:
+    """Write model_index.json, tokenizer, scheduler and defaults; components only where still missing."""
+    mean, std = latent_stats()
+    tokenizer = arch.build_tokenizer()
+    torch.manual_seed(0)
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=arch.build_text_encoder(len(tokenizer)),
+        vae=arch.build_vae(mean, std, base_dim=vae_base_dim), scheduler=arch.build_scheduler(),
+        transformer=arch.build_transformer(),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-skeleton-"))
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    for item in tmp.iterdir():
+        target = out / item.name
+        if item.name in {"model_index.json", "tokenizer", "scheduler"} or not target.exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            item.rename(target)
+    shutil.rmtree(tmp)
+    (out / DEFAULTS_FILE).write_text(json.dumps(GENERATION_DEFAULTS, indent=2) + "\n")
+
+
+def _lr_at(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / max(1, warmup))
+
+
+def _out_of_time(start: float, run: RunConfig) -> bool:
+    return run.max_minutes is not None and time.time() - start > run.max_minutes * 60
+
+
+def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True) -> list[float]:
+    """Train transformer + text encoder; returns the per-step losses."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = run.device
+    mean, std = latent_stats()
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1, 1)
+    tokenizer = arch.build_tokenizer()
+    text_encoder = arch.build_text_encoder(len(tokenizer)).to(device).train()
+    transformer = arch.build_transformer(cfg.num_layers, cfg.heads, cfg.head_dim, cfg.ffn).to(device).train()
+    ema_te = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+    ema_tr = copy.deepcopy(transformer).eval().requires_grad_(False)
+    params = [*transformer.parameters(), *text_encoder.parameters()]
+    ema_params = [*ema_tr.parameters(), *ema_te.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    losses: list[float] = []
+    start = time.time()
+    run.log(f"dit: {sum(p.numel() for p in transformer.parameters())/1e6:.2f}M transformer, "
+            f"{sum(p.numel() for p in text_encoder.parameters())/1e6:.2f}M text encoder, {cfg}")
+    for step in range(cfg.steps):
+        combos = sample_combos(rng, cfg.batch)
+        x0 = ((sample_latents(rng, cfg.batch, combos).to(device)) - mean_t) / std_t
+        prompts = [c.caption if rng.random() >= cfg.cfg_dropout else "" for c in combos]
+        t = torch.sigmoid(torch.from_numpy(rng.standard_normal(cfg.batch)).float()).to(device)
+        noise = torch.from_numpy(rng.standard_normal(x0.shape)).float().to(device)
+        tb = t.view(-1, 1, 1, 1, 1)
+        xt = (1 - tb) * x0 + tb * noise
+        ctx = encode_prompts(tokenizer, text_encoder, prompts, device)
+        pred = transformer(xt, t * 1000, ctx, return_dict=False)[0]
+        loss = (pred.float() - (noise - x0)).pow(2).mean()
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.lr, cfg.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        losses.append(float(loss.detach()))
+        done = step + 1
+        if done % 50 == 0:
+            run.log(f"dit step {done}/{cfg.steps} loss {np.mean(losses[-50:]):.4f} "
+                    f"{(time.time() - start) / done:.2f}s/step elapsed {(time.time() - start) / 60:.1f} min")
+        stop = _out_of_time(start, run)
+        if save and (done % run.checkpoint_every == 0 or done == cfg.steps or stop):
+            _atomic_save(ema_tr, run.out / "transformer")
+            _atomic_save(ema_te, run.out / "text_encoder")
+            _write_progress(run.out, "dit", done, losses)
+            run.log(f"dit checkpoint at step {done}")
+        if stop:
+            run.log("dit: minute cap reached, stopping")
+            break
+    return losses
+
+
+def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True) -> list[float]:
+    """Train the Wan VAE to invert (decoder) and produce (encoder) the pooled latent."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = run.device
+    mean, std = latent_stats()
+    vae = arch.build_vae(mean, std, base_dim=cfg.base_dim).to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    losses: list[float] = []
+    start = time.time()
+    run.log(f"vae: {sum(p.numel() for p in vae.parameters())/1e6:.2f}M parameters, {cfg}")
+    for step in range(cfg.steps):
+        x = sample_clips(rng, cfg.batch, cfg.frames).to(device)
+        z = arch.pooled_latent(x)
+        z_in = z + cfg.latent_noise * torch.from_numpy(rng.standard_normal(z.shape)).float().to(device) * torch.tensor(
+            std, device=device).view(1, -1, 1, 1, 1)
+        recon = vae.decode(z_in).sample
+        # clamp in decode hides errors beyond +-1; the background colours sit near the ends, so use
+        # both L2 (shape of edges) and L1 (exact flat colours).
+        dec_loss = (recon - x).pow(2).mean() + 0.5 * (recon - x).abs().mean()
+        mu = vae.encode(x).latent_dist.mean
+        enc_loss = (mu - z).pow(2).mean()
+        loss = dec_loss + enc_loss
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.lr, 50) * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        losses.append(float(dec_loss.detach()))
+        done = step + 1
+        if done % 20 == 0:
+            run.log(f"vae step {done}/{cfg.steps} dec {np.mean(losses[-20:]):.4f} enc {float(enc_loss):.4f} "
+                    f"{(time.time() - start) / done:.2f}s/step")
+        stop = _out_of_time(start, run)
+        if save and (done % run.vae_checkpoint_every == 0 or done == cfg.steps or stop):
+            _atomic_save(vae.eval(), run.out / "vae")
+            vae.train()
+            _write_progress(run.out, "vae", done, losses)
+            run.log(f"vae checkpoint at step {done}")
+        if stop:
+            run.log("vae: minute cap reached, stopping")
+            break
+    return losses
+
+
+def _write_progress(out: Path, part: str, step: int, losses: list[float]) -> None:
+    """Record which step each shipped component comes from (training_<part>.json, beside the weights)."""
+    state = {"part": part, "step": step, "loss_last_50": round(float(np.mean(losses[-50:])), 5)}
+    (out / f"training_{part}.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m generator.train_default", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder to write")
+    parser.add_argument("--part", choices=["all", "dit", "vae"], default="all")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the box is shared)")
+    parser.add_argument("--dit-steps", type=int, default=DitConfig.steps)
+    parser.add_argument("--vae-steps", type=int, default=VaeConfig.steps)
+    parser.add_argument("--batch", type=int, default=DitConfig.batch, help="DiT batch size")
+    parser.add_argument("--vae-batch", type=int, default=VaeConfig.batch)
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between save_pretrained")
+    parser.add_argument("--vae-checkpoint-every", type=int, default=200)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop each part after this many minutes")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run = RunConfig(out=args.out, device=args.device, checkpoint_every=args.checkpoint_every,
+                    vae_checkpoint_every=args.vae_checkpoint_every, max_minutes=args.max_minutes)
+    _write_pipeline_skeleton(args.out, VaeConfig.base_dim)
+    if args.part in ("all", "vae"):
+        train_vae(VaeConfig(steps=args.vae_steps, batch=args.vae_batch), run)
+    if args.part in ("all", "dit"):
+        train_dit(DitConfig(steps=args.dit_steps, batch=args.batch), run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
