@@ -1,0 +1,137 @@
+"""Fingerprints: imagehash-compatible hashes, robustness to edits, no match for unrelated or flat
+clips, the 0002 migration, and an index that sees a clip published a moment ago."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, inspect
+
+from bench.detector_attacks import apply_attack
+from credence import db
+from credence.runtime import Runtime
+from detector.fingerprint_source import is_strong
+from provenance.fingerprint import (
+    ClipFingerprint,
+    QueryFingerprint,
+    fingerprint_frames,
+    hash_regions,
+    query_fingerprint,
+)
+from provenance.fingerprint_index import FingerprintIndex, index_for
+from provenance.ledger.models import Fingerprint
+from provenance.publish import PublishRequest
+from provenance.video import iter_frames, write_video
+
+
+def scene_frames(seed: int, *, width: int = 256, height: int = 192, frames: int = 36) -> list[np.ndarray]:
+    """A smooth random scene panning slowly (3 s at 12 fps): texture at every scale, like footage."""
+    rng = np.random.default_rng(seed)
+    field = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    big = np.asarray(Image.fromarray(field).resize((width * 2, height * 2), Image.Resampling.BICUBIC))
+    detail = rng.integers(0, 40, (height * 2, width * 2, 1), dtype=np.uint8)
+    big = np.clip(big.astype(np.int16) + detail - 20, 0, 255).astype(np.uint8)
+    return [np.ascontiguousarray(big[i * 2: i * 2 + height, i * 3: i * 3 + width]) for i in range(frames)]
+
+
+def write_scene(path: Path, seed: int, **kwargs: int) -> Path:
+    write_video(path, iter(scene_frames(seed, **kwargs)), 12.0, preset="veryfast")
+    return path
+
+
+@pytest.fixture(scope="module")
+def published_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FingerprintIndex, Path]:
+    """Clip A and an unrelated clip B in an index (no ledger), and A's folder."""
+    folder = tmp_path_factory.mktemp("fp")
+    a = write_scene(folder / "a.mp4", 1)
+    b = write_scene(folder / "b.mp4", 2)
+    index = FingerprintIndex()
+    index.add(1, "gen-a", fingerprint_frames(iter_frames(a), 12.0))
+    index.add(2, "gen-b", fingerprint_frames(iter_frames(b), 12.0))
+    return a, index, folder
+
+
+def test_hashes_are_imagehash_phash_and_dhash() -> None:
+    grey = np.asarray(Image.fromarray(scene_frames(5)[0]).convert("L"), dtype=np.float32)
+    phash, dhash = hash_regions([grey])
+    image = Image.fromarray(grey.astype(np.uint8))
+    assert f"{int(phash[0]):016x}" == str(imagehash.phash(image))
+    # dHash compares neighbouring pixels: resampling in float (here) or uint8 (imagehash) breaks
+    # near-ties differently, a bit or two at most.
+    assert imagehash.hex_to_hash(f"{int(dhash[0]):016x}") - imagehash.dhash(image) <= 3
+
+
+@pytest.mark.parametrize("attack", ["reencode_crf35", "scale_0.5", "crop_80", "hflip", "letterbox_15",
+                                    "reframe_9x16", "webm_vp9"])
+def test_fingerprint_survives_edits(published_pair: tuple[Path, FingerprintIndex, Path], attack: str) -> None:
+    a, index, folder = published_pair
+    edited = apply_attack(attack, a, folder / f"a-{attack}.mp4")
+    matches = index.search(query_fingerprint(edited))
+    assert matches and matches[0].generation_id == "gen-a", matches
+    assert is_strong(matches[0]), matches[0]
+    assert all(m.generation_id != "gen-b" or not is_strong(m) for m in matches)
+
+
+def test_unrelated_flat_and_dark_clips_do_not_match(published_pair: tuple[Path, FingerprintIndex, Path]) -> None:
+    _, index, folder = published_pair
+    other = write_scene(folder / "c.mp4", 3)
+    assert not any(is_strong(m) for m in index.search(query_fingerprint(other)))
+    flat = folder / "flat.mp4"
+    write_video(flat, (np.full((96, 128, 3), 90, np.uint8) for _ in range(24)), 12.0)
+    dark = folder / "dark.mp4"
+    rng = np.random.default_rng(0)
+    write_video(dark, (np.clip(rng.normal(5, 2, (96, 128, 3)), 0, 255).astype(np.uint8) for _ in range(24)), 12.0)
+    for path in (flat, dark):
+        query = query_fingerprint(path)
+        assert not query.informative.any(), path.name
+        assert index.search(query) == []
+
+
+def test_fingerprint_blob_round_trip_keeps_hashes_above_2_63() -> None:
+    big = np.array([[2**64 - 1, 2**63, 1, 0, 2**63 + 5, 7]], dtype=np.uint64)
+    fp = ClipFingerprint(big, big[:, ::-1].copy(), np.array([True]))
+    back = ClipFingerprint.from_blobs(fp.hashes_blob(), fp.informative_blob(), 6)
+    assert np.array_equal(back.phash, big) and np.array_equal(back.dhash, big[:, ::-1])
+    with pytest.raises(ValueError, match="blob holds"):
+        ClipFingerprint.from_blobs(fp.hashes_blob()[:-8], fp.informative_blob(), 6)
+
+
+def test_short_and_single_frame_clips_fingerprint(tmp_path: Path) -> None:
+    one = tmp_path / "one.mp4"
+    write_video(one, iter(scene_frames(4, frames=1)), 12.0)
+    query = query_fingerprint(one)
+    assert query.phash.shape[0] == 1
+    stored = fingerprint_frames(scene_frames(4, frames=1), 12.0)
+    assert stored.seconds == 1
+    assert isinstance(query, QueryFingerprint)
+
+
+def test_migration_0002_upgrade_and_downgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    assert db.upgrade(url, "0001") == "0001"
+    assert "fingerprints" not in inspect(create_engine(url)).get_table_names()
+    assert db.upgrade(url) == "0002"
+    engine = create_engine(url)
+    assert "fingerprints" in inspect(engine).get_table_names()
+    columns = {c["name"] for c in inspect(engine).get_columns("fingerprints")}
+    assert {"generation_id", "algorithm", "seconds", "regions", "hashes", "informative"} <= columns
+    engine.dispose()
+    assert db.downgrade(url, "0001") == "0001"
+    assert "fingerprints" not in inspect(create_engine(url)).get_table_names()
+
+
+def test_publish_records_fingerprint_and_index_sees_it_at_once(runtime: Runtime, tmp_path: Path) -> None:
+    index = index_for(runtime.ledger)
+    index.refresh()  # built before the publish, as in a running service
+    source = write_scene(tmp_path / "src.mp4", 11)
+    clip = runtime.publisher.publish_file(source, tmp_path / "out.mp4", PublishRequest(prompt="p", model_name="m"))
+    with runtime.ledger.session() as s:
+        row = s.query(Fingerprint).filter_by(generation_id=clip.generation_id).one()
+        assert row.seconds == 3 and len(row.hashes) == 2 * 8 * 3 * row.regions
+    edited = apply_attack("crop_80", clip.path, tmp_path / "cropped.mp4")
+    matches = index.search(query_fingerprint(edited))
+    assert matches and matches[0].generation_id == clip.generation_id and is_strong(matches[0])
