@@ -156,6 +156,12 @@ def generate(
     frames: Annotated[int | None, typer.Option("--frames", help="Number of frames.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Denoising steps.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cuda, cuda:N, mps or cpu (default: CREDENCE_DEVICE, else CUDA, MPS, CPU).")] = None,
+    cpu_offload: Annotated[bool, typer.Option(
+        "--cpu-offload", help="Keep components on the CPU, move each to the GPU while it runs (big models).")] = False,
+    vae_tiling: Annotated[bool, typer.Option(
+        "--vae-tiling", help="Decode in tiles and slices where the VAE supports it (lower peak memory).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Moderate, generate, watermark, sign and record a clip. Exit 3 if blocked, 4 if held for review."""
@@ -179,7 +185,10 @@ def generate(
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         rt.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         output = rt.settings.outputs_dir / f"clip-{stamp}-{secrets.token_hex(2)}.mp4"
-    options = pipeline.GenerateOptions(model=model, seed=seed, frames=frames, steps=steps, overwrite=overwrite)
+    options = pipeline.GenerateOptions(model=model or rt.settings.default_model, seed=seed, frames=frames, steps=steps, overwrite=overwrite,
+                                       device=device or rt.settings.device, dtype=rt.settings.dtype,
+                                       cpu_offload=cpu_offload or rt.settings.cpu_offload,
+                                       vae_tiling=vae_tiling or rt.settings.vae_tiling)
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err_console, transient=json_, disable=json_)
     tasks: dict[str, Any] = {}

@@ -35,6 +35,10 @@ class GenerateOptions:
     guidance: float | None = None
     overwrite: bool = False
     client: str | None = None
+    device: str | None = None  # None: CUDA, then MPS, then CPU
+    dtype: str | None = None
+    cpu_offload: bool = False
+    vae_tiling: bool = False
 
 
 @dataclass
@@ -66,18 +70,26 @@ class Progress:
     stage: Callable[[str], None] | None = None
 
 
-_models: dict[tuple[str, str | None], Any] = {}
+_models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
 
-def load_model(folder: Path | None, progress: Progress | None = None) -> Any:
-    """The text-to-video model in `folder` (the shipped default when None), loaded once per process."""
+def load_model(folder: Path | None, progress: Progress | None = None,
+               options: GenerateOptions | None = None) -> Any:
+    """The text-to-video model in `folder` (the shipped default when None), loaded once per process.
+
+    Device, dtype and the memory options are part of the cache key: the same folder loaded for
+    another device is another model.
+    """
     from generator import TextToVideoModel
 
-    key = (str(folder.resolve()) if folder else "<default>", None)
+    o = options or GenerateOptions()
+    key = (str(folder.resolve()) if folder else "<default>", o.device, o.dtype, o.cpu_offload, o.vae_tiling)
     with _models_lock:
         if key not in _models:
-            _models[key] = TextToVideoModel.load(folder, progress=progress.loading if progress else None)
+            _models[key] = TextToVideoModel.load(folder, device=o.device, dtype=o.dtype, cpu_offload=o.cpu_offload,
+                                                 vae_tiling=o.vae_tiling, vae_slicing=o.vae_tiling,
+                                                 progress=progress.loading if progress else None)
         return _models[key]
 
 
@@ -117,7 +129,7 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
 
     try:
         stage("loading the model")
-        model = load_model(options.model, progress)
+        model = load_model(options.model, progress, options)
         from generator import GenerationRequest
 
         stage("generating")

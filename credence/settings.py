@@ -57,6 +57,10 @@ class Settings:
     max_upload_bytes: int = 512 * 1024 * 1024
     max_upload_seconds: int = 600
     api_keys: tuple[str, ...] = field(default_factory=tuple)
+    device: str | None = None
+    dtype: str | None = None
+    cpu_offload: bool = False
+    vae_tiling: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +90,10 @@ class Settings:
             max_upload_bytes=_int(env, "CREDENCE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
             max_upload_seconds=_int(env, "CREDENCE_MAX_UPLOAD_SECONDS", 600),
             api_keys=keys,
+            device=env.get("CREDENCE_DEVICE") or None,
+            dtype=env.get("CREDENCE_DTYPE") or None,
+            cpu_offload=_flag(env, "CREDENCE_CPU_OFFLOAD"),
+            vae_tiling=_flag(env, "CREDENCE_VAE_TILING"),
         )
 
     @property
@@ -97,3 +105,13 @@ class Settings:
     def outputs_dir(self) -> Path:
         """Default folder for clips that `credence generate` publishes."""
         return self.home / "outputs"
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A boolean variable; anything but the usual spellings is an error, not silently false."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")

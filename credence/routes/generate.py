@@ -44,7 +44,9 @@ async def create_generation(body: GenerationBody, request: Request, runtime: Run
     outputs.mkdir(parents=True, exist_ok=True)
     output = outputs / f"api-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}.mp4"
     options = pipeline.GenerateOptions(model=runtime.settings.default_model, seed=body.seed, frames=body.frames,
-                                       steps=body.steps, client=client)
+                                       steps=body.steps, client=client, device=runtime.settings.device,
+                                       dtype=runtime.settings.dtype, cpu_offload=runtime.settings.cpu_offload,
+                                       vae_tiling=runtime.settings.vae_tiling)
 
     def run() -> pipeline.GenerateOutcome:
         with _generate_lock:
