@@ -1,0 +1,455 @@
+"""Detection: average whitened luma over frames, find the tile lattice, fold, correlate, decode.
+
+1. Each sampled frame is reduced to luma at a working size (short side `WORK_SHORT`), whitened
+   (minus a local mean, divided by local activity, clipped) so that image content does not
+   swamp the mark, and added to one running sum: memory is one working-size image.
+2. The lattice of the repeated tile (its period and orientation, which crops do not change and
+   rescaling, reframing and rotation do) is read off the autocorrelation of that sum. It uses no
+   key, so it costs the p-value nothing; the unattacked lattice is always tried as well.
+3. For each lattice, every pixel is folded onto one tile (2 bins per cell); a crop only shifts
+   the tile cyclically, so the keyed sync cells are correlated at every cyclic shift at once by
+   FFT, also mirrored (a flipped clip).
+4. p-value: for a fixed shift, the sync statistic z = Σ s_k g_k / ||g|| is a sum of the key's
+   independent random signs s_k weighted by numbers that do not depend on the key, so under "not
+   marked with this key" P(z ≥ t) ≤ exp(-t²/2) (Hoeffding), whatever the content. A union bound
+   over every shift, mirror, lattice and key gives p = min(1, M·exp(-z²/2)): analytic and
+   conservative, with no assumption about the video.
+5. At the best shift, each cell's value is read (inverting the small blur that the bilinear
+   pattern and the matched filter add), the cells of each channel bit are summed with their
+   keyed signs, and the soft bits go to the Viterbi decoder; a payload is reported only when its
+   CRC-32 checks.
+
+`detected` is p < `DETECTION_P` (1e-6). A detection without a payload means "marked with our key,
+but too damaged to say which clip"; a payload is never reported without a detection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidVideo
+from ..video import _open
+from . import ecc
+from ._threads import one_thread as _one_thread
+from .embed import MIN_SIDE
+from .layout import TILE, WatermarkKey, cell_px, layout_for
+
+DETECTION_P = 1e-6
+WORK_SHORT = 256
+BINS = 2  # fold bins per cell side
+WINDOW_S = 3.0  # seconds of video the detector reads
+MAX_FRAMES = 24  # frames it uses, spread over that window
+SCALE_RANGE = (0.45, 2.1)  # tile period relative to the unattacked one, searched in the autocorrelation
+ANGLE_DEG = 12.0
+WHITEN_CELLS = 1.5
+
+
+@dataclass
+class WatermarkResult:
+    """What the detector found with the best-matching key."""
+
+    detected: bool
+    p_value: float
+    payload: int | None
+    key_id: str | None
+    z_score: float = 0.0
+    bit_agreement: float | None = None  # share of channel bits agreeing with the decoded codeword
+    frames_used: int = 0
+    reason: str | None = None
+    soft_bits: np.ndarray | None = field(default=None, repr=False)  # channel soft values, best key
+
+    @property
+    def payload_hex(self) -> str | None:
+        """The payload as 16 hex digits."""
+        return None if self.payload is None else f"{self.payload:016x}"
+
+    def to_dict(self) -> dict[str, object]:
+        """The CLI/JSON form."""
+        return {"detected": self.detected, "p_value": self.p_value, "payload": self.payload_hex,
+                "key_id": self.key_id if self.detected else None}
+
+
+# -- accumulation ------------------------------------------------------------------------------
+def _work_size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, WORK_SHORT / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _whiten(luma: torch.Tensor, cell: float) -> torch.Tensor:
+    """High-passed, activity-normalised, clipped luma: the mark survives, the picture mostly not.
+
+    The local mean spans about two cells, so it removes the picture's slow variations and keeps
+    most of the mark's energy (which sits at the cell scale) whatever the working cell size.
+    """
+    y = luma[None, None]
+    k = max(5, 2 * round(cell * WHITEN_CELLS / 2) + 1)
+    mean = F.avg_pool2d(F.pad(y, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    r = y - mean
+    act = F.avg_pool2d(F.pad(r.abs(), (4, 4, 4, 4), mode="replicate"), 9, stride=1)
+    return (r / (act + 1.0)).clamp_(-3.0, 3.0)[0, 0]
+
+
+class _Accumulator:
+    """Whitened working-size luma of the sampled frames (at most `MAX_FRAMES`: memory is bounded)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total: torch.Tensor | None = None
+        self.kept: list[torch.Tensor] = []
+        self.frames = 0
+        self.size: tuple[int, int] | None = None  # original frame size
+
+    def add_luma(self, luma: torch.Tensor, size: tuple[int, int]) -> None:
+        if self.size is None:
+            self.size = size
+        elif self.size != size:
+            return  # a mid-clip size change: keep the first geometry
+        scale = luma.shape[0] / size[0]
+        white = _whiten(luma.to(self.device, torch.float32), cell_px(*size) * scale)
+        self.total = white if self.total is None else self.total + white
+        if len(self.kept) < MAX_FRAMES:
+            self.kept.append(white)
+        self.frames += 1
+
+    def add_rgb(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[2] < 3 or frame.dtype != np.uint8:
+            raise InvalidVideo(f"expected H×W×3 uint8 frames, got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        t = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(self.device, torch.float32)
+        luma = t[..., 0] * 0.299 + t[..., 1] * 0.587 + t[..., 2] * 0.114
+        hw, ww = _work_size(h, w)
+        if (hw, ww) != (h, w):
+            luma = F.interpolate(luma[None, None], size=(hw, ww), mode="area")[0, 0]
+        self.add_luma(luma, (h, w))
+
+
+# -- lattice -----------------------------------------------------------------------------------
+def _acf(a: torch.Tensor) -> torch.Tensor:
+    """Normalised linear autocorrelation (lag 0 at [0, 0], negative lags wrapped)."""
+    h, w = a.shape
+    a = a - a.mean()
+    spec = torch.fft.rfft2(a, s=(2 * h, 2 * w))
+    acf = torch.fft.irfft2(spec.real.square() + spec.imag.square(), s=(2 * h, 2 * w))
+    ys = torch.arange(2 * h, device=a.device)
+    xs = torch.arange(2 * w, device=a.device)
+    dy = torch.where(ys < h, ys, ys - 2 * h).abs()
+    dx = torch.where(xs < w, xs, xs - 2 * w).abs()
+    overlap = (h - dy).clamp_min(0)[:, None] * (w - dx).clamp_min(0)[None, :]
+    return acf / overlap.clamp_min(1) / (acf[0, 0] / (h * w)).clamp_min(1e-12)
+
+
+def _refine(acf: torch.Tensor, iy: int, ix: int) -> tuple[float, float]:
+    """Sub-pixel peak position by a parabola through the neighbours on each axis."""
+    h2, w2 = acf.shape
+
+    def para(m: float, c: float, p: float) -> float:
+        den = m - 2 * c + p
+        return 0.0 if den >= 0 else max(-0.5, min(0.5, 0.5 * (m - p) / den))
+
+    c = float(acf[iy, ix])
+    oy = para(float(acf[(iy - 1) % h2, ix]), c, float(acf[(iy + 1) % h2, ix]))
+    ox = para(float(acf[iy, (ix - 1) % w2]), c, float(acf[iy, (ix + 1) % w2]))
+    return oy, ox
+
+
+def _lag_grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys = torch.arange(2 * h, device=device)
+    xs = torch.arange(2 * w, device=device)
+    dy = torch.where(ys < h, ys, ys - 2 * h).to(torch.float32)
+    dx = torch.where(xs < w, xs, xs - 2 * w).to(torch.float32)
+    return dy[:, None].expand(2 * h, 2 * w), dx[None, :].expand(2 * h, 2 * w)
+
+
+def _lattice_from_acf(a: torch.Tensor, period: float) -> list[np.ndarray]:
+    """Tile lattice vectors (columns: image displacement of one tile along u and v), if found."""
+    h, w = a.shape
+    acf = _acf(a)
+    dy, dx = _lag_grid(h, w, a.device)
+    radius = torch.sqrt(dy.square() + dx.square())
+    overlap_ok = ((h - dy.abs()) * (w - dx.abs())) >= 0.25 * h * w
+    in_ring = (radius >= SCALE_RANGE[0] * period) & (radius <= SCALE_RANGE[1] * period) & overlap_ok
+    tan = math.tan(math.radians(ANGLE_DEG))
+    sectors = [(dx > 0) & (dy.abs() <= tan * dx), (dy > 0) & (dx.abs() <= tan * dy)]
+    vectors = []
+    for sector in sectors:
+        masked = torch.where(in_ring & sector, acf, torch.full_like(acf, -math.inf))
+        flat = int(torch.argmax(masked))
+        if not math.isfinite(float(masked.view(-1)[flat])):
+            return []
+        iy, ix = divmod(flat, acf.shape[1])
+        peak = float(acf[iy, ix])
+        # A peak at twice the true period can beat the true one: prefer the half lag if it is a peak too.
+        hy, hx = round(float(dy[iy, ix]) / 2), round(float(dx[iy, ix]) / 2)
+        if math.hypot(hy, hx) >= SCALE_RANGE[0] * period * 0.5:
+            best_half = -math.inf
+            for ddy in (-1, 0, 1):
+                for ddx in (-1, 0, 1):
+                    jy, jx = (hy + ddy) % acf.shape[0], (hx + ddx) % acf.shape[1]
+                    if float(acf[jy, jx]) > best_half:
+                        best_half, by, bx = float(acf[jy, jx]), jy, jx
+            if best_half >= 0.5 * peak:
+                iy, ix = by, bx
+        oy, ox = _refine(acf, iy, ix)
+        v = np.array([float(dx[iy, ix]) + ox, float(dy[iy, ix]) + oy])
+        # Higher orders of the same lattice vector pin its length down more finely.
+        num, den = v * 1.0, 1.0
+        for k in (2, 3):
+            ty, tx = k * v[1], k * v[0]
+            if abs(ty) >= h * 0.7 or abs(tx) >= w * 0.7:
+                break
+            best, jy, jx = -math.inf, 0, 0
+            for ddy in (-1, 0, 1):
+                for ddx in (-1, 0, 1):
+                    cy, cx = (round(ty) + ddy) % acf.shape[0], (round(tx) + ddx) % acf.shape[1]
+                    if float(acf[cy, cx]) > best:
+                        best, jy, jx = float(acf[cy, cx]), cy, cx
+            if best < 0.3 * peak:
+                break
+            oy, ox = _refine(acf, jy, jx)
+            pk = np.array([float(dx[jy, jx]) + ox, float(dy[jy, jx]) + oy])
+            num, den = num + k * pk, den + k * k
+        vectors.append(num / den)
+    return [np.stack(vectors, axis=1)]
+
+
+# -- folding and correlation -------------------------------------------------------------------
+def _fold(a: torch.Tensor, lattice: np.ndarray) -> torch.Tensor:
+    """Average every pixel onto one tile, TILE·BINS bins a side, under this lattice."""
+    h, w = a.shape
+    n = TILE * BINS
+    inv = torch.from_numpy(np.linalg.inv(lattice / TILE)).to(a.device, torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(h, device=a.device, dtype=torch.float64) + 0.5,
+                            torch.arange(w, device=a.device, dtype=torch.float64) + 0.5, indexing="ij")
+    u = inv[0, 0] * xs + inv[0, 1] * ys
+    v = inv[1, 0] * xs + inv[1, 1] * ys
+    bu = torch.floor(u * BINS).to(torch.int64) % n
+    bv = torch.floor(v * BINS).to(torch.int64) % n
+    idx = (bv * n + bu).view(-1)
+    sums = torch.bincount(idx, weights=a.reshape(-1).to(torch.float64), minlength=n * n)
+    counts = torch.bincount(idx, minlength=n * n).to(torch.float64)
+    folded = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
+    return folded.view(n, n).to(torch.float32)
+
+
+def _aligned_fold(frames: Sequence[torch.Tensor], lattice: np.ndarray) -> torch.Tensor:
+    """Sum of per-frame folds, each cyclically shifted onto the running sum (no key involved).
+
+    After a strong re-encode the mark in predicted frames is the reference frame's mark carried
+    along by the motion vectors, so it drifts with a pan until the next key frame; aligning the
+    folded tiles frame to frame follows it. The alignment looks only at the data, so the sync
+    statistic's p-value bound still holds.
+    """
+    n = TILE * BINS
+    total: torch.Tensor | None = None
+    shift = (0, 0)
+    reach = 6
+    offsets = torch.arange(-reach, reach + 1, device=frames[0].device)
+    for frame in frames:
+        g = _fold(frame, lattice)
+        if total is None:
+            total = g
+            continue
+        xc = torch.fft.irfft2(torch.conj(torch.fft.rfft2(total)) * torch.fft.rfft2(g), s=(n, n))
+        rows = (shift[0] + offsets) % n
+        cols = (shift[1] + offsets) % n
+        local = xc[rows][:, cols]
+        k = int(torch.argmax(local))
+        shift = (int(rows[k // len(offsets)]), int(cols[k % len(offsets)]))
+        total = total + torch.roll(g, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    assert total is not None
+    return total
+
+
+def _matched(folded: torch.Tensor) -> torch.Tensor:
+    """Convolve with the cell's tent (the bilinear pattern's own shape), circularly."""
+    k1 = torch.tensor([0.5, 1.0, 0.5], device=folded.device)
+    kernel = (k1[:, None] * k1[None, :])[None, None]
+    padded = F.pad(folded[None, None], (1, 1, 1, 1), mode="circular")
+    return F.conv2d(padded, kernel)[0, 0]
+
+
+@dataclass
+class _KeyTemplates:
+    sync_spec: torch.Tensor
+    ind_spec: torch.Tensor
+
+
+def _templates(key: WatermarkKey, device: torch.device) -> _KeyTemplates:
+    lay = layout_for(bytes(key.secret))
+    n = TILE * BINS
+    sync = torch.zeros(n, n, device=device)
+    ind = torch.zeros(n, n, device=device)
+    cells = np.flatnonzero(lay.sync_mask)
+    ky, kx = cells // TILE * BINS, cells % TILE * BINS
+    sync[ky, kx] = torch.from_numpy(lay.signs[cells]).to(device)
+    ind[ky, kx] = 1.0
+    return _KeyTemplates(torch.fft.rfft2(sync), torch.fft.rfft2(ind))
+
+
+def _zscores(g: torch.Tensor, tpl: _KeyTemplates) -> torch.Tensor:
+    """z(τ) = Σ_k s_k g(k+τ) / sqrt(Σ_k g(k+τ)²) over sync cells k, for every cyclic shift τ."""
+    n = g.shape[0]
+    num = torch.fft.irfft2(torch.conj(tpl.sync_spec) * torch.fft.rfft2(g), s=(n, n))
+    den = torch.fft.irfft2(torch.conj(tpl.ind_spec) * torch.fft.rfft2(g.square()), s=(n, n))
+    return num / den.clamp_min(1e-12).sqrt()
+
+
+def _cell_values(g: torch.Tensor, ty: int, tx: int) -> np.ndarray:
+    """The TILE×TILE cell values at shift (ty, tx), with the [1/6, 1, 1/6] inter-cell blur undone."""
+    n = TILE * BINS
+    rows = (torch.arange(TILE, device=g.device) * BINS + ty) % n
+    cols = (torch.arange(TILE, device=g.device) * BINS + tx) % n
+    cells = g[rows][:, cols].to(torch.float64)
+    w = torch.fft.fftfreq(TILE, device=g.device, dtype=torch.float64) * 2 * math.pi
+    h1 = 1.0 + torch.cos(w) / 3.0
+    spec = torch.fft.fft2(cells) / (h1[:, None] * h1[None, :])
+    return torch.fft.ifft2(spec).real.cpu().numpy().reshape(-1)
+
+
+def _soft_bits(key: WatermarkKey, cells: np.ndarray) -> np.ndarray:
+    lay = layout_for(bytes(key.secret))
+    data = ~lay.sync_mask
+    soft = np.bincount(lay.bit_of_cell[data], weights=lay.signs[data] * cells[data], minlength=ecc.CHANNEL_BITS)
+    scale = float(np.sqrt(np.mean(soft**2))) or 1.0
+    return soft / scale
+
+
+def _log_p(z: float, tests: int) -> float:
+    return math.log(tests) - z * z / 2 if z > 0 else 0.0
+
+
+def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[WatermarkKey],
+             frames: int, kept: Sequence[torch.Tensor] = ()) -> WatermarkResult:
+    scale = total.shape[0] / frame_size[0]
+    period = TILE * cell_px(*frame_size) * scale
+    lattices = [np.array([[period, 0.0], [0.0, period]])]
+    found = _lattice_from_acf(total, period)
+    for lat in found:
+        if abs(np.linalg.det(lat)) > 1e-3 and not np.allclose(lat, lattices[0], atol=0.15):
+            lattices.append(lat)
+    n = TILE * BINS
+    folds = 2 if len(kept) > 1 else 1
+    tests = max(1, len(keys)) * len(lattices) * folds * 2 * n * n
+    templates = [_templates(k, total.device) for k in keys]
+    best: tuple[float, int, int, int, torch.Tensor] | None = None  # z, key index, ty, tx, g
+    for lattice, aligned in itertools.product(lattices, (False, True)[:folds]):
+        g = _matched(_aligned_fold(kept, lattice) if aligned else _fold(total, lattice))
+        for g_variant in (g, torch.roll(g.flip(1), 1, dims=1)):
+            for ki, tpl in enumerate(templates):
+                z = _zscores(g_variant, tpl)
+                flat = int(torch.argmax(z))
+                zmax = float(z.view(-1)[flat])
+                if best is None or zmax > best[0]:
+                    best = (zmax, ki, flat // n, flat % n, g_variant)
+    assert best is not None
+    zmax, ki, ty, tx, g = best
+    log_p = _log_p(zmax, tests)
+    p_value = float(min(1.0, math.exp(log_p))) if log_p < 700 else 1.0
+    detected = p_value < DETECTION_P
+    key = keys[ki]
+    soft = _soft_bits(key, _cell_values(g, ty, tx))
+    payload = ecc.decode(soft) if detected else None
+    agreement = None
+    if payload is not None:
+        agreement = float(np.mean((soft < 0) == ecc.encode(payload).astype(bool)))
+    return WatermarkResult(detected, p_value, payload, key.key_id if detected else None, zmax, agreement,
+                           frames, None, soft)
+
+
+def _not_detected(reason: str, frames: int = 0) -> WatermarkResult:
+    return WatermarkResult(False, 1.0, None, None, 0.0, None, frames, reason)
+
+
+def detect_watermark(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], fps: float | None = None, *,
+                     device: str | torch.device = "cpu", window_s: float = WINDOW_S,
+                     max_frames: int = MAX_FRAMES) -> WatermarkResult:
+    """Look for the mark of any of `keys` in the first `window_s` seconds of `frames` (RGB uint8).
+
+    Reads at most `window_s`·fps frames from the iterable (all of it when fps is None and it is
+    short) and uses up to `max_frames` of them, evenly spaced.
+    """
+    dev = torch.device(device)
+    with _one_thread(dev):
+        return _detect_frames(frames, keys, fps, dev, window_s, max_frames)
+
+
+def _detect_frames(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], fps: float | None,
+                   dev: torch.device, window_s: float, max_frames: int) -> WatermarkResult:
+    """`detect_watermark` proper."""
+    if not keys:
+        return _not_detected("no watermark keys")
+    acc = _Accumulator(dev)
+    window = max(1, round(window_s * fps)) if fps else max_frames * 3
+    stride = max(1, math.ceil(window / max_frames))
+    for index, frame in enumerate(frames):
+        if index >= window:
+            break
+        if index % stride:
+            continue
+        if min(frame.shape[:2]) < MIN_SIDE:
+            return _not_detected(f"frames are {frame.shape[1]}x{frame.shape[0]}, below the {MIN_SIDE}px minimum")
+        acc.add_rgb(frame)
+    if acc.total is None or acc.size is None:
+        return _not_detected("the clip has no frames")
+    return _analyse(acc.total, acc.size, keys, acc.frames, acc.kept)
+
+
+def _file_lumas(path: Path, window_s: float, max_frames: int) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
+    """Working-size luma of up to `max_frames` frames spread over the first `window_s` seconds.
+
+    Scaling to the working size and taking luma happen in FFmpeg (swscale), so a 720p frame costs
+    a fraction of an RGB conversion; frames outside the sample are decoded but never converted.
+    """
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        window = max(1, round(window_s * fps))
+        stride = max(1, math.ceil(window / max_frames))
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index >= window:
+                    break
+                if index % stride:
+                    continue
+                h, w = frame.height, frame.width
+                hw, ww = _work_size(h, w)
+                gray = frame.reformat(width=ww, height=hw, format="gray", interpolation="AREA")
+                yield gray.to_ndarray(), (h, w)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+    finally:
+        container.close()
+
+
+def detect_watermark_file(path: Path | str, keys: Sequence[WatermarkKey], *, device: str | torch.device = "cpu",
+                          window_s: float = WINDOW_S, max_frames: int = MAX_FRAMES) -> WatermarkResult:
+    """`detect_watermark` on a video file (PyAV), reading only its first `window_s` seconds."""
+    dev = torch.device(device)
+    with _one_thread(dev):
+        return _detect_file(Path(path), keys, dev, window_s, max_frames)
+
+
+def _detect_file(path: Path, keys: Sequence[WatermarkKey], dev: torch.device, window_s: float,
+                 max_frames: int) -> WatermarkResult:
+    """`detect_watermark_file` proper."""
+    if not keys:
+        return _not_detected("no watermark keys")
+    acc = _Accumulator(dev)
+    for luma, size in _file_lumas(path, window_s, max_frames):
+        if min(size) < MIN_SIDE:
+            return _not_detected(f"frames are {size[1]}x{size[0]}, below the {MIN_SIDE}px minimum")
+        acc.add_luma(torch.from_numpy(luma.astype(np.float32)), size)
+    if acc.total is None or acc.size is None:
+        raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
+    return _analyse(acc.total, acc.size, keys, acc.frames, acc.kept)
