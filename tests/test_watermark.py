@@ -3,6 +3,9 @@ survive, false positives it must not make, and its streaming and determinism con
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +175,40 @@ def test_streaming_contracts() -> None:
 
     detect_watermark(endless(), [KEY], fps=24.0)
     assert pulled <= 3 * 24 + 1  # reads a 3 s window, not the whole stream
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "credence", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_cli_embed_and_detect(cli_env: dict[str, str], tmp_path: Path) -> None:
+    source = tmp_path / "source.mp4"
+    write_video(source, iter(natural_frames(2, 320, 192, 24)), 12.0, crf=18, preset="veryfast")
+    marked = tmp_path / "marked.mp4"
+    one_line_error(run_cli(cli_env, "watermark", "embed", str(source), str(marked), "--payload", "00c0ffee12345678"),
+                   "credence init")
+    assert run_cli(cli_env, "init").returncode == 0
+    one_line_error(run_cli(cli_env, "watermark", "embed", str(source), str(marked), "--payload", "xyz"),
+                   "16 hex digits")
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video\n")
+    one_line_error(run_cli(cli_env, "watermark", "embed", str(not_video), str(marked), "--payload", "0" * 16),
+                   "not a readable video")
+    done = run_cli(cli_env, "watermark", "embed", str(source), str(marked), "--payload", "00c0ffee12345678")
+    assert done.returncode == 0, done.stderr
+    found = run_cli(cli_env, "watermark", "detect", str(marked), "--json")
+    assert found.returncode == 0, found.stderr
+    body = json.loads(found.stdout)
+    assert body["detected"] is True and body["payload"] == "00c0ffee12345678" and body["p_value"] < DETECTION_P
+    assert body["key_id"] and body["key_id"].startswith("wm-")
+    plain = json.loads(run_cli(cli_env, "watermark", "detect", str(source), "--json").stdout)
+    assert plain == {"detected": False, "p_value": plain["p_value"], "payload": None, "key_id": None}
+    assert plain["p_value"] >= DETECTION_P
+    one_line_error(run_cli(cli_env, "watermark", "detect", str(not_video)), "not a readable video")

@@ -10,12 +10,13 @@ that holds for any content. See `detect.py` for the statistics and `embed.py` fo
 
 from .detect import DETECTION_P, WatermarkResult, detect_watermark, detect_watermark_file
 from .ecc import PAYLOAD_BITS
-from .embed import WatermarkEmbedder, WatermarkError
+from .embed import MIN_SIDE, WatermarkEmbedder, WatermarkError
 from .layout import ALGORITHM, WatermarkKey
 
 __all__ = [
     "ALGORITHM",
     "DETECTION_P",
+    "MIN_SIDE",
     "PAYLOAD_BITS",
     "WatermarkEmbedder",
     "WatermarkError",

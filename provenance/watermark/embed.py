@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ProvenanceError
 from . import ecc
 from ._threads import one_thread as _one_thread
 from .layout import WatermarkKey, cell_px, render_pattern, tile_values
@@ -32,8 +33,8 @@ SMALL_BOOST = 1.6
 _MASK_STRIDE = 4
 
 
-class WatermarkError(ValueError):
-    """A payload, key or frame the watermark cannot work with."""
+class WatermarkError(ProvenanceError, ValueError):
+    """A payload, key or frame the watermark cannot work with (a user's mistake: CLI exit 2)."""
 
 
 def _activity_mask(frame: torch.Tensor) -> torch.Tensor:
