@@ -7,6 +7,7 @@ import importlib.util
 import logging
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -69,7 +70,6 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     app.state.runtime = Runtime(settings, actor="api")
     app.state.auth_disabled = not auth
 
-    @app.exception_handler(Exception)
     async def _known_errors(request: Request, exc: Exception) -> JSONResponse:
         code = status_for(exc)
         if code is None:
@@ -78,9 +78,15 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc).splitlines()[0] if str(exc) else ""},
                             code)
 
+    # Known types get their own handler (answered in place, the connection stays healthy); the
+    # catch-all only sees bugs, which Starlette logs and re-raises after the 500.
+    for kind, _code in STATUS_FOR:
+        app.add_exception_handler(kind, _known_errors)
+    app.add_exception_handler(Exception, _known_errors)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "invalid_request", "detail": exc.errors()}, 422)
+        return JSONResponse({"error": "invalid_request", "detail": jsonable_encoder(exc.errors())}, 422)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -185,7 +185,8 @@ def generate(
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         rt.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         output = rt.settings.outputs_dir / f"clip-{stamp}-{secrets.token_hex(2)}.mp4"
-    options = pipeline.GenerateOptions(model=model or rt.settings.default_model, seed=seed, frames=frames, steps=steps, overwrite=overwrite,
+    options = pipeline.GenerateOptions(model=model or rt.settings.default_model, seed=seed, frames=frames,
+                                       steps=steps, overwrite=overwrite,
                                        device=device or rt.settings.device, dtype=rt.settings.dtype,
                                        cpu_offload=cpu_offload or rt.settings.cpu_offload,
                                        vae_tiling=vae_tiling or rt.settings.vae_tiling)
@@ -206,7 +207,7 @@ def generate(
             err_console.print(f"[dim]{text}…[/]")
 
     with bars:
-        moderator = Moderator.load(load_policy(rt.settings.policy_path))
+        moderator = Moderator.load(load_policy(rt.settings.policy_path), clip_checkpoint=rt.settings.clip_model)
         outcome = pipeline.generate(rt, moderator, prompt, output, options,
                                     pipeline.Progress(loading=loading, denoising=denoising, stage=stage))
     result = outcome.to_dict()

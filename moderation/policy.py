@@ -1,0 +1,198 @@
+"""The moderation policy: categories, thresholds, actions, allow-list, rules and output screening.
+
+Trust-and-safety owns `policies/moderation.yaml`; code only reads it. The file is validated at
+load time, and every error names the field (`categories.sexual.block: must be a number in
+[0, 1]`), so that a broken edit stops the service at startup rather than letting prompts through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PolicyError
+
+ACTIONS = ("allow", "review", "block")
+#: Categories a deployment may never switch off or soften.
+MANDATORY = frozenset({"sexual_minors"})
+
+
+def default_policy_path() -> Path:
+    """The packaged policy (`policies/moderation.yaml`)."""
+    return Path(__file__).resolve().parent.parent / "policies" / "moderation.yaml"
+
+
+@dataclass(frozen=True)
+class Category:
+    """One policy category with its thresholds and messages."""
+
+    name: str
+    description: str
+    switchable: bool
+    review: float
+    block: float
+    action: str
+    user_message: str
+    reviewer_detail: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A regular expression on the normalised prompt that sets a floor on a category's score."""
+
+    category: str
+    score: float
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy; `sha256` is the hash of the file's bytes, recorded with each decision."""
+
+    version: str
+    sha256: str
+    categories: dict[str, Category]
+    disabled: frozenset[str]
+    allow_list: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    output: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def enabled(self) -> list[Category]:
+        """The categories this deployment screens for."""
+        return [c for c in self.categories.values() if c.name not in self.disabled]
+
+    @property
+    def label(self) -> str:
+        """`version+sha256[:12]`, what a manifest and a decision carry."""
+        return f"{self.version}+{self.sha256[:12]}"
+
+
+def load_policy(path: Path | str | None = None) -> Policy:
+    """Read and validate a policy file (None: the packaged one)."""
+    path = Path(path) if path is not None else default_policy_path()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"policy file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_policy(data, sha256=hashlib.sha256(raw).hexdigest(), source=str(path))
+
+
+def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> Policy:
+    """Validate a parsed policy document; errors name the field and the file."""
+    where = f"policy {source}: " if source else "policy: "
+
+    def fail(field_name: str, problem: str) -> PolicyError:
+        return PolicyError(f"{where}{field_name}: {problem}")
+
+    if not isinstance(data, dict):
+        raise fail("(top level)", "must be a mapping")
+    unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output"}
+    if unknown:
+        raise fail(sorted(unknown)[0], "unknown field")
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise fail("version", "must be a non-empty string")
+    cats_raw = data.get("categories")
+    if not isinstance(cats_raw, dict) or not cats_raw:
+        raise fail("categories", "must be a non-empty mapping")
+    categories: dict[str, Category] = {}
+    for name, spec in cats_raw.items():
+        at = f"categories.{name}"
+        if not isinstance(spec, dict):
+            raise fail(at, "must be a mapping")
+        extra = set(spec) - {"description", "switchable", "review", "block", "action", "user_message",
+                             "reviewer_detail"}
+        if extra:
+            raise fail(f"{at}.{sorted(extra)[0]}", "unknown field")
+        for key in ("review", "block"):
+            value = spec.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+                raise fail(f"{at}.{key}", f"must be a number in [0, 1], got {value!r}")
+        if float(spec["review"]) > float(spec["block"]):
+            raise fail(f"{at}.review", "must not exceed block")
+        action = spec.get("action", "block")
+        if action not in ("review", "block"):
+            raise fail(f"{at}.action", f"must be review or block, got {action!r}")
+        switchable = spec.get("switchable", True)
+        if not isinstance(switchable, bool):
+            raise fail(f"{at}.switchable", "must be true or false")
+        if name in MANDATORY and (switchable or action != "block"):
+            raise fail(at, "sexual content involving minors must have switchable: false and action: block")
+        for key in ("user_message", "reviewer_detail"):
+            if not isinstance(spec.get(key), str) or not spec[key].strip():
+                raise fail(f"{at}.{key}", "must be a non-empty string")
+        categories[name] = Category(name, str(spec.get("description", name)), switchable, float(spec["review"]),
+                                    float(spec["block"]), action, spec["user_message"].strip(),
+                                    spec["reviewer_detail"].strip())
+    missing = MANDATORY - set(categories)
+    if missing:
+        raise fail("categories", f"must define {sorted(missing)[0]}")
+
+    disabled = data.get("disabled") or []
+    if not isinstance(disabled, list):
+        raise fail("disabled", "must be a list of category names")
+    for i, name in enumerate(disabled):
+        if name not in categories:
+            raise fail(f"disabled[{i}]", f"unknown category {name!r}")
+        if not categories[name].switchable:
+            raise fail(f"disabled[{i}]", f"{name} cannot be switched off")
+
+    allow = data.get("allow_list") or []
+    if not isinstance(allow, list) or not all(isinstance(a, str) and a.strip() for a in allow):
+        raise fail("allow_list", "must be a list of non-empty strings")
+
+    rules: list[Rule] = []
+    for i, spec in enumerate(data.get("rules") or []):
+        at = f"rules[{i}]"
+        if not isinstance(spec, dict):
+            raise fail(at, "must be a mapping")
+        if spec.get("category") not in categories:
+            raise fail(f"{at}.category", f"unknown category {spec.get('category')!r}")
+        score = spec.get("score")
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
+            raise fail(f"{at}.score", f"must be a number in [0, 1], got {score!r}")
+        try:
+            pattern = re.compile(str(spec.get("pattern", "")), re.IGNORECASE)
+        except re.error as exc:
+            raise fail(f"{at}.pattern", f"invalid regular expression ({exc})") from None
+        if not pattern.pattern:
+            raise fail(f"{at}.pattern", "must not be empty")
+        rules.append(Rule(spec["category"], float(score), pattern))
+
+    output = data.get("output") or {}
+    if not isinstance(output, dict):
+        raise fail("output", "must be a mapping")
+    for section in ("nudenet", "clip"):
+        spec = output.get(section)
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise fail(f"output.{section}", "must be a mapping")
+        for key in ("review", "block"):
+            value = spec.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+                raise fail(f"output.{section}.{key}", f"must be a number in [0, 1], got {value!r}")
+    clip = output.get("clip") or {}
+    concepts = clip.get("concepts", {})
+    if not isinstance(concepts, dict) or not all(isinstance(v, list) and v for v in concepts.values()):
+        raise fail("output.clip.concepts", "must map category names to non-empty lists of phrases")
+    for name in concepts:
+        if name not in categories:
+            raise fail(f"output.clip.concepts.{name}", "unknown category")
+    frames = output.get("sample_frames", 8)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise fail("output.sample_frames", "must be a positive integer")
+
+    return Policy(version.strip(), sha256, categories, frozenset(disabled),
+                  tuple(a.strip().lower() for a in allow), tuple(rules), output, source)
