@@ -95,8 +95,6 @@ class Moderator:
         self.policy = policy
         self.heads = heads
         self.frame_screens = list(frame_screens)
-        missing = [c.name for c in policy.enabled if c.name not in heads.categories]
-        self._no_head = frozenset(missing)  # policy categories the heads do not know: rules only
         self._allow = [re.compile(r"\b" + re.escape(normalize(a)) + r"\b") for a in policy.allow_list]
         self._lock = threading.Lock()
 
@@ -156,10 +154,15 @@ class Moderator:
             match = rule.pattern.search(text)
             if match and rule.score > rule_hits.get(rule.category, (-1.0, "", ""))[0]:
                 rule_hits[rule.category] = (rule.score, rule.pattern.pattern, match.group(0))
+        model = {c: float(probs[i]) for i, c in enumerate(self.heads.categories)}
         for category in self.policy.enabled:
-            model = float(probs[self.heads.categories.index(category.name)]) if category.name not in self._no_head \
-                else 0.0
-            scores[category.name] = max(model, rule_hits.get(category.name, (0.0, "", ""))[0])
+            score = model.get(category.name, 0.0)
+            if category.requires is not None:
+                # A conjunction: "a child in a bedroom" is not sexual content involving minors
+                # unless the prompt is also sexual. Rules (which need both parts) still apply.
+                score = min(score, max(model.get(category.requires, 0.0),
+                                       rule_hits.get(category.requires, (0.0, "", ""))[0]))
+            scores[category.name] = max(score, rule_hits.get(category.name, (0.0, "", ""))[0])
         reasons: list[Reason] = []
         for category in self.policy.enabled:
             score = scores[category.name]

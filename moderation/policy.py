@@ -39,6 +39,7 @@ class Category:
     action: str
     user_message: str
     reviewer_detail: str
+    requires: str | None = None  # the classifier's score is capped by this category's score
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
         if not isinstance(spec, dict):
             raise fail(at, "must be a mapping")
         extra = set(spec) - {"description", "switchable", "review", "block", "action", "user_message",
-                             "reviewer_detail"}
+                             "reviewer_detail", "requires"}
         if extra:
             raise fail(f"{at}.{sorted(extra)[0]}", "unknown field")
         for key in ("review", "block"):
@@ -132,9 +133,12 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
         for key in ("user_message", "reviewer_detail"):
             if not isinstance(spec.get(key), str) or not spec[key].strip():
                 raise fail(f"{at}.{key}", "must be a non-empty string")
+        requires = spec.get("requires")
+        if requires is not None and (not isinstance(requires, str) or requires not in cats_raw or requires == name):
+            raise fail(f"{at}.requires", f"must name another category, got {requires!r}")
         categories[name] = Category(name, str(spec.get("description", name)), switchable, float(spec["review"]),
                                     float(spec["block"]), action, spec["user_message"].strip(),
-                                    spec["reviewer_detail"].strip())
+                                    spec["reviewer_detail"].strip(), requires)
     missing = MANDATORY - set(categories)
     if missing:
         raise fail("categories", f"must define {sorted(missing)[0]}")

@@ -6,9 +6,12 @@ the `train` split of this project's own examples (`moderation.examples`). Rows m
 measures on them.
 
 Label mapping: the public sets name categories differently; `CATEGORY_MAP` folds them into the
-policy's. I2P labels describe the *images* a prompt produced, not the prompt: only prompts whose
-images were mostly inappropriate (`inappropriate_pct >= 60`) count as positives, and prompts
-whose images were almost never inappropriate (<= 10%) are kept as art-style benign examples.
+policy's. I2P labels describe the *images* a prompt produced, not the prompt, and its risky
+prompts are mostly ordinary art prompts ("portrait of a woman, by greg rutkowski"): trained as
+positives they teach the heads that art style is harm (a 2-fold CV measured 55% of our everyday
+benign prompts flagged with them, 9% without). So I2P only contributes benign art-style
+examples (prompts whose images were almost never inappropriate, <= 10%); what an innocent
+prompt may still produce is the frame screens' job.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ CATEGORY_MAP = {
 IMPLIES = {"sexual_minors": "sexual"}
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "moderation"
 L2 = 2e-4
-POS_SHARE = 0.5
+POS_SHARE = 0.2
 SEED = 0
 
 
@@ -71,13 +74,7 @@ def public_rows(data_dir: Path, use: str = "train") -> list[Row]:
                 if path.name != "i2p.jsonl":
                     continue  # the UnlearnDiff copy repeats I2P prompts without the percentages
                 inappropriate, nudity = _pct(cats, "inappropriate_pct"), _pct(cats, "nudity_pct")
-                if inappropriate >= 60:
-                    mapped = {CATEGORY_MAP[c] for c in cats if c in CATEGORY_MAP}
-                    if nudity >= 50:
-                        mapped.add("sexual")
-                    if mapped:
-                        rows.append(Row(r["text"], frozenset(mapped), path.stem))
-                elif inappropriate <= 10 and nudity <= 10:
+                if inappropriate <= 10 and nudity <= 10:
                     rows.append(Row(r["text"], frozenset(), path.stem + ":benign"))
                 continue
             if label == "safe":

@@ -86,6 +86,7 @@ def test_packaged_policy_is_valid_and_hashed() -> None:
     ({"output__clip__block": 2}, "output.clip.block"),
     ({"colour": "blue"}, "colour"),
     ({"version": ""}, "version"),
+    ({"categories__sexual_minors__requires": "astrology"}, "categories.sexual_minors.requires"),
 ])
 def test_broken_policy_names_the_field(edits: dict, field: str) -> None:
     with pytest.raises(PolicyError, match=re.escape(field)):
@@ -188,8 +189,19 @@ def test_threshold_and_action_edits_change_decisions_without_retraining(moderato
     assert review_only.screen_prompt("a soldier beheading a prisoner, gore").action == "review"
 
 
+def test_conjunction_caps_the_classifier_but_not_the_rules(moderator: Moderator) -> None:
+    prompt = "a little girl sleeping in a bedroom"
+    capped = moderator.screen_prompt(prompt)
+    assert capped.scores["sexual_minors"] <= capped.scores["sexual"] + 1e-9
+    data = policy_with()
+    del data["categories"]["sexual_minors"]["requires"]
+    uncapped = moderator_for(moderator, data).screen_prompt(prompt)
+    assert uncapped.scores["sexual_minors"] >= capped.scores["sexual_minors"]
+    assert moderator.screen_prompt("a nude little girl").scores["sexual_minors"] == 1.0  # the rule's floor
+
+
 def test_switchable_categories_can_be_disabled(moderator: Moderator) -> None:
-    prompt = "Taylor Swift dancing in a nightclub"
+    prompt = "Taylor Swift singing on a stage"
     assert moderator.screen_prompt(prompt).action == "review"
     off = moderator_for(moderator, policy_with(disabled=["public_figures"]))
     decision = off.screen_prompt(prompt)
@@ -287,7 +299,7 @@ def test_cli_moderate_json_lines_in_order(cli_env: dict[str, str], tmp_path: Pat
     assert one.returncode == 0, one.stderr
     assert json.loads(one.stdout)["action"] == "allow"
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat on a sofa\n\na naked child in a bedroom\nTaylor Swift dancing in a nightclub\n",
+    prompts.write_text("a cat on a sofa\n\na naked child in a bedroom\nTaylor Swift singing on a stage\n",
                        encoding="utf-8")
     many = run(cli_env, "moderate", "--file", str(prompts), "--json")
     assert many.returncode == 3, many.stderr
