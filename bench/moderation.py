@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import statistics
 import time
@@ -165,6 +166,22 @@ def _cv_source(row: Row) -> str:
     return f"{name} (cv)"
 
 
+def measure_latency(moderator: Moderator, unsafe: list[str], own: list, n: int, rng: random.Random) -> dict:
+    """Per-prompt wall time of `screen_prompt` on one torch thread, after a warm-up; half unsafe, half own."""
+    torch.set_num_threads(1)
+    prompts = rng.sample(unsafe, n // 2) + [e.text for e in own][: n // 2]
+    for p in prompts[:20]:
+        moderator.screen_prompt(p)  # warm-up
+    times = []
+    for p in prompts:
+        t0 = time.perf_counter()
+        moderator.screen_prompt(p)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+            "n": len(times), "load_average": list(os.getloadavg())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -172,6 +189,7 @@ def main() -> None:
     parser.add_argument("--attack-sample", type=int, default=600)
     parser.add_argument("--latency-prompts", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the bulk embedding")
+    parser.add_argument("--latency-only", action="store_true", help="measure latency alone (on an idle machine)")
     args = parser.parse_args()
     if not args.data.is_dir():
         parser.error(f"{args.data}: the public moderation sets are not there (../shared/data/moderation)")
@@ -180,6 +198,12 @@ def main() -> None:
     moderator = Moderator.load(policy)
     cache = EmbeddingCache(CACHE)
     table: dict[str, dict[str, float]] = {}
+    if args.latency_only:
+        own = [e for e in examples() if e.split == "eval"]
+        unsafe = [r["text"] for r in load_jsonl(args.data / "t2vsafetybench.jsonl")]
+        latency = measure_latency(moderator, unsafe, own, args.latency_prompts, random.Random(0))
+        print(f"latency, 1 thread: p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms (target p95 <= 30)")
+        return
 
     print("held-out sets, shipped heads")
     sets = {name: load_jsonl(args.data / f"{name}.jsonl") for name in ("t2vsafetybench", "safree_t2v", "mma_diffusion")}
@@ -223,18 +247,7 @@ def main() -> None:
         robustness[name] = {"recall": recall, "points_lost": round(100 * (clean - recall), 2)}
 
     print("latency, one thread, one prompt at a time")
-    torch.set_num_threads(1)
-    prompts = rng.sample(unsafe_video, args.latency_prompts // 2) + [e.text for e in own][: args.latency_prompts // 2]
-    for p in prompts[:20]:
-        moderator.screen_prompt(p)  # warm-up
-    times = []
-    for p in prompts:
-        t0 = time.perf_counter()
-        moderator.screen_prompt(p)
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    latency = {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-               "n": len(times)}
+    latency = measure_latency(moderator, unsafe_video, own, args.latency_prompts, rng)
 
     print()
     print(f"{'source':<36}{'n':>6}{'flagged':>10}{'blocked':>10}   target")

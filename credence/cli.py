@@ -190,8 +190,10 @@ def generate(
                                        device=device or rt.settings.device, dtype=rt.settings.dtype,
                                        cpu_offload=cpu_offload or rt.settings.cpu_offload,
                                        vae_tiling=vae_tiling or rt.settings.vae_tiling)
+    # Progress is for a person at a terminal; piped or --json runs keep stderr to the one-line error.
+    quiet = json_ or not err_console.is_terminal
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=json_, disable=json_)
+                    console=err_console, transient=json_, disable=quiet)
     tasks: dict[str, Any] = {}
 
     def loading(name: str, done: int, total: int) -> None:
@@ -203,7 +205,7 @@ def generate(
         bars.update(tasks["denoise"], completed=step, total=total)
 
     def stage(text: str) -> None:
-        if not json_:
+        if not quiet:
             err_console.print(f"[dim]{text}…[/]")
 
     with bars:

@@ -15,6 +15,8 @@ import itertools
 import random
 from dataclasses import dataclass
 
+from .video_examples import video_positives
+
 STYLES = [
     "",
     ", cinematic lighting",
@@ -553,4 +555,5 @@ def examples() -> list[Example]:
         out.append(Example(base + rng.choice(STYLES[1:]), (), "art"))
     out += [Example(t, (), "gibberish") for t in gibberish(300)]
     out += [Example(t, (), "everyday") for t in everyday(500)]
+    out += [Example(t, (category,), "positive") for t, category in video_positives()]
     return list({e.text: e for e in out}.values())
