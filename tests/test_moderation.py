@@ -346,3 +346,37 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("credence")
     result = subprocess.run([str(script), "moderate", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--file" in result.stdout
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+def test_training_reads_only_train_rows_and_maps_categories(tmp_path: Path) -> None:
+    from moderation.train import public_rows
+
+    rows = [{"text": "kill them all", "label": "unsafe", "categories": ["violence_graphic"], "use": "train"},
+            {"text": "a cat on a mat", "label": "safe", "categories": [], "use": "train"},
+            {"text": "secret eval prompt", "label": "unsafe", "categories": ["sexual"], "use": "eval-only"},
+            {"text": "art prompt", "label": "image_risk", "categories": ["inappropriate_pct=90", "sexual"],
+             "use": "train"}]
+    (tmp_path / "set.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    got = {r.text: set(r.categories) for r in public_rows(tmp_path)}
+    assert got == {"kill them all": {"violence"}, "a cat on a mat": set()}
+
+
+def test_fitting_is_deterministic_and_learns() -> None:
+    from moderation.train import fit_heads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    y = np.stack([(x[:, 0] > 0.5), (x[:, 1] + x[:, 2] > 1.0)], axis=1).astype(np.float32)
+    w1, b1 = fit_heads(x, y, iterations=50)
+    w2, b2 = fit_heads(x, y, iterations=50)
+    assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
+    probs = 1 / (1 + np.exp(-(x @ w1.T + b1)))
+    assert ((probs > 0.5) == (y > 0)).mean() > 0.9
+
+
+def test_shipped_heads_cover_the_policy_categories() -> None:
+    heads = Heads.load()
+    assert {c for c in load_policy().categories} <= set(heads.categories)
+    assert heads.exemplar_texts and heads.weights.shape[0] == len(heads.categories)
