@@ -117,8 +117,9 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
 
     stage("moderating the prompt")
     decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
+    policy = policy_label(decision)
     request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
-                             policy_version=decision.policy_version, client=options.client,
+                             policy_version=policy, client=options.client,
                              parameters=_parameters(options))
     publisher = runtime.publisher
     gen = publisher.begin(request)
@@ -151,11 +152,20 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
 
     stage("publishing")
     request = PublishRequest(prompt=prompt, model_name=clip.model_name, model_hash=clip.model_hash,
-                             policy_version=decision.policy_version, seed=clip.seed, parameters=clip.parameters,
+                             policy_version=policy, seed=clip.seed, parameters=clip.parameters,
                              client=options.client)
     published = publisher.publish(gen.id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
     return GenerateOutcome("published", gen.id, str(published.path), decision.to_dict(), screened.to_dict(),
                            extra={"mark_id": published.mark_hex, "sha256": published.sha256})
+
+
+def policy_label(decision: Any) -> str:
+    """`version+sha256:<first 16 hex>`: what the ledger row and the C2PA manifest say about the policy.
+
+    The version names the edit; the hash proves which file decided (decision rows keep all 64 digits).
+    """
+    digest = getattr(decision, "policy_hash", None)
+    return f"{decision.policy_version}+sha256:{digest[:16]}" if digest else str(decision.policy_version)
 
 
 def _model_label(folder: Path | None) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from credence.runtime import Runtime
 from credence.settings import Settings
+from moderation import load_policy
 from provenance.ledger import Generation, ModerationDecision
 
 from .conftest import API_KEY, LiveServer
@@ -44,8 +45,13 @@ def test_generate_publishes_a_clip_that_verifies_as_ours(cli_env: dict[str, str]
         gen = s.get(Generation, answer["generation_id"])
         assert gen is not None and gen.status == "published"
         assert gen.model == "credence-default-t2v" and gen.model_hash and gen.seed == 3
-        stages = sorted(d.stage for d in s.query(ModerationDecision).filter_by(generation_id=gen.id))
-        assert stages == ["output", "prompt"]
+        decisions = s.query(ModerationDecision).filter_by(generation_id=gen.id).all()
+        assert sorted(d.stage for d in decisions) == ["output", "prompt"]
+        # The policy that decided is named by version and hash in the ledger and in the signed manifest.
+        policy = load_policy()
+        assert {d.policy_hash for d in decisions} == {policy.sha256}
+        assert gen.policy_version == f"{policy.version}+sha256:{policy.sha256[:16]}"
+        assert gen.policy_version.encode() in gen.files[0].manifest
     rt.ledger.dispose()
 
 
