@@ -26,6 +26,7 @@ def moderate(
     from rich.console import Console
 
     from moderation import Moderator, load_policy
+    from moderation.moderator import SEVERITY
 
     if (prompt is None) == (file is None):
         raise SettingsError("give exactly one of PROMPT or --file")
@@ -36,7 +37,7 @@ def moderate(
     worst = 0
     for start in range(0, len(prompts), BATCH):
         for decision in moderator.screen_prompts(prompts[start:start + BATCH]):
-            worst = max(worst, {"allow": 0, "review": 1, "block": 2}[decision.action])
+            worst = max(worst, SEVERITY[decision.action])
             if json_:
                 print(json.dumps(decision.to_dict(), ensure_ascii=False), flush=False)
             else:

@@ -93,8 +93,10 @@ def load_model(folder: Path | None, progress: Progress | None = None,
         return _models[key]
 
 
-def _record_decision(runtime: Runtime, generation_id: str, stage: str, prompt: str, decision: Any,
-                     status: str | None) -> None:
+def record_decision(runtime: Runtime, generation_id: str | None, stage: str, prompt: str, decision: Any,
+                    status: str | None = None, actor: str | None = None) -> None:
+    """Record one decision (the prompt's SHA-256, never the prompt) and its audit entry; with `status`,
+    move the generation to it in the same unit of work."""
     data = decision.to_dict()
     with runtime.ledger.session() as s:
         s.add(ModerationDecision(
@@ -102,11 +104,11 @@ def _record_decision(runtime: Runtime, generation_id: str, stage: str, prompt: s
             scores=data.get("scores", {}), reasons=data.get("reasons", []),
             policy_version=decision.policy_version, policy_hash=getattr(decision, "policy_hash", None),
         ))
-        if status is not None:
+        if status is not None and generation_id is not None:
             gen = s.get(Generation, generation_id)
             assert gen is not None
             gen.status, gen.updated_at = status, utcnow()
-        runtime.ledger.audit(s, runtime.actor, f"moderation.{stage}.{decision.action}", generation_id)
+        runtime.ledger.audit(s, actor or runtime.actor, f"moderation.{stage}.{decision.action}", generation_id)
 
 
 def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, options: GenerateOptions,
@@ -117,14 +119,14 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
 
     stage("moderating the prompt")
     decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
-    policy = policy_label(decision)
+    policy = decision.policy_label
     request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
                              policy_version=policy, client=options.client,
                              parameters=_parameters(options))
     publisher = runtime.publisher
     gen = publisher.begin(request)
     held = {"block": "blocked", "review": "review"}.get(decision.action)
-    _record_decision(runtime, gen.id, "prompt", prompt, decision, held)
+    record_decision(runtime, gen.id, "prompt", prompt, decision, held)
     if held is not None:
         return GenerateOutcome(held, gen.id, None, decision.to_dict())
 
@@ -146,7 +148,7 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
         publisher.fail(gen.id, f"{type(exc).__name__}: {exc}")
         raise
     held = {"block": "blocked", "review": "review"}.get(screened.action)
-    _record_decision(runtime, gen.id, "output", prompt, screened, held)
+    record_decision(runtime, gen.id, "output", prompt, screened, held)
     if held is not None:
         return GenerateOutcome(held, gen.id, None, decision.to_dict(), screened.to_dict())
 
@@ -157,15 +159,6 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
     published = publisher.publish(gen.id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
     return GenerateOutcome("published", gen.id, str(published.path), decision.to_dict(), screened.to_dict(),
                            extra={"mark_id": published.mark_hex, "sha256": published.sha256})
-
-
-def policy_label(decision: Any) -> str:
-    """`version+sha256:<first 16 hex>`: what the ledger row and the C2PA manifest say about the policy.
-
-    The version names the edit; the hash proves which file decided (decision rows keep all 64 digits).
-    """
-    digest = getattr(decision, "policy_hash", None)
-    return f"{decision.policy_version}+sha256:{digest[:16]}" if digest else str(decision.policy_version)
 
 
 def _model_label(folder: Path | None) -> str:

@@ -10,19 +10,17 @@ category carries its reason: the rule and the matched span, or the nearest label
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .classifier import Embedder, Heads, features
-from .errors import InvalidPrompt, ModelMissing
+from .errors import InvalidPrompt
 from .normalize import normalize, strip_controls
-from .policy import Policy, load_policy
+from .policy import Policy, load_policy, policy_label
 
 #: Longest prompt accepted, in characters (a video prompt is a few hundred at most).
 MAX_PROMPT_CHARS = 4000
@@ -60,7 +58,6 @@ class Decision:
     stage: str = "prompt"
     user_message: str | None = None
     reviewer_detail: str | None = None
-    latency_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,9 +69,10 @@ class Decision:
             out["user_message"] = self.user_message
         return out | self.extra
 
-    def reviewer_view(self) -> dict[str, Any]:
-        """What a trust-and-safety reviewer sees in addition to the client's view."""
-        return self.to_dict() | {"reviewer_detail": self.reviewer_detail, "stage": self.stage}
+    @property
+    def policy_label(self) -> str:
+        """What the ledger's generation row and the C2PA manifest say about the policy that decided."""
+        return policy_label(self.policy_version, self.policy_hash)
 
 
 def check_prompt(prompt: object) -> str:
@@ -96,7 +94,6 @@ class Moderator:
         self.heads = heads
         self.frame_screens = list(frame_screens)
         self._allow = [re.compile(r"\b" + re.escape(normalize(a)) + r"\b") for a in policy.allow_list]
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, policy: Policy | None = None, *, heads: Path | None = None,
@@ -132,20 +129,17 @@ class Moderator:
 
     def screen_prompts(self, prompts: Sequence[str]) -> list[Decision]:
         """Decide on several prompts at once (one batched embedding); same answers as one by one."""
-        started = time.perf_counter()
         texts = [self.prepare(p) for p in prompts]
         emb = Embedder.embed([t or "." for t in texts])  # "." : a prompt made only of allow-listed phrases
-        decisions = self.decide(texts, emb)
-        elapsed = (time.perf_counter() - started) * 1000 / max(1, len(prompts))
-        return [replace(d, latency_ms=elapsed) for d in decisions]
+        return self.decide(texts, emb)
 
     def decide(self, prepared: Sequence[str], embeddings: np.ndarray) -> list[Decision]:
         """Decisions for prompts already `prepare`d and embedded (benchmarks reuse cached embeddings)."""
         texts = [t or "." for t in prepared]
         probs = self.heads.scores(features(texts, embeddings))
-        return [self._decide(text, embeddings[i], probs[i], 0.0) for i, text in enumerate(prepared)]
+        return [self._decide(text, embeddings[i], probs[i]) for i, text in enumerate(prepared)]
 
-    def _decide(self, text: str, embedding: np.ndarray, probs: np.ndarray, latency_ms: float) -> Decision:
+    def _decide(self, text: str, embedding: np.ndarray, probs: np.ndarray) -> Decision:
         scores: dict[str, float] = {}
         rule_hits: dict[str, tuple[float, str, str]] = {}
         for rule in self.policy.rules:
@@ -180,9 +174,9 @@ class Moderator:
                 reasons.append(Reason(category.name, score, threshold, action, "classifier",
                                       nearest_example=near[0] if near else None,
                                       similarity=near[1] if near else None))
-        return self._decision("prompt", scores, reasons, latency_ms)
+        return self._decision("prompt", scores, reasons)
 
-    def _decision(self, stage: str, scores: dict[str, float], reasons: list[Reason], latency_ms: float,
+    def _decision(self, stage: str, scores: dict[str, float], reasons: list[Reason],
                   extra: dict[str, Any] | None = None) -> Decision:
         reasons.sort(key=lambda r: (-SEVERITY[r.action], -r.score))
         action = reasons[0].action if reasons else "allow"
@@ -191,7 +185,7 @@ class Moderator:
                         user_message=top.user_message if top else None,
                         reviewer_detail="; ".join(dict.fromkeys(self.policy.categories[r.category].reviewer_detail
                                                                 for r in reasons)) or None,
-                        latency_ms=latency_ms, extra=extra or {})
+                        extra=extra or {})
 
     # -- generated frames ------------------------------------------------------------------------
     def screen_frames(self, frames: np.ndarray) -> Decision:
@@ -201,7 +195,6 @@ class Moderator:
         its categories (maximum over frames) against its own thresholds in the policy's `output`
         section. Without any screen configured the clip is allowed, and the decision says so.
         """
-        started = time.perf_counter()
         if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
             raise InvalidPrompt("frames must be a T x H x W x 3 array with at least one frame")
         count = int(self.policy.output.get("sample_frames", 8))
@@ -229,11 +222,4 @@ class Moderator:
         if not self.frame_screens:
             extra["note"] = ("output screening not configured "
                              "(install the nudenet extra or set CREDENCE_CLIP_CHECKPOINT)")
-        return self._decision("output", scores, reasons, (time.perf_counter() - started) * 1000, extra)
-
-
-def require_model(path: Path | None, what: str) -> Path:
-    """`path` if it exists, else `ModelMissing` naming `what` (for operator-configured models)."""
-    if path is None or not Path(path).exists():
-        raise ModelMissing(f"{what} {path} does not exist")
-    return Path(path)
+        return self._decision("output", scores, reasons, extra)

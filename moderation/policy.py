@@ -71,8 +71,14 @@ class Policy:
 
     @property
     def label(self) -> str:
-        """`version+sha256[:12]`, what a manifest and a decision carry."""
-        return f"{self.version}+{self.sha256[:12]}"
+        """What a generation row and a C2PA manifest carry about this policy."""
+        return policy_label(self.version, self.sha256)
+
+
+def policy_label(version: str, sha256: str) -> str:
+    """`version+sha256:<first 16 hex>`: the version names the edit, the hash proves which file decided
+    (decision rows keep all 64 digits; the label must fit the ledger's 64-character column)."""
+    return f"{version}+sha256:{sha256[:16]}" if sha256 else version
 
 
 def load_policy(path: Path | str | None = None) -> Policy:

@@ -12,9 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
-from provenance.ledger import ModerationDecision, prompt_digest
-
 from ..deps import get_moderator, get_runtime, require_api_key
+from ..pipeline import record_decision
 from ..runtime import Runtime
 
 router = APIRouter(tags=["moderation"])
@@ -48,13 +47,8 @@ async def moderate(body: ModerationBody, request: Request, runtime: Runtime = De
     decisions = await run_in_threadpool(moderator.screen_prompts, prompts)
 
     def record() -> None:
-        with runtime.ledger.session() as s:
-            for text, d in zip(prompts, decisions, strict=True):
-                data = d.to_dict()
-                s.add(ModerationDecision(stage="screen", prompt_sha256=prompt_digest(text), action=d.action,
-                                         scores=data["scores"], reasons=data["reasons"],
-                                         policy_version=d.policy_version, policy_hash=d.policy_hash))
-            runtime.ledger.audit(s, client, "moderation.screen", None)
+        for text, decision in zip(prompts, decisions, strict=True):
+            record_decision(runtime, None, "screen", text, decision, actor=client)
 
     await run_in_threadpool(record)
     answers = [d.to_dict() for d in decisions]
