@@ -4,7 +4,7 @@
     python -m bench.detector --clips 20 --negatives 100 --scales 10000,100000 --quick
 
 Identification: publishes real clips from ../shared/data/videos cut into pieces plus procedural
-clips, applies the attacks of `bench/detector_attacks.py` (manifest stripped by every one) and
+clips, applies the attacks of `credence/testkit/attacks.py` (manifest stripped by every one) and
 verifies each: the share that comes back `generated` with the right generation id.
 False accusations: never-published clips (real ones, their edits, an unpublished segment of a
 published video, procedural ones including flat, dark and noise clips): the count of `generated`.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.detector_attacks import ATTACKS, FAMILY, TARGET, apply_attack
+from credence.testkit.attacks import ATTACKS, FAMILY, TARGET, apply_attack
 from provenance.video import frame_rate, iter_frames, write_video
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -211,7 +211,7 @@ def end_to_end(rt, work: Path, published: list, repeats: int) -> dict:
 
     from credence.app import create_app
     from credence.settings import Settings
-    from tests.conftest import LiveServer
+    from credence.testkit import LiveServer
 
     src = VIDEOS / "threatexchange" / "doorknob-hd-no-bar.mp4"
     frames = list(iter_frames(src)) if src.exists() else procedural_frames(7, "texture", 1280, 720, 120)

@@ -11,7 +11,7 @@ import pytest
 
 from credence.runtime import Runtime
 from credence.settings import Settings
-from provenance.video import write_video
+from credence.testkit import LiveServer, make_clip  # noqa: F401  (re-exported for the tests)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSTGRES_URL = os.environ.get("CREDENCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -25,23 +25,6 @@ def shared_file(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} absent (../shared/data is not in this checkout)")
-    return path
-
-
-def make_clip(path: Path, *, frames: int = 24, width: int = 256, height: int = 192, fps: float = 24.0,
-              seed: int = 0, **options: object) -> Path:
-    """A textured moving clip written with PyAV (random blocks drifting right)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 2, 3), dtype=np.uint8)
-    big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
-    ys, xs = np.mgrid[0:height, 0:width]
-    gradient = ((xs + ys) % 256).astype(np.uint8)[..., None]
-
-    def frame(i: int) -> np.ndarray:
-        tile = big[:height, i % 8: i % 8 + width]
-        return (tile // 2 + gradient // 2).astype(np.uint8)
-
-    write_video(path, (frame(i) for i in range(frames)), fps, **options)
     return path
 
 
@@ -81,38 +64,6 @@ def cli_env(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     env = dict(os.environ)
     env["CREDENCE_HOME"] = str(home)
     return env
-
-
-class LiveServer:
-    """A real uvicorn server on a loopback port, in a background thread."""
-
-    def __init__(self, app: object) -> None:
-        import socket
-        import threading
-
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 API_KEY = "test-key-0123456789"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import detector
-from bench.detector_attacks import apply_attack
+from credence.testkit.attacks import apply_attack
 from credence.app import create_app
 from credence.runtime import Runtime
 from detector import Evidence, combine

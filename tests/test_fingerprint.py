@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, inspect
 
-from bench.detector_attacks import apply_attack
+from credence.testkit.attacks import apply_attack
 from credence import db
 from credence.runtime import Runtime
 from detector.fingerprint_source import is_strong

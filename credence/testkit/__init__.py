@@ -1,0 +1,64 @@
+"""Helpers the tests and the benchmarks share: real clips, a live uvicorn server, and attacks.
+
+One home for both, so that `bench/` never imports `tests/` and `tests/` never imports `bench/`.
+Importing this package is cheap: numpy and PyAV only (the attacks live in `credence.testkit.attacks`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from provenance.video import write_video
+
+__all__ = ["LiveServer", "make_clip"]
+
+
+def make_clip(path: Path, *, frames: int = 24, width: int = 256, height: int = 192, fps: float = 24.0,
+              seed: int = 0, **options: object) -> Path:
+    """A textured moving clip written with PyAV (random blocks drifting right)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 2, 3), dtype=np.uint8)
+    big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+    ys, xs = np.mgrid[0:height, 0:width]
+    gradient = ((xs + ys) % 256).astype(np.uint8)[..., None]
+
+    def frame(i: int) -> np.ndarray:
+        tile = big[:height, i % 8: i % 8 + width]
+        return (tile // 2 + gradient // 2).astype(np.uint8)
+
+    write_video(path, (frame(i) for i in range(frames)), fps, **options)
+    return path
+
+
+class LiveServer:
+    """A real uvicorn server on a loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
