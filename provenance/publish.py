@@ -1,16 +1,24 @@
-"""Publishing: watermark, encode, fingerprint, sign and record a clip in one unit of work.
+"""Publishing: watermark, encode, fingerprint, sign and record a clip, crash-consistent by construction.
 
-No clip leaves without its record. Everything is written to hidden temporary files beside the
-output; the final name appears (an atomic rename) only after the manifest was signed, read back
-as valid and ours, and the ledger rows are in the same transaction that commits. Any failure
-removes the temporaries and marks the generation `failed` with the reason.
+No clip leaves without its record, and no record points at a file that is not there. The order
+is what makes a crash at any instant recoverable (`provenance.recovery` finishes or rolls back):
+
+1. commit the final path and the temporary names on the generation row (stage `publishing`),
+   before any byte is written, so that recovery knows which files are this publish's;
+2. write the marked, encoded clip under a temporary name in the output folder, sign it into a
+   second temporary name, fsync it, and read it back as valid and ours;
+3. commit the published-file, fingerprint and audit rows (stage `releasing`);
+4. rename the signed file to its final path (atomic on one file system) and fsync the folder;
+5. move the row to `published`.
+
+Only a generation that is `running` under this process's lease can be published, and the moves
+are compare-and-sets, so a generation is published at most once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +29,48 @@ import numpy as np
 from .credentials import ManifestContent, mime_for, read_credentials, sign_manifest
 from .errors import InvalidVideo, OutputNotWritable, ProvenanceError, SigningUnavailable
 from .keys import SigningIdentity
-from .ledger import Generation, Ledger, PublishedFile, new_mark_id, prompt_digest
-from .ledger.models import Base, utcnow
+from .ledger import Generation, Ledger, PublishedFile, new_mark_id, prompt_digest, states
+from .ledger.models import Base, Fingerprint
 from .video import VideoWriter, iter_frames, probe
 
 MIN_PUBLISH_SIDE = 64
+
+#: Temporary files of a publish are `.credence-<generation id>.<part><suffix>` in the output folder.
+TEMP_PREFIX = ".credence-"
+TEMP_PARTS = ("encoded", "signed")
+
+
+def temp_path_for(output: Path, generation_id: str, part: str = "signed") -> Path:
+    """The temporary name one part of a publish is written under, beside its final path."""
+    return output.parent / f"{TEMP_PREFIX}{generation_id}.{part}{output.suffix}"
+
+
+def temp_paths(signed: Path) -> list[Path]:
+    """Every temporary file of the publish whose signed temporary is `signed`."""
+    return [signed.with_name(signed.name.replace(".signed", f".{part}", 1)) for part in TEMP_PARTS]
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to stable storage (a rename of an unflushed file can leave it empty)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries, so that a rename in it survives a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # platforms without directory handles: the rename is as durable as they allow
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class FrameMarker(Protocol):
@@ -111,12 +156,18 @@ def check_output_path(output: Path, *, overwrite: bool = False) -> Path:
 
 
 class Publisher:
-    """Turns frames into a released, watermarked, signed and recorded clip."""
+    """Turns frames into a released, watermarked, signed and recorded clip.
+
+    `owner` names this process's leases (see `provenance.ledger.states`); `checkpoint`, when set,
+    is called with the name of each step boundary (fault-injection tests stop the process there).
+    """
 
     def __init__(self, ledger: Ledger, identity: SigningIdentity, *, trust_pem: str,
                  watermark: WatermarkSpec | None = None,
                  recorders: Sequence[Callable[[float], FrameRecorder]] = (),
-                 actor: str = "cli", crf: int = 18) -> None:
+                 actor: str = "cli", crf: int = 18, owner: str | None = None,
+                 lease_seconds: float = states.DEFAULT_LEASE_SECONDS,
+                 checkpoint: Callable[[str], None] | None = None) -> None:
         self.ledger = ledger
         self.identity = identity
         self.trust_pem = trust_pem
@@ -124,16 +175,31 @@ class Publisher:
         self.recorders = list(recorders)
         self.actor = actor
         self.crf = crf
+        self.owner = owner or states.new_lease_owner()
+        self.lease_seconds = lease_seconds
+        self.checkpoint = checkpoint or (lambda _name: None)
 
     # -- the generation record -------------------------------------------------------------
-    def begin(self, request: PublishRequest, *, status: str = "pending") -> Generation:
-        """Create the generation row (with a fresh mark id) before any work is done."""
+    def begin(self, request: PublishRequest, *, status: str = "running", stage: str | None = None,
+              failure_reason: str | None = None) -> Generation:
+        """Create the generation row (with a fresh mark id) before any work is done.
+
+        `running` rows are created under this process's lease (the synchronous executor: the
+        CLI); `queued`, `blocked` and `review` rows hold no lease.
+        """
+        if status not in ("running", "queued", "blocked", "review"):
+            raise ValueError(f"a generation cannot start as {status!r}")
+        running = status == "running"
         with self.ledger.session() as s:
             gen = Generation(
                 prompt=request.prompt, prompt_sha256=prompt_digest(request.prompt),
                 model=request.model_name, model_hash=request.model_hash, parameters=request.parameters,
                 seed=request.seed, status=status, policy_version=request.policy_version,
-                client=request.client,
+                client=request.client, failure_reason=failure_reason,
+                stage=stage or ("generating" if running else None),
+                lease_owner=self.owner if running else None,
+                lease_expires_at=states.lease_deadline(self.lease_seconds) if running else None,
+                attempts=1 if running else 0,
                 watermark_key_id=self.watermark.key_id if self.watermark else None,
             )
             gen.mark_id = new_mark_id()
@@ -143,13 +209,25 @@ class Publisher:
                               model=request.model_name)
         return gen
 
-    def fail(self, generation_id: str, reason: str) -> None:
-        """Mark a generation failed, with the reason, in its own unit of work."""
+    def renew(self, generation_id: str, stage: str | None = None) -> None:
+        """Extend this process's lease on a running generation (and say which stage it is in)."""
+        fields = {"stage": stage} if stage else {}
         with self.ledger.session() as s:
-            gen = s.get(Generation, generation_id)
-            if gen is not None:
-                gen.status, gen.failure_reason, gen.updated_at = "failed", reason[:2000], utcnow()
+            states.renew(s, generation_id, self.owner, self.lease_seconds, **fields)
+
+    def fail(self, generation_id: str, reason: str) -> None:
+        """Mark a generation this process runs `failed`, with the reason, in its own unit of work.
+
+        A row that moved on meanwhile (another process took over an expired lease, or it is
+        already final) is left as it is: failing it would overwrite someone else's outcome.
+        """
+        try:
+            with self.ledger.session() as s:
+                states.move(s, generation_id, ("running", "queued"), "failed", owner=self.owner,
+                            failure_reason=reason[:2000])
                 self.ledger.audit(s, self.actor, "generation.failed", generation_id, reason=reason[:500])
+        except states.StateConflict:
+            pass
 
     # -- publishing ------------------------------------------------------------------------
     def publish_file(self, source: Path, output: Path, request: PublishRequest, *,
@@ -162,24 +240,33 @@ class Publisher:
         if min(info.width, info.height) < MIN_PUBLISH_SIDE:
             raise InvalidVideo(f"{source}: {info.width}x{info.height} is below the {MIN_PUBLISH_SIDE}px "
                                "minimum a watermark and fingerprint need")
-        gen = self.begin(request)
+        gen = self.begin(request, stage="publishing")
         return self.publish(gen.id, iter_frames(source), info.fps, output, request, overwrite=overwrite)
 
     def publish(self, generation_id: str, frames: Iterable[np.ndarray], fps: float, output: Path,
                 request: PublishRequest, *, overwrite: bool = False) -> PublishedClip:
-        """Release `frames` as `output`, recorded under `generation_id`; fails closed."""
+        """Release `frames` as `output`, recorded under `generation_id`; fails closed.
+
+        The generation must be `running` under this process's lease (`StateConflict` otherwise:
+        a blocked, held, failed or already published generation is never published).
+        """
         output = check_output_path(output, overwrite=overwrite)
+        signed = temp_path_for(output, generation_id, "signed")
+        encoded = temp_path_for(output, generation_id, "encoded")
+        # 1. Name the files on the row before any byte exists.
         with self.ledger.session() as s:
+            states.renew(s, generation_id, self.owner, self.lease_seconds, stage="publishing",
+                         output_path=str(output), temp_path=str(signed))
             gen = s.get(Generation, generation_id)
-            if gen is None:
-                raise ProvenanceError(f"unknown generation {generation_id}")
+            assert gen is not None
             mark_id = gen.mark_id
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-        encoded, signed = tmp_dir / f"encoded{output.suffix}", tmp_dir / f"signed{output.suffix}"
-        renamed = False
+        self.checkpoint("named")
+        recorded = released = False
         try:
+            # 2. Write, sign, flush and read back under the temporary names.
             recorders = [make(fps) for make in self.recorders]
             count = self._encode(self._marked(frames, mark_id), fps, encoded, recorders)
+            self.checkpoint("encoded")
             content = ManifestContent(
                 generation_id=generation_id, title=output.name, model_name=request.model_name,
                 model_version=request.model_version or (request.model_hash or "")[:12] or None,
@@ -189,15 +276,17 @@ class Publisher:
                 watermark_key_id=self.watermark.key_id if self.watermark else None,
             )
             manifest = sign_manifest(encoded, signed, content, self.identity, trust_pem=self.trust_pem)
+            encoded.unlink(missing_ok=True)
+            fsync_file(signed)
             creds = read_credentials(signed, trust_pem=self.trust_pem, our_signers={self.identity.leaf_serial})
             if not (creds.ours and creds.state == "Trusted" and creds.generation_id == generation_id):
                 raise SigningUnavailable(f"the signed file does not verify as ours (state {creds.state}, "
                                          f"codes {creds.codes})")
             digest, size = file_sha256(signed), signed.stat().st_size
+            self.checkpoint("signed")
+            # 3. Commit the record, still under the lease (a lost lease aborts here).
             with self.ledger.session() as s:
-                gen = s.get(Generation, generation_id)
-                assert gen is not None
-                gen.status, gen.updated_at = "published", utcnow()
+                states.renew(s, generation_id, self.owner, self.lease_seconds, stage="releasing")
                 s.add(PublishedFile(
                     generation_id=generation_id, path=str(output), sha256=digest, size_bytes=size,
                     mime_type=mime_for(output), manifest_label=creds.manifest_label, manifest=manifest,
@@ -205,25 +294,51 @@ class Publisher:
                 ))
                 for recorder in recorders:
                     s.add_all(recorder.records(generation_id))
+            recorded = True
+            self.checkpoint("recorded")
+            # 4. Release: the rename is atomic; the folder's fsync makes it durable.
+            os.replace(signed, output)
+            released = True
+            fsync_dir(output.parent)
+            self.checkpoint("renamed")
+            # 5. Published.
+            with self.ledger.session() as s:
+                states.move(s, generation_id, ("running",), "published", owner=self.owner, temp_path=None)
                 self.ledger.audit(s, self.actor, "generation.published", generation_id, path=str(output),
                                   sha256=digest, frames=count)
-                s.flush()
-                # The rename is the release; it happens inside the transaction so that a failed
-                # commit can take it back, and a failed rename rolls the rows back.
-                os.replace(signed, output)
-                renamed = True
+            self.checkpoint("published")
             return PublishedClip(generation_id, mark_id, output, digest, size, creds.manifest_label,
                                  self.identity.leaf_fingerprint,
                                  self.watermark.key_id if self.watermark else None, count)
         except BaseException as exc:
-            if renamed and not _is_recorded(self.ledger, generation_id, output):
-                output.unlink(missing_ok=True)
-            self.fail(generation_id, f"{type(exc).__name__}: {exc}")
+            self._abandon(generation_id, output if released else None, [encoded, signed], recorded, exc)
             raise
-        finally:
-            for leftover in tmp_dir.glob("*"):
-                leftover.unlink(missing_ok=True)
-            tmp_dir.rmdir()
+
+    def _abandon(self, generation_id: str, released: Path | None, temps: list[Path], recorded: bool,
+                 exc: BaseException) -> None:
+        """Undo a publish that failed in this process: no file at the final path without `published`.
+
+        When the ledger itself is what failed, the row keeps its lease and names its files, and
+        recovery finishes or rolls it back once the lease runs out.
+        """
+        try:
+            with self.ledger.session() as s:
+                gen = s.get(Generation, generation_id)
+                if gen is not None and gen.status == "published":
+                    return  # the failure came after the release was committed: it stands
+                if recorded:
+                    s.query(Fingerprint).filter(Fingerprint.generation_id == generation_id).delete()
+                    s.query(PublishedFile).filter(PublishedFile.generation_id == generation_id).delete()
+                reason = f"{type(exc).__name__}: {exc}"
+                states.move(s, generation_id, ("running",), "failed", owner=self.owner,
+                            failure_reason=reason[:2000], temp_path=None)
+                self.ledger.audit(s, self.actor, "generation.failed", generation_id, reason=reason[:500])
+        except (ProvenanceError, states.StateConflict):
+            return  # recovery will see the named files once the lease expires
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        if released is not None:
+            released.unlink(missing_ok=True)
 
     def _marked(self, frames: Iterable[np.ndarray], mark_id: int) -> Iterator[np.ndarray]:
         if self.watermark is None:
@@ -247,10 +362,3 @@ class Publisher:
             return writer.frames_written
 
 
-def _is_recorded(ledger: Ledger, generation_id: str, output: Path) -> bool:
-    """True when `output` is the committed release of this generation (never delete that)."""
-    try:
-        gen = ledger.get_generation(generation_id)
-    except ProvenanceError:
-        return False
-    return gen is not None and gen.status == "published" and any(f.path == str(output) for f in gen.files)

@@ -1,7 +1,11 @@
 """The ledger: every generation, decision, published file, key and audit entry."""
 
+from . import states
 from .models import (
+    FINAL_STATUSES,
     GENERATION_STATUSES,
+    STAGES,
+    TRANSITIONS,
     AppendOnlyViolation,
     AuditEntry,
     Base,
@@ -14,10 +18,14 @@ from .models import (
     new_generation_id,
     new_mark_id,
 )
+from .states import StateConflict
 from .store import Ledger, prompt_digest
 
 __all__ = [
+    "FINAL_STATUSES",
     "GENERATION_STATUSES",
+    "STAGES",
+    "TRANSITIONS",
     "AppendOnlyViolation",
     "AuditEntry",
     "Base",
@@ -26,9 +34,11 @@ __all__ = [
     "Ledger",
     "ModerationDecision",
     "PublishedFile",
+    "StateConflict",
     "mark_from_db",
     "mark_to_db",
     "new_generation_id",
     "new_mark_id",
     "prompt_digest",
+    "states",
 ]

@@ -26,8 +26,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-#: Statuses a generation moves through; only `published` ever has a released file.
-GENERATION_STATUSES = ("pending", "blocked", "review", "published", "failed")
+#: Statuses a generation moves through (the state machine in docs/architecture.md); only
+#: `published` ever has a released file at its final path.
+GENERATION_STATUSES = ("queued", "running", "review", "published", "blocked", "rejected", "failed", "cancelled")
+
+#: Statuses a generation never leaves.
+FINAL_STATUSES = frozenset({"published", "blocked", "rejected", "failed", "cancelled"})
+
+#: What `stage` may say: progress while `running`, and what was held while in `review`.
+STAGES = {"running": ("generating", "screening", "publishing", "releasing"), "review": ("prompt", "output")}
+
+#: The moves the state machine allows, each made by a compare-and-set on `status`.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "cancelled", "failed"}),
+    "running": frozenset({"review", "published", "failed", "queued"}),
+    "review": frozenset({"queued", "running", "rejected"}),
+}
 
 
 def new_generation_id() -> str:
@@ -76,8 +90,17 @@ class Generation(Base):
     model_hash: Mapped[str | None] = mapped_column(String(64))
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    stage: Mapped[str | None] = mapped_column(String(16))
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # The lease of whoever runs the generation: only the owner moves a `running` row, and recovery
+    # takes over a row only once its lease has expired (or its owner is known to be dead).
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Named before any byte is written, so that recovery knows which files are this publish's.
+    output_path: Mapped[str | None] = mapped_column(Text)
+    temp_path: Mapped[str | None] = mapped_column(Text)
     policy_version: Mapped[str | None] = mapped_column(String(64))
     watermark_key_id: Mapped[str | None] = mapped_column(String(64))
     client: Mapped[str | None] = mapped_column(String(200))
@@ -192,6 +215,7 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)
 Index("ix_published_files_generation_sha", PublishedFile.generation_id, PublishedFile.sha256)
 
 
