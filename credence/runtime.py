@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from detector import VerificationContext
+from detector import LedgerState, VerificationContext
 from provenance.errors import KeyMissing
 from provenance.keys import (
     SigningIdentity,
@@ -101,28 +101,70 @@ class Runtime:
         """Per-frame recorders that add ledger rows at publish time (fingerprints)."""
         return [importlib.import_module("provenance.fingerprint").fingerprint_recorder]
 
-    @cached_property
+    @property
     def verification(self) -> VerificationContext:
-        """What the detector consults. Works without a ledger (C2PA alone) before `init`."""
-        try:
-            ledger: Ledger | None = self.ledger
-        except Exception:
-            ledger = None
+        """What the detector consults, with the ledger's state said (C2PA alone before `init`).
+
+        A context is kept only once the ledger answered. An outage, or a ledger not initialised yet,
+        is looked at again on the next call, so a database that comes back is used at once with no
+        restart; an outage after that is the sources' business (they report "ledger unavailable").
+        """
+        cached: VerificationContext | None = self.__dict__.get("_verification_context")
+        if cached is not None:
+            return cached
         signers: set[str] = set()
         try:
             signers.add(self.identity.leaf_serial)
         except KeyMissing:
             pass
-        if ledger is not None:
-            # Certificates we signed with before a rotation still vouch for the clips they signed.
-            with ledger.session() as s:
-                rows = s.scalars(select(KeyRecord.id).where(KeyRecord.kind == "signing")).all()
-            signers.update(r.removeprefix("x509-") for r in rows)
+        ledger, state, recorded_signers = self._verification_ledger()
+        signers.update(recorded_signers)
         from provenance.watermark import WatermarkKey
 
         keys = tuple(WatermarkKey(k.key_id, k.secret) for k in load_watermark_secrets(self.settings.keys_dir))
-        return VerificationContext(ledger=ledger, trust_pem=self.trust_pem, our_signers=frozenset(signers),
-                                   watermark_keys=keys)
+        context = VerificationContext(ledger=ledger, trust_pem=self.trust_pem, our_signers=frozenset(signers),
+                                      watermark_keys=keys, ledger_state=state)
+        if state == "ok":
+            self.__dict__["_verification_context"] = context
+        return context
+
+    def _verification_ledger(self) -> tuple[Ledger | None, LedgerState, set[str]]:
+        """The ledger and the signing certificates it records; else why not: "absent" or "unavailable".
+
+        The two differ for a verdict: with no ledger ever initialised C2PA decides alone, while a
+        ledger that cannot be asked might hold the very clip, so nothing may be cleared.
+        """
+        from pathlib import Path
+
+        from sqlalchemy import inspect
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from provenance.errors import LedgerError
+
+        try:
+            ledger = self.ledger
+            # Certificates we signed with before a rotation still vouch for the clips they signed.
+            with ledger.session() as s:
+                rows = s.scalars(select(KeyRecord.id).where(KeyRecord.kind == "signing")).all()
+            return ledger, "ok", {r.removeprefix("x509-") for r in rows}
+        except (LedgerError, SQLAlchemyError):
+            pass
+        url = make_url(self.settings.database_url)
+        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+            return None, "absent", set()  # the default SQLite file appears with `credence init`
+        try:
+            probe = Ledger(self.settings.database_url)
+        except LedgerError:
+            return None, "unavailable", set()  # a URL or driver that does not work is not "never initialised"
+        try:
+            with probe.engine.connect() as connection:
+                tables = inspect(connection).get_table_names()
+        except SQLAlchemyError:
+            return None, "unavailable", set()
+        finally:
+            probe.dispose()
+        return None, ("absent" if "generations" not in tables else "unavailable"), set()
 
 
 def _safe_url(url: str) -> str:

@@ -1,7 +1,7 @@
 """The detector: did Credence make this clip? Evidence sources combined into one verdict."""
 
 from .c2pa_source import C2paSource
-from .evidence import Evidence, EvidenceSource, VerificationContext
+from .evidence import Evidence, EvidenceSource, LedgerState, LedgerUnavailable, VerificationContext
 from .fingerprint_source import FingerprintSource
 from .verdict import Verdict, combine, default_sources, verify
 from .watermark_source import WatermarkSource
@@ -11,6 +11,8 @@ __all__ = [
            "Evidence",
            "EvidenceSource",
            "FingerprintSource",
+           "LedgerState",
+           "LedgerUnavailable",
            "Verdict",
            "VerificationContext",
            "WatermarkSource",

@@ -14,7 +14,7 @@ from typing import Any
 from provenance.fingerprint import ALGORITHM, query_fingerprint
 from provenance.fingerprint_index import FingerprintMatch, index_for
 
-from .evidence import Evidence, VerificationContext
+from .evidence import LEDGER_ERRORS, Evidence, VerificationContext, claim, unchecked
 
 #: A strong match: at least this share of the stored seconds the upload spans ...
 MIN_SIMILARITY = 0.6
@@ -49,13 +49,20 @@ class FingerprintSource:
                                    "matched": False, "generation_id": None, "similarity": 0.0,
                                    "matched_seconds": 0}
         if context.ledger is None:
+            if context.ledger_state == "unavailable":
+                # Without the ledger the index may miss any clip published since it was loaded.
+                return unchecked(self.name, details)
+            details["reason"] = "no ledger is initialised: nothing was published to match"
             return Evidence(self.name, None, "absent", 0.0, details)
         query = query_fingerprint(path, max_seconds=self.max_seconds)
         details["informative_samples"] = int(query.informative.sum())
         if not query.informative.any():
             details["reason"] = "the clip is too flat or dark to fingerprint"
             return Evidence(self.name, None, "absent", 0.0, details)
-        matches = index_for(context.ledger).search(query, limit=3)
+        try:
+            matches = index_for(context.ledger).search(query, limit=3)
+        except LEDGER_ERRORS:
+            return unchecked(self.name, details)
         if not matches:
             return Evidence(self.name, None, "absent", 0.0, details)
         best = matches[0]
@@ -66,8 +73,8 @@ class FingerprintSource:
             # Two published clips match as well as each other: the fingerprint cannot say which.
             details["reason"] = "several published clips match"
             return Evidence(self.name, None, "ambiguous", 0.5, details)
-        if is_strong(best):
+        if is_strong(best) and best.generation_id is not None:
             details["matched"] = True
             strength = min(0.99, 0.9 + 0.09 * best.similarity)
-            return Evidence(self.name, best.generation_id, "generated", strength, details)
+            return claim(self.name, best.generation_id, strength, details, context)
         return Evidence(self.name, best.generation_id, "weak", 0.3 * best.similarity, details)

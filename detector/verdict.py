@@ -2,8 +2,13 @@
 
 Findings a source may report (see `Evidence.finding`):
 
-* `generated` — names one of our generations with accusing strength (a trusted manifest we
-  signed, a watermark payload at p ≤ 1e-6 that is in the ledger, a strong fingerprint match);
+* `generated` — names one of our released (`published`) generations with accusing strength (a
+  trusted manifest we signed, a watermark payload at p ≤ 1e-6 that is in the ledger, a strong
+  fingerprint match);
+* `unreleased` — names one of our generations that the ledger never released (a publish killed
+  halfway, a held, failed or blocked generation): the verdict is `review`, never `generated`;
+* `unchecked` — the source needed the ledger and could not ask it (an outage): the verdict is
+  `review`, never `not_generated`;
 * `weak` — a partial fingerprint match: supports a claim, never makes one;
 * `ours_unknown` — our watermark is there but its payload did not decode;
 * `tampered` — a signal of ours that fails its checks (altered manifest, unknown payload);
@@ -25,7 +30,14 @@ from typing import Any
 from provenance.errors import ProvenanceError
 
 from .c2pa_source import C2paSource
-from .evidence import Evidence, EvidenceSource, VerificationContext
+from .evidence import (
+    LEDGER_ERRORS,
+    LEDGER_UNAVAILABLE,
+    Evidence,
+    EvidenceSource,
+    VerificationContext,
+    unchecked,
+)
 from .fingerprint_source import FingerprintSource
 from .watermark_source import WatermarkSource
 
@@ -76,6 +88,12 @@ def combine(evidence: Sequence[Evidence]) -> Verdict:
     def review(reason: str) -> Verdict:
         return Verdict("review", None, 0.5, items, reason)
 
+    unreleased = [e for e in items if e.finding == "unreleased"]
+    if unreleased:
+        return review(str(unreleased[0].details.get("reason") or "the generation was never released"))
+    if "unchecked" in findings:
+        # An outage may hide a match or a release status: nothing can be cleared or confirmed.
+        return review(f"{LEDGER_UNAVAILABLE}: the clip could not be checked against the ledger")
     if len(claimed) > 1:
         return review("sources name different generations")
     if claimed:
@@ -107,11 +125,23 @@ def _inspect(source: EvidenceSource, path: Path, context: VerificationContext) -
     """One source's evidence; a source that breaks on an odd file is reported, not fatal."""
     try:
         return source.inspect(path, context)
+    except LEDGER_ERRORS:
+        # Checked before ProvenanceError (LedgerError is one): an outage is not the clip's fault.
+        log.warning("evidence source %s could not ask the ledger", source.name, exc_info=True)
+        return unchecked(source.name, {})
     except ProvenanceError:
         raise  # the clip itself is bad (InvalidVideo): the caller's 4xx
     except Exception as exc:
         log.exception("evidence source %s failed on %s", source.name, path)
-        return Evidence(source.name, None, "error", 0.0, {"error": f"{type(exc).__name__}: {exc}"[:300]})
+        return Evidence(source.name, None, "error", 0.0, {"error": _public_error(exc, path)})
+
+
+def _public_error(exc: BaseException, path: Path) -> str:
+    """The error as a verdict may show it: without the server's path of the clip (a temporary name)."""
+    text = f"{type(exc).__name__}: {exc}"
+    for name in (str(path), path.name):
+        text = text.replace(name, "the clip")
+    return text[:300]
 
 
 def verify(path: Path, context: VerificationContext,
