@@ -2,6 +2,9 @@
 
 A blocked or held prompt never reaches the generator; a held output is never written; any
 failure after moderation leaves a `failed` generation row with the reason and no released file.
+The row moves through the ledger's state machine (`provenance.ledger.states`): created `running`
+under this process's lease (or straight to `blocked` / `review` when the prompt screen says so),
+then `running` stages, then `published`, `review` (output held), `blocked` or `failed`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provenance.ledger import Generation, ModerationDecision, prompt_digest
+from provenance.ledger import Generation, ModerationDecision, prompt_digest, states
 from provenance.ledger.models import utcnow
 from provenance.publish import PublishRequest, check_output_path
 
@@ -96,7 +99,7 @@ def load_model(folder: Path | None, progress: Progress | None = None,
 def record_decision(runtime: Runtime, generation_id: str | None, stage: str, prompt: str, decision: Any,
                     status: str | None = None, actor: str | None = None) -> None:
     """Record one decision (the prompt's SHA-256, never the prompt) and its audit entry; with `status`,
-    move the generation to it in the same unit of work."""
+    move the running generation (this process's lease) to it in the same unit of work."""
     data = decision.to_dict()
     with runtime.ledger.session() as s:
         s.add(ModerationDecision(
@@ -105,9 +108,7 @@ def record_decision(runtime: Runtime, generation_id: str | None, stage: str, pro
             policy_version=decision.policy_version, policy_hash=getattr(decision, "policy_hash", None),
         ))
         if status is not None and generation_id is not None:
-            gen = s.get(Generation, generation_id)
-            assert gen is not None
-            gen.status, gen.updated_at = status, utcnow()
+            states.move(s, generation_id, ("running",), status, owner=runtime.publisher.owner, stage=stage)
         runtime.ledger.audit(s, actor or runtime.actor, f"moderation.{stage}.{decision.action}", generation_id)
 
 
@@ -124,26 +125,29 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
                              policy_version=policy, client=options.client,
                              parameters=_parameters(options))
     publisher = runtime.publisher
-    gen = publisher.begin(request)
     held = {"block": "blocked", "review": "review"}.get(decision.action)
-    record_decision(runtime, gen.id, "prompt", prompt, decision, held)
+    # A held or blocked prompt's row starts in its final place: it never holds a lease or a GPU.
+    gen = publisher.begin(request, status=held or "running", stage="prompt" if held else "generating")
+    record_decision(runtime, gen.id, "prompt", prompt, decision)
     if held is not None:
         return GenerateOutcome(held, gen.id, None, decision.to_dict())
 
     try:
-        stage("loading the model")
-        model = load_model(options.model, progress, options)
-        from generator import GenerationRequest
+        with publisher.keep_lease(gen.id):
+            stage("loading the model")
+            model = load_model(options.model, progress, options)
+            from generator import GenerationRequest
 
-        stage("generating")
-        clip = model.generate(GenerationRequest(
-            prompt=prompt, seed=options.seed, num_frames=options.frames, height=options.height,
-            width=options.width, steps=options.steps, guidance=options.guidance,
-        ), progress=progress.denoising if progress else None)
-        _record_model(runtime, gen.id, clip)
+            stage("generating")
+            runtime.checkpoint("generating")
+            clip = model.generate(GenerationRequest(
+                prompt=prompt, seed=options.seed, num_frames=options.frames, height=options.height,
+                width=options.width, steps=options.steps, guidance=options.guidance,
+            ), progress=progress.denoising if progress else None)
+            _record_model(runtime, gen.id, clip)
 
-        stage("screening the output")
-        screened = moderator.screen_frames(clip.frames)
+            stage("screening the output")
+            screened = moderator.screen_frames(clip.frames)
     except BaseException as exc:
         publisher.fail(gen.id, f"{type(exc).__name__}: {exc}")
         raise
@@ -171,8 +175,9 @@ def _parameters(options: GenerateOptions) -> dict[str, Any]:
 
 
 def _record_model(runtime: Runtime, generation_id: str, clip: Any) -> None:
-    """Record what actually ran: the model, its weights' hash, the seed and the parameters."""
+    """Record what actually ran (model, weights' hash, seed, parameters), still under the lease."""
     with runtime.ledger.session() as s:
+        states.renew(s, generation_id, runtime.publisher.owner, runtime.publisher.lease_seconds, stage="screening")
         gen = s.get(Generation, generation_id)
         assert gen is not None
         gen.model, gen.model_hash, gen.seed = clip.model_name, clip.model_hash, clip.seed

@@ -8,6 +8,8 @@ pay for a generator and `credence moderate` does not open the ledger.
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from functools import cached_property
 from typing import Any
 
@@ -23,7 +25,7 @@ from provenance.keys import (
     load_watermark_secrets,
     trust_anchors_pem,
 )
-from provenance.ledger import KeyRecord, Ledger
+from provenance.ledger import KeyRecord, Ledger, states
 from provenance.publish import Publisher, WatermarkSpec
 
 from . import db
@@ -36,6 +38,17 @@ class Runtime:
     def __init__(self, settings: Settings, *, actor: str = "cli") -> None:
         self.settings = settings
         self.actor = actor
+        self.owner = states.new_lease_owner()
+
+    def checkpoint(self, name: str) -> None:
+        """A step boundary of a generation. With `CREDENCE_FAULT_POINT` naming it (crash tests only),
+        the process stops itself there (SIGSTOP) so that the test can kill it with SIGKILL at exactly
+        that point; otherwise nothing happens."""
+        if self.settings.fault_point == name:
+            import signal
+
+            print(f"credence: stopped at fault point {name}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     # -- setup -------------------------------------------------------------------------------
     def init(self) -> dict[str, Any]:
@@ -94,7 +107,8 @@ class Runtime:
     def publisher(self) -> Publisher:
         """The publisher: watermark, encode, fingerprint, sign and record."""
         return Publisher(self.ledger, self.identity, trust_pem=self.trust_pem, watermark=self.watermark,
-                         recorders=self.recorders, actor=self.actor)
+                         recorders=self.recorders, actor=self.actor, owner=self.owner,
+                         lease_seconds=self.settings.lease_seconds, checkpoint=self.checkpoint)
 
     @cached_property
     def recorders(self) -> list[Any]:

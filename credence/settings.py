@@ -61,6 +61,9 @@ class Settings:
     dtype: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
+    # Generation leases (see provenance.ledger.states) and fault injection for the crash tests.
+    lease_seconds: float = 120.0
+    fault_point: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +97,8 @@ class Settings:
             dtype=env.get("CREDENCE_DTYPE") or None,
             cpu_offload=_flag(env, "CREDENCE_CPU_OFFLOAD"),
             vae_tiling=_flag(env, "CREDENCE_VAE_TILING"),
+            lease_seconds=float(_int(env, "CREDENCE_LEASE_SECONDS", 120)),
+            fault_point=env.get("CREDENCE_FAULT_POINT") or None,
         )
 
     @property

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -214,6 +216,32 @@ class Publisher:
         fields = {"stage": stage} if stage else {}
         with self.ledger.session() as s:
             states.renew(s, generation_id, self.owner, self.lease_seconds, **fields)
+
+    @contextmanager
+    def keep_lease(self, generation_id: str) -> Iterator[None]:
+        """Renew this process's lease in the background while a long step (the model) runs.
+
+        A renewal that fails (the lease was taken over) stops the heartbeat; the next move under
+        the lease then fails with `StateConflict`, so the run cannot publish twice.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease_seconds / 3):
+                try:
+                    self.renew(generation_id)
+                except states.StateConflict:
+                    return
+                except ProvenanceError:
+                    continue  # the ledger hiccuped: try again before the lease runs out
+
+        thread = threading.Thread(target=beat, name=f"lease-{generation_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def fail(self, generation_id: str, reason: str) -> None:
         """Mark a generation this process runs `failed`, with the reason, in its own unit of work.

@@ -34,12 +34,13 @@ GENERATION_STATUSES = ("queued", "running", "review", "published", "blocked", "r
 FINAL_STATUSES = frozenset({"published", "blocked", "rejected", "failed", "cancelled"})
 
 #: What `stage` may say: progress while `running`, and what was held while in `review`.
-STAGES = {"running": ("generating", "screening", "publishing", "releasing"), "review": ("prompt", "output")}
+STAGES = {"running": ("generating", "screening", "publishing", "releasing"), "review": ("prompt", "output"),
+          "blocked": ("prompt", "output")}
 
 #: The moves the state machine allows, each made by a compare-and-set on `status`.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"running", "cancelled", "failed"}),
-    "running": frozenset({"review", "published", "failed", "queued"}),
+    "running": frozenset({"review", "published", "blocked", "failed", "queued"}),
     "review": frozenset({"queued", "running", "rejected"}),
 }
 
