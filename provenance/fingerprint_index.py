@@ -2,7 +2,10 @@
 
 The ledger is the one source of truth (HMA's rule); this index is a cache of it that any process
 can rebuild. `refresh()` loads only rows with an id above the last one seen, so a clip published
-a second ago by another process is matchable on the next query.
+a second ago by another process is matchable on the next query. A refresh that fails (the
+database is down) leaves the index as it was and marks it stale; the first refresh that works
+again reloads everything, since the database that came back may not be the one that left (a
+restore, a fail-over): rows may have gone and ids may have restarted.
 
 Search runs in two stages:
 
@@ -24,7 +27,7 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
 from .ledger import Ledger
@@ -123,7 +126,49 @@ class FingerprintIndex:
         self.regions = len(STORED_REGIONS)
         self._chunks = chunks
         self._lock = threading.Lock()
+        self._clear()
+
+    # -- loading -----------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Load fingerprints recorded since the last refresh; returns how many clips were added.
+
+        Raises the ledger's error when it cannot be read (the caller says "ledger unavailable");
+        the index then stays as it was, marked stale, and the next refresh that works reloads it.
+        """
+        if self.ledger is None:
+            return 0
+        from .ledger.models import Fingerprint
+
+        with self._lock:
+            try:
+                with self.ledger.session() as s:
+                    newest = s.scalar(select(func.max(Fingerprint.id))) or 0
+                    # Ids below the last one seen: this is not the database the index was built from.
+                    full = self._stale or newest < self._last_row
+                    since = 0 if full else self._last_row
+                    rows = s.execute(
+                        select(Fingerprint.id, Fingerprint.generation_id, Fingerprint.regions, Fingerprint.hashes,
+                               Fingerprint.informative)
+                        .where(Fingerprint.id > since, Fingerprint.algorithm == ALGORITHM)
+                        .order_by(Fingerprint.id)).all()
+            except Exception:
+                self._stale = True
+                raise
+            if full:
+                self._clear()
+            for row_id, generation_id, regions, hashes, flags in rows:
+                if regions == self.regions:
+                    self._pending.append((row_id, generation_id, ClipFingerprint.from_blobs(hashes, flags, regions)))
+                self._last_row = max(self._last_row, row_id)
+            added = len(self._pending)
+            self._flush_pending()
+            return added
+
+    def _clear(self) -> None:
+        """Start empty (at construction, and before a full reload from the ledger)."""
         self._last_row = 0
+        # Set when a refresh failed: the next one that works reloads from scratch.
+        self._stale = False
         # Per entry (one stored hash): pHash and dHash; a clip's entries are contiguous,
         # seconds × regions in order, so the owner of an entry is found in `_start`.
         self._phash = np.zeros(0, dtype=np.uint64)
@@ -138,28 +183,6 @@ class FingerprintIndex:
         self._indexed = 0  # entries covered by the main tables; the rest is the delta
         self._delta: _Tables | None = None
         self._pending: list[tuple[int, str | None, ClipFingerprint]] = []
-
-    # -- loading -----------------------------------------------------------------------------
-    def refresh(self) -> int:
-        """Load fingerprints recorded since the last refresh; returns how many clips were added."""
-        if self.ledger is None:
-            return 0
-        from .ledger.models import Fingerprint
-
-        with self._lock:
-            with self.ledger.session() as s:
-                rows = s.execute(
-                    select(Fingerprint.id, Fingerprint.generation_id, Fingerprint.regions, Fingerprint.hashes,
-                           Fingerprint.informative)
-                    .where(Fingerprint.id > self._last_row, Fingerprint.algorithm == ALGORITHM)
-                    .order_by(Fingerprint.id)).all()
-            for row_id, generation_id, regions, hashes, flags in rows:
-                if regions == self.regions:
-                    self._pending.append((row_id, generation_id, ClipFingerprint.from_blobs(hashes, flags, regions)))
-                self._last_row = max(self._last_row, row_id)
-            added = len(self._pending)
-            self._flush_pending()
-            return added
 
     def add(self, row_id: int, generation_id: str | None, fingerprint: ClipFingerprint) -> None:
         """Add one clip (for tests and benchmarks that have no ledger)."""
