@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad usage or bad input (a one-line reason on stderr, no
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -38,14 +37,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a user's input or setup can cause: a one-line message, exit 2."""
-    kinds: list[type[BaseException]] = [ProvenanceError, SettingsError]
-    for module, name in (("moderation", "ModerationError"), ("generator", "GeneratorError")):
-        if importlib.util.find_spec(module) is not None:
-            kind = getattr(__import__(module), name, None)
-            if isinstance(kind, type):
-                kinds.append(kind)
-    return tuple(kinds)
+    """Exception types a user's input or setup can cause: a one-line message, exit 2.
+
+    Evaluated only when an exception is on its way out, so the imports cost nothing on success.
+    """
+    from generator.errors import GeneratorError
+    from moderation.errors import ModerationError
+
+    return (ProvenanceError, SettingsError, ModerationError, GeneratorError)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -105,10 +104,33 @@ def publish(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Watermark, sign (C2PA) and record a clip; prints the generation id."""
+    """Watermark, sign (C2PA) and record a clip; prints the generation id.
+
+    The prompt goes through the same prompt screen as `generate`: a clip whose prompt the policy
+    blocks or holds gets no content credentials (exit 3 or 4, recorded like any decision).
+    """
+    from moderation import Moderator, load_policy
+
+    from . import pipeline
+
     rt = runtime()
-    clip = rt.publisher.publish_file(input, output, PublishRequest(prompt=prompt, model_name=model),
-                                     overwrite=overwrite)
+    moderator = Moderator.load(load_policy(rt.settings.policy_path), clip_checkpoint=rt.settings.clip_model)
+    decision = moderator.screen_prompt(prompt)
+    held = {"block": "blocked", "review": "review"}.get(decision.action)
+    if held is not None:
+        gen = rt.publisher.begin(PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label),
+                                 status=held, stage="prompt")
+        pipeline.record_decision(rt, gen.id, "prompt", prompt, decision)
+        answer = {"status": held, "generation_id": gen.id, "moderation": decision.to_dict()}
+        if json_:
+            print(json.dumps(answer))
+        else:
+            reason = decision.to_dict().get("user_message") or "the prompt violates the policy"
+            err_console.print(f"[bold red]{held}[/]: {reason} (generation id {gen.id}); nothing was published")
+        raise typer.Exit(pipeline.EXIT_CODES[held])
+    request = PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label)
+    clip = rt.publisher.publish_file(input, output, request, overwrite=overwrite)
+    pipeline.record_decision(rt, clip.generation_id, "prompt", prompt, decision)
     result = {"generation_id": clip.generation_id, "path": str(clip.path), "sha256": clip.sha256,
               "mark_id": clip.mark_hex, "manifest_label": clip.manifest_label,
               "watermark_key_id": clip.watermark_key_id}
@@ -239,7 +261,43 @@ def serve(
     settings = Settings.from_env()
     if not settings.api_keys and not no_auth:
         raise SettingsError("set CREDENCE_API_KEYS (comma-separated) or pass --no-auth for local use")
+    from .runtime import Runtime
+
+    # A crash of the previous server left its publishes half done: finish or roll them back first.
+    # A ledger that is down (or not migrated yet) does not stop the server: /readyz says so.
+    try:
+        report = Runtime(settings, actor="serve").recover()
+        for line in report.actions + report.problems:
+            err_console.print(f"recovery: {line}", highlight=False, soft_wrap=True)
+    except ProvenanceError as exc:
+        err_console.print(f"recovery skipped: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
     uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info")
+
+
+@app.command()
+@handles_errors
+def doctor(
+    check_files: Annotated[bool, typer.Option(
+        "--check-files/--no-check-files", help="Also check that every published file is still in place.")] = True,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Finish or roll back interrupted publishes and remove their debris.
+
+    Exit 0 when everything is consistent or was repaired, 1 when something needs a person;
+    what was done is printed either way. Rows that a live process holds are never touched.
+    """
+    rt = runtime(actor="doctor")
+    report = rt.recover(check_published=check_files)
+    if json_:
+        print(json.dumps(report.to_dict()))
+    else:
+        for line in report.actions:
+            console.print(line, highlight=False, soft_wrap=True)
+        for line in report.problems:
+            console.print(f"[bold red]needs a person:[/] {line}", highlight=False, soft_wrap=True)
+        if not report.actions and not report.problems:
+            console.print(f"consistent ({report.examined} running generations examined)")
+    raise typer.Exit(report.exit_code)
 
 
 @db_app.command("upgrade")
@@ -272,19 +330,16 @@ def db_current() -> None:
     console.print(db.current_revision(Settings.from_env().database_url) or "base (not migrated)")
 
 
-def _register_optional() -> None:
-    """Sub-commands of the areas that have landed (watermark, moderation, generation, serving)."""
-    if importlib.util.find_spec("credence.cli_watermark") is not None:
-        from .cli_watermark import app as watermark_app
+def _register_subcommands() -> None:
+    """The watermark and moderation sub-commands: always part of Credence, so a missing one is an error."""
+    from .cli_moderate import moderate
+    from .cli_watermark import app as watermark_app
 
-        app.add_typer(watermark_app, name="watermark")
-    if importlib.util.find_spec("credence.cli_moderate") is not None:
-        from .cli_moderate import moderate
-
-        app.command("moderate")(handles_errors(moderate))
+    app.add_typer(watermark_app, name="watermark")
+    app.command("moderate")(handles_errors(moderate))
 
 
-_register_optional()
+_register_subcommands()
 
 
 def main() -> None:

@@ -74,6 +74,15 @@ class Runtime:
                     s.add(KeyRecord(id=key_id, kind=kind, fingerprint=fingerprint))
                     self.ledger.audit(s, self.actor, "key.registered", key_id, kind=kind)
 
+    def recover(self, *, check_published: bool = False) -> Any:
+        """Finish or roll back publishes that a crash interrupted (`credence doctor`, and at start-up)."""
+        from provenance.recovery import recover
+
+        self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+        return recover(self.ledger, owner=self.owner, folders=[self.settings.outputs_dir],
+                       managed=self.settings.outputs_dir, check_published=check_published,
+                       lease_seconds=self.settings.lease_seconds, actor=self.actor)
+
     # -- parts -------------------------------------------------------------------------------
     @cached_property
     def ledger(self) -> Ledger:

@@ -339,10 +339,10 @@ class Publisher:
                                  self.identity.leaf_fingerprint,
                                  self.watermark.key_id if self.watermark else None, count)
         except BaseException as exc:
-            self._abandon(generation_id, output if released else None, [encoded, signed], recorded, exc)
+            self.abandon(generation_id, output if released else None, [encoded, signed], recorded, exc)
             raise
 
-    def _abandon(self, generation_id: str, released: Path | None, temps: list[Path], recorded: bool,
+    def abandon(self, generation_id: str, released: Path | None, temps: list[Path], recorded: bool,
                  exc: BaseException) -> None:
         """Undo a publish that failed in this process: no file at the final path without `published`.
 
