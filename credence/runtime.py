@@ -165,6 +165,10 @@ class Runtime:
 
         from provenance.errors import LedgerError
 
+        url = make_url(self.settings.database_url)
+        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+            # The default SQLite file appears with `credence init`; asking would create it empty.
+            return None, "absent", set()
         try:
             ledger = self.ledger
             # Certificates we signed with before a rotation still vouch for the clips they signed.
@@ -173,9 +177,6 @@ class Runtime:
             return ledger, "ok", {r.removeprefix("x509-") for r in rows}
         except (LedgerError, SQLAlchemyError):
             pass
-        url = make_url(self.settings.database_url)
-        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
-            return None, "absent", set()  # the default SQLite file appears with `credence init`
         try:
             probe = Ledger(self.settings.database_url)
         except LedgerError:
