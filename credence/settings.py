@@ -30,6 +30,34 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A non-negative integer (a queue may be 0: refuse at once when every slot is busy)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive, finite number of seconds (decimals allowed: tests use short limits)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name)
     return Path(raw).expanduser() if raw else None
@@ -56,6 +84,17 @@ class Settings:
     clip_model: Path | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
     max_upload_seconds: int = 600
+    # HTTP limits (credence serve): a body that stops arriving, and how many heavy requests run and wait.
+    body_timeout: float = 30.0
+    queue_timeout: float = 30.0
+    verify_concurrency: int = 2
+    verify_queue: int = 8
+    verify_timeout: float = 120.0
+    moderation_concurrency: int = 4
+    moderation_queue: int = 32
+    moderation_timeout: float = 60.0
+    generation_queue: int = 2
+    generation_timeout: float = 900.0
     api_keys: tuple[str, ...] = field(default_factory=tuple)
     device: str | None = None
     dtype: str | None = None
@@ -92,6 +131,16 @@ class Settings:
             clip_model=_path(env, "CREDENCE_CLIP_CHECKPOINT"),
             max_upload_bytes=_int(env, "CREDENCE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
             max_upload_seconds=_int(env, "CREDENCE_MAX_UPLOAD_SECONDS", 600),
+            body_timeout=_seconds(env, "CREDENCE_BODY_TIMEOUT", 30.0),
+            queue_timeout=_seconds(env, "CREDENCE_QUEUE_TIMEOUT", 30.0),
+            verify_concurrency=_int(env, "CREDENCE_VERIFY_CONCURRENCY", 2),
+            verify_queue=_count(env, "CREDENCE_VERIFY_QUEUE", 8),
+            verify_timeout=_seconds(env, "CREDENCE_VERIFY_TIMEOUT", 120.0),
+            moderation_concurrency=_int(env, "CREDENCE_MODERATION_CONCURRENCY", 4),
+            moderation_queue=_count(env, "CREDENCE_MODERATION_QUEUE", 32),
+            moderation_timeout=_seconds(env, "CREDENCE_MODERATION_TIMEOUT", 60.0),
+            generation_queue=_count(env, "CREDENCE_GENERATION_QUEUE", 2),
+            generation_timeout=_seconds(env, "CREDENCE_GENERATION_TIMEOUT", 900.0),
             api_keys=keys,
             device=env.get("CREDENCE_DEVICE") or None,
             dtype=env.get("CREDENCE_DTYPE") or None,

@@ -2,68 +2,89 @@
 
 Accepts `multipart/form-data` (the first part that carries a file, normally field `file`) or a
 raw body (`video/*`, `application/octet-stream`), as the C2PA soft-binding API's byContent
-sends it. The size limit is enforced while reading, so a 2 GB upload costs at most the limit
-in disk and is refused with 413 as soon as it passes it.
+sends it. Every byte of the body counts toward the limit while it streams, chunked or not: the
+file part may hold `max_bytes`, and the multipart envelope with any other fields at most
+`ENVELOPE_BYTES` more, so a small file part beside an endless text field is refused with 413 as
+soon as the body passes the limit. A body that does not parse as multipart is 400, never 500;
+one that stops arriving is answered by the app's body timeout (408).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from provenance.errors import ProvenanceError
+from ..deps import Busy, Gate, Ticket
 
 #: Suffixes kept from the client's file name (readers sniff content anyway; this helps them).
 _SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv"}
 
+#: Room for the multipart envelope (boundaries, part headers) and small extra fields.
+ENVELOPE_BYTES = 64 * 1024
 
 #: After refusing an upload, read (and drop) at most this much more of it, so that an ordinary
-#: client sees the 413 instead of a connection reset; past it the connection is simply closed.
-DRAIN_BYTES = 64 * 1024 * 1024
+#: client still sending its body sees the 413 instead of a connection reset; past it the
+#: connection is closed.
+DRAIN_BYTES = 8 * 1024 * 1024
 
-
-def as_http_error(exc: ProvenanceError) -> HTTPException:
-    """A user's bad file as an HTTPException with the app's status for its type.
-
-    Raised as HTTPException rather than left to the app's catch-all handler: Starlette answers
-    those from its outermost middleware, then re-raises, which logs a traceback for a 4xx and
-    drops the client's keep-alive connection.
-    """
-    from ..app import status_for
-
-    return HTTPException(status_for(exc) or 422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+#: RFC 2046: a boundary is 1 to 70 characters from this set, not ending in a space.
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"the upload is larger than the {limit} byte limit (CREDENCE_MAX_UPLOAD_BYTES)")
+    return HTTPException(413, f"the upload is larger than the {limit} byte limit (CREDENCE_MAX_UPLOAD_BYTES)",
+                         headers={"Connection": "close"})
 
 
-async def _drain(request: Request, budget: int = DRAIN_BYTES) -> None:
-    """Discard the rest of the body, up to `budget` bytes."""
+def _malformed(why: str) -> HTTPException:
+    return HTTPException(400, f"malformed multipart/form-data body: {why}")
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives (reads the ASGI channel itself, so that it can be resumed to drain)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def drain(request: Request, budget: int = DRAIN_BYTES) -> None:
+    """Discard the rest of the body, up to `budget` bytes (and no longer than the body timeout)."""
     seen = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             seen += len(chunk)
             if seen > budget:
                 return
-    except Exception:  # the client went away: nothing left to drain
+    except (HTTPException, ClientDisconnect, OSError):  # stalled, or the client went away
         return
 
 
 class _FilePart:
     """Callbacks for python-multipart: write the first file part's bytes to `handle`."""
 
-    def __init__(self, handle: object, limit: int) -> None:
+    def __init__(self, handle: IO[bytes], limit: int) -> None:
         self.handle = handle
         self.limit = limit
         self.size = 0
         self.filename: str | None = None
+        self.ended = False
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
@@ -73,7 +94,7 @@ class _FilePart:
         return {"on_part_begin": self._part_begin, "on_header_field": self._field,
                 "on_header_value": self._value, "on_header_end": self._header_end,
                 "on_headers_finished": self._headers_done, "on_part_data": self._data,
-                "on_part_end": self._part_end}
+                "on_part_end": self._part_end, "on_end": self._end}
 
     def _part_begin(self) -> None:
         self._headers = {}
@@ -100,12 +121,25 @@ class _FilePart:
         if self._state != "in_file":
             return
         self.size += end - start
-        if self.size <= self.limit:  # past it the caller drains the body and answers 413
-            self.handle.write(data[start:end])  # type: ignore[attr-defined]
+        if self.size <= self.limit:  # past it the caller answers 413
+            self.handle.write(data[start:end])
 
     def _part_end(self) -> None:
         if self._state == "in_file":
             self._state = "done"
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def admit_upload(upload_gate: Gate, request: Request) -> Ticket:
+    """A place on `upload_gate` before a byte of the upload is read, or 503 at once when it is full
+    (after dropping a little of the body, so that an ordinary client sees the answer)."""
+    try:
+        return upload_gate.admit()
+    except Busy:
+        await drain(request)
+        raise
 
 
 @asynccontextmanager
@@ -114,15 +148,26 @@ async def receive_upload(request: Request, max_bytes: int) -> AsyncIterator[tupl
 
     The file is deleted when the block ends, whatever happens in it.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-        await _drain(request)
-        raise _too_large(max_bytes)
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    content_type = content_type.lower()
+    multipart = content_type == b"multipart/form-data"
+    if not multipart and not (content_type.startswith(b"video/") or content_type in (b"application/octet-stream",
+                                                                                     b"")):
+        raise HTTPException(415, f"unsupported content type {content_type.decode(errors='replace')!r}: "
+                                 "send multipart/form-data with a `file` part, or the video bytes")
+    body_limit = max_bytes + (ENVELOPE_BYTES if multipart else 0)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        await drain(request)
+        raise _too_large(max_bytes)
     fd, name = tempfile.mkstemp(prefix="credence-upload-")
     path = Path(name)
     try:
-        filename, size = await _receive(request, fd, content_type, params, max_bytes)
+        with os.fdopen(fd, "wb") as handle:
+            if multipart:
+                filename, size = await _receive_multipart(request, handle, params, max_bytes, body_limit)
+            else:
+                filename, size = None, await _receive_raw(request, handle, max_bytes)
         suffix = Path(filename or "").suffix.lower()
         if suffix in _SUFFIXES:
             named = path.with_name(path.name + suffix)
@@ -133,39 +178,46 @@ async def receive_upload(request: Request, max_bytes: int) -> AsyncIterator[tupl
         path.unlink(missing_ok=True)
 
 
-async def _receive(request: Request, fd: int, content_type: bytes, params: dict[bytes, bytes],
-                   max_bytes: int) -> tuple[str | None, int]:
-    """Write the clip's bytes to `fd`; past the limit, drain (and drop) the rest, then 413."""
-    with os.fdopen(fd, "wb") as handle:
-        if content_type == b"multipart/form-data":
-            boundary = params.get(b"boundary")
-            if not boundary:
-                raise HTTPException(400, "multipart/form-data without a boundary")
-            part = _FilePart(handle, max_bytes)
-            parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
-            seen = 0
-            async for chunk in request.stream():
-                seen += len(chunk)
-                if part.size <= max_bytes:
-                    parser.write(chunk)
-                elif seen > max_bytes + DRAIN_BYTES:
-                    break
-            if part.size > max_bytes:
-                raise _too_large(max_bytes)
-            parser.finalize()
-            if part.filename is None:
-                raise HTTPException(422, "the form has no file part (send the clip as field `file`)")
-            return part.filename, part.size
-        if content_type.startswith(b"video/") or content_type in (b"application/octet-stream", b""):
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size <= max_bytes:
-                    handle.write(chunk)
-                elif size > max_bytes + DRAIN_BYTES:
-                    break
-            if size > max_bytes:
-                raise _too_large(max_bytes)
-            return None, size
-        raise HTTPException(415, f"unsupported content type {content_type.decode(errors='replace')!r}: "
-                                 "send multipart/form-data with a `file` part, or the video bytes")
+async def _receive_raw(request: Request, handle: IO[bytes], max_bytes: int) -> int:
+    size = 0
+    async for chunk in body_chunks(request):
+        size += len(chunk)
+        if size > max_bytes:
+            await drain(request)
+            raise _too_large(max_bytes)
+        handle.write(chunk)
+    return size
+
+
+async def _receive_multipart(request: Request, handle: IO[bytes], params: dict[bytes, bytes], max_bytes: int,
+                             body_limit: int) -> tuple[str, int]:
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise _malformed("no boundary in the Content-Type header")
+    if not _BOUNDARY.fullmatch(boundary):
+        raise _malformed("the boundary is not 1-70 characters of the RFC 2046 set")
+    part = _FilePart(handle, max_bytes)
+    try:
+        parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
+    except (MultipartParseError, ValueError) as exc:
+        raise _malformed(type(exc).__name__) from None
+    seen = 0
+    async for chunk in body_chunks(request):
+        seen += len(chunk)
+        if seen > body_limit:
+            await drain(request)
+            raise _too_large(max_bytes)
+        try:
+            parser.write(chunk)
+        except (MultipartParseError, ValueError, UnicodeDecodeError) as exc:
+            await drain(request)
+            raise _malformed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        if part.size > max_bytes:
+            await drain(request)
+            raise _too_large(max_bytes)
+    if not part.ended:
+        raise _malformed("the body ended before the closing boundary (truncated?)")
+    if part.filename is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "input": None,
+                                       "msg": "the form has no file part (send the clip as field `file`)"}])
+    return part.filename, part.size

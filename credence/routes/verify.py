@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
 from detector import default_sources, verify
-from provenance.errors import InvalidVideo, ProvenanceError
+from provenance.errors import InvalidVideo
 from provenance.video import probe
 
-from ..deps import get_runtime, require_api_key
+from ..deps import Gate, gate, get_runtime, require_api_key
 from ..runtime import Runtime
-from .uploads import as_http_error, receive_upload
+from .problems import UPLOAD_BODY, UPLOAD_ERRORS
+from .uploads import admit_upload, receive_upload
 
 router = APIRouter(tags=["verification"])
+
+
+class EvidenceItem(BaseModel):
+    """What one evidence source found; its other fields are the source's own figures."""
+
+    model_config = ConfigDict(extra="allow")
+    source: str = Field(description="`c2pa`, `watermark` or `fingerprint`.")
+
+
+class ClipInfo(BaseModel):
+    """What the uploaded clip is."""
+
+    model_config = ConfigDict(extra="allow")
+    bytes: int
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    codec: str
+    filename: str | None = Field(default=None, description="The client's file name, for a multipart upload.")
+
+
+class VerifyAnswer(BaseModel):
+    """The verdict: `generated` names the generation; sources that disagree give `review`."""
+
+    model_config = ConfigDict(extra="allow")
+    verdict: Literal["generated", "not_generated", "review"]
+    generation_id: str | None
+    confidence: float = Field(ge=0, le=1)
+    evidence: list[EvidenceItem]
+    reason: str | None = None
+    clip: ClipInfo
 
 
 def check_upload(path: Path, size: int, max_seconds: int) -> dict[str, Any]:
@@ -36,26 +69,28 @@ def check_upload(path: Path, size: int, max_seconds: int) -> dict[str, Any]:
 
 
 def verify_file(runtime: Runtime, path: Path, size: int) -> dict[str, Any]:
-    """Check and verify one received file (runs in a worker thread: it is CPU work)."""
+    """Check and verify one received file (runs on a verify-gate thread: it is CPU work)."""
     settings = runtime.settings
     clip = check_upload(path, size, settings.max_upload_seconds)
     verdict = verify(path, runtime.verification, default_sources(max_seconds=settings.max_upload_seconds))
     return {**verdict.to_dict(), "clip": clip}
 
 
-@router.post("/v1/verify")
-async def verify_upload(request: Request, runtime: Runtime = Depends(get_runtime),
-                        _key: str = Depends(require_api_key)) -> dict[str, Any]:
+@router.post("/v1/verify", response_model=None, openapi_extra={"requestBody": UPLOAD_BODY},
+             responses={200: {"model": VerifyAnswer, "description": "The verdict and its evidence"},
+                        **UPLOAD_ERRORS})
+async def verify_upload(request: Request, _key: str = Depends(require_api_key),
+                        runtime: Runtime = Depends(get_runtime),
+                        verify_gate: Gate = Depends(gate("verify"))) -> dict[str, Any]:
     """Upload a clip (multipart field `file`, or the raw bytes); get the verdict and its evidence.
 
-    413 over the size or duration limit, 415 for a body that is not a file, 422 for a file
-    that is not a readable video (empty, truncated, not a video, smaller than 16 px a side).
+    413 over the size or duration limit, 415 for a body that is not a file, 422 for a file that
+    is not a readable video (empty, truncated, not a video, smaller than 16 px a side), 503 when
+    the verification queue is full (with `Retry-After`) or a verification runs past its limit.
     """
-    async with receive_upload(request, runtime.settings.max_upload_bytes) as (path, filename, size):
-        try:
-            result = await run_in_threadpool(verify_file, runtime, path, size)
-        except ProvenanceError as exc:
-            raise as_http_error(exc) from None
+    with await admit_upload(verify_gate, request) as ticket:
+        async with receive_upload(request, runtime.settings.max_upload_bytes) as (path, filename, size):
+            result = await ticket.run(verify_file, runtime, path, size)
     if filename:
         result["clip"]["filename"] = filename
     return result

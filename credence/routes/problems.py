@@ -1,0 +1,92 @@
+"""Problem details (RFC 9457) as the OpenAPI document states them: the schemas, and the error
+responses each route declares. The app renders every error through one handler (`credence.app`);
+this module only says, route by route, which errors a client can meet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+#: What each status means in this API, for the OpenAPI document.
+DESCRIPTIONS = {
+    400: "Malformed request (a multipart body that does not parse, JSON that is not JSON; on the C2PA "
+         "resolution routes, any invalid parameter)",
+    401: "No valid API key (send `Authorization: Bearer KEY` or `X-API-Key: KEY`)",
+    403: "Forbidden",
+    404: "No such resource",
+    408: "The request body stopped arriving (CREDENCE_BODY_TIMEOUT); the connection is closed",
+    410: "The resource existed but is no longer on this server",
+    413: "The upload is over the size or duration limit (CREDENCE_MAX_UPLOAD_BYTES, CREDENCE_MAX_UPLOAD_SECONDS)",
+    415: "Unsupported content type",
+    422: "Invalid request: `errors` names each bad field; for an upload, a file that is not a readable video",
+    503: "Busy (every slot and queue place taken), timed out, or a dependency (ledger, keys, models) is "
+         "unavailable; `Retry-After` says when to try again",
+}
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str = Field(description="The field's name, dotted for nested fields (`prompts.0`, `file`).")
+    location: str = Field(description="Where the field is: `body`, `query`, `path` or `header`.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str = Field(description="A URI reference naming the kind of problem (`about:blank` for a plain status).")
+    title: str = Field(description="A short summary of the kind of problem.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, without server paths or secrets.")
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="For validation problems: each bad field, by name.")
+
+
+def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """One OpenAPI response object whose body is a problem."""
+    response: dict[str, Any] = {
+        "description": description or DESCRIPTIONS.get(status, "Error"),
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if status == 503:
+        response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                               "schema": {"type": "integer", "minimum": 0}, "required": False}}
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": False}}
+    return response
+
+
+def problems(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route: `problems(401, 404, s503="ledger unavailable")`."""
+    out: dict[int | str, dict[str, Any]] = {status: problem_response(status) for status in statuses}
+    for key, text in described.items():
+        status = int(key.removeprefix("s"))
+        out[status] = problem_response(status, text)
+    return out
+
+
+#: The request body of the upload routes: multipart with a `file` part, or the raw video bytes.
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "The clip: a multipart form whose `file` part holds it, or the video bytes as the body "
+                   "(`video/*` or `application/octet-stream`). Every byte of the body counts toward "
+                   "CREDENCE_MAX_UPLOAD_BYTES (multipart envelope and other fields: at most 64 KiB more).",
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"],
+                       "properties": {"file": {"type": "string", "format": "binary",
+                                               "description": "The video file (MP4, MOV, AVI, WebM, MKV)."}}},
+        },
+        "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+UPLOAD_ERRORS = problems(400, 401, 408, 413, 415, 422, 503)
