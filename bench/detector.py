@@ -1,13 +1,19 @@
 """Detector benchmark: identification after edits, false accusations, speed, and index scaling.
 
     python -m bench.detector                      # defaults: 50 clips, 500 negatives, 10k-1M index
-    python -m bench.detector --clips 20 --negatives 100 --scales 10000,100000 --quick
+    python -m bench.detector --clips 20 --negatives 100 --scales 10000,100000 --skip e2e
 
+The ledger: every verification runs against a ledger that holds `--ledger-clips` published clips
+(default 10,000, the floor issue 10 sets): the real clips this run publishes plus synthetic
+published clips whose fingerprints are drawn like real ones and bulk-inserted into the ledger
+tables (`bench/synthetic_ledger.py`). A fresh, empty ledger would make the false-accusation
+figure meaningless: there would be nothing to mistake an innocent clip for.
 Identification: publishes real clips from ../shared/data/videos cut into pieces plus procedural
 clips, applies the attacks of `credence/testkit/attacks.py` (manifest stripped by every one) and
 verifies each: the share that comes back `generated` with the right generation id.
 False accusations: never-published clips (real ones, their edits, an unpublished segment of a
-published video, procedural ones including flat, dark and noise clips): the count of `generated`.
+published video, procedural ones including flat, dark and noise clips): the count of `generated`,
+with the number of clips the ledger held when they were judged.
 Speed: a 30 s 720p upload end to end through the HTTP service; fingerprint look-up with
 synthetic hashes at growing index sizes, with the index's memory.
 Writes bench/results/detector.json.
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.synthetic_ledger import LEDGER_FLOOR, fill_ledger, hash_statistics, ledger_hashes, published_clips
 from credence.testkit.attacks import ATTACKS, FAMILY, TARGET, apply_attack
 from provenance.video import frame_rate, iter_frames, write_video
 
@@ -295,6 +302,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=50)
     parser.add_argument("--negatives", type=int, default=500)
+    parser.add_argument("--ledger-clips", type=int, default=LEDGER_FLOOR,
+                        help=f"published clips the ledger holds when clips are verified (default {LEDGER_FLOOR:,}): "
+                             "the real ones this run publishes, the rest synthetic, bulk-inserted")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--negative-attacks", default="reencode_crf35,crop_80,hflip,letterbox_15,scale_0.5")
     parser.add_argument("--scales", default="10000,100000,1000000,3000000")
@@ -302,6 +312,8 @@ def main() -> None:
     parser.add_argument("--e2e-repeats", type=int, default=5)
     parser.add_argument("--skip", default="", help="comma list of: identification,negatives,e2e,index")
     args = parser.parse_args()
+    if args.ledger_clips < 1:
+        parser.error("--ledger-clips must be at least 1: negatives judged against an empty ledger prove nothing")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -322,23 +334,49 @@ def main() -> None:
         rt = Runtime(Settings.from_env({"CREDENCE_HOME": str(work / "home")}))
         rt.init()
         published: list = []
+        # The synthetic part of the ledger goes in first, so that identification too is measured
+        # against a ledger of full size; the real clips identification publishes make up the rest.
+        planned_real = args.clips if "identification" not in skip else 0
+        print(f"ledger: filling to {args.ledger_clips:,} published clips "
+              f"({max(0, args.ledger_clips - planned_real):,} synthetic)", flush=True)
+        fill = fill_ledger(rt.ledger, max(0, args.ledger_clips - planned_real))
         if "identification" not in skip:
             print(f"identification: publishing {args.clips} clips, {len(attacks)} attacks each", flush=True)
             result["identification"], published = identification(rt, work, args.clips, attacks)
             result["identification"]["measured"] = stamp
+            result["identification"]["ledger_clips"] = published_clips(rt.ledger)
             print(f"{'attack':16s} {'family':8s} {'n':>4s} {'identified':>10s} {'review':>6s} {'wrong':>5s} target")
             for name, row in result["identification"]["per_attack"].items():
                 print(f"{name:16s} {row['family']:8s} {row['n']:>4d} {row['identified']:>10.3f} {row['review']:>6d} "
                       f"{row['wrong_id']:>5d} {row['target']:.2f} {'ok' if row['meets_target'] else 'BELOW'}")
         if "negatives" not in skip:
-            print(f"false accusations: {args.negatives} never-published clips", flush=True)
+            top_up = fill_ledger(rt.ledger, args.ledger_clips)  # adds nothing unless a publish fell short
+            fill["added"] = int(fill["added"]) + int(top_up["added"])  # type: ignore[call-overload]
+            held = published_clips(rt.ledger)
+            if held < args.ledger_clips:
+                raise SystemExit(f"the ledger holds {held:,} published clips, not {args.ledger_clips:,}: "
+                                 "refusing to judge negatives against it")
+            print(f"false accusations: {args.negatives} never-published clips, "
+                  f"judged against a ledger of {held:,} published clips", flush=True)
             neg_attacks = [a for a in args.negative_attacks.split(",") if a]
             result["false_accusations"] = fa = false_accusations(rt, work, args.negatives, neg_attacks)
             fa["measured"] = stamp
+            fa["ledger_clips"] = held
+            fa["ledger_clips_after"] = published_clips(rt.ledger)
+            fa["ledger_floor"] = LEDGER_FLOOR
+            fa["meets_ledger_floor"] = held >= LEDGER_FLOOR
             print(f"{'kind':28s} {'n':>5s} {'generated':>9s} {'review':>6s}")
             for kind, row in fa["by_kind"].items():
                 print(f"{kind:28s} {row['n']:>5d} {row['generated']:>9d} {row['review']:>6d}")
-            print(f"{'total':28s} {fa['clips']:>5d} {fa['generated']:>9d} {fa['review']:>6d}")
+            print(f"{'total':28s} {fa['clips']:>5d} {fa['generated']:>9d} {fa['review']:>6d}   "
+                  f"ledger: {held:,} published clips"
+                  + ("" if held >= LEDGER_FLOOR else f" (below the {LEDGER_FLOOR:,} floor: not a headline figure)"))
+        real_hashes, synthetic_hashes = (ledger_hashes(rt.ledger, synthetic=False),
+                                         ledger_hashes(rt.ledger, synthetic=True))
+        result["ledger"] = {**fill, "published_clips": published_clips(rt.ledger), "note": (
+            "real clips published by this run plus synthetic published clips (procedural scenes hashed by the "
+            "published side's code, bulk-inserted with SQLAlchemy Core); stored pHash statistics of each"),
+            "real_phash": hash_statistics(real_hashes), "synthetic_phash": hash_statistics(synthetic_hashes)}
         if "e2e" not in skip:
             print("end to end: 30 s 720p upload through POST /v1/verify", flush=True)
             result["end_to_end"] = e2e = end_to_end(rt, work, published, args.e2e_repeats)

@@ -2,6 +2,13 @@
 
     python -m bench.watermark --quick     # 2 real + 3 procedural clips, the must-hit attacks (~5 min)
     python -m bench.watermark             # every clip, every attack
+    python -m bench.watermark --seed 5 --clips proc-fast_pan --attacks identity,noise_5 --seconds 1
+
+Deterministic: every random choice (the key, each clip's payload, the procedural clips, random
+crops, noise, the baselines' messages) comes from `--seed` (default 11) through `seeded_rng`,
+one independent stream per purpose and clip, so the same seed gives the same figures in any
+process and for any subset of clips (timings aside). Python's `hash()` is never used for a seed:
+it changes with every process.
 
 Each clip is a 3 s window (≤ 720p), marked with a random 64-bit payload and shipped as H.264 CRF 18
 (preset medium), which is where every attack starts, as in the issue. Per attack it reports the
@@ -16,6 +23,7 @@ Writes bench/results/watermark.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -37,8 +45,34 @@ REAL = ["threatexchange/doorknob-hd-no-bar.mp4", "threatexchange/pattern-hd-no-b
         "threatexchange/test-padded-dimensions.mp4"]
 FPS = 24.0
 SECONDS = 3.0
+DEFAULT_SEED = 11
 Frames = list[np.ndarray]
 Edit = Callable[[Frames], Frames]
+
+
+def seeded_rng(seed: int, *labels: object) -> np.random.Generator:
+    """The generator for one random choice: a stream of its own, from the run's seed and its labels.
+
+    Labels are hashed with SHA-256 (Python's `hash()` of a string differs in every process), so a
+    stream depends only on the seed and what it is for, not on what ran before it.
+    """
+    words = [int.from_bytes(hashlib.sha256(str(label).encode()).digest()[:4], "big") for label in labels]
+    return np.random.default_rng([seed, *words])
+
+
+def seeded_int(seed: int, *labels: object) -> int:
+    """A 32-bit seed for a helper that takes an integer (see `seeded_rng`)."""
+    return int(seeded_rng(seed, *labels).integers(0, 2**32))
+
+
+def bench_key(seed: int = DEFAULT_SEED) -> WatermarkKey:
+    """The watermark key the bench marks with: 32 bytes drawn from the seed."""
+    return WatermarkKey("wm-bench", seeded_rng(seed, "key").bytes(32))
+
+
+def bench_payload(seed: int, clip: str) -> int:
+    """The 64-bit payload one clip is marked with, drawn from the seed and the clip's name."""
+    return int.from_bytes(seeded_rng(seed, "payload", clip).bytes(8), "big")
 
 
 # -- clips -------------------------------------------------------------------------------------
@@ -65,14 +99,14 @@ def real_clip(rel: str, seconds: float) -> tuple[Frames, float] | None:
     return frames, fps
 
 
-def procedural(kind: str, seconds: float, width: int = 640, height: int = 360) -> Frames:
-    """Hard content for watermarks: flat, dark, low texture, fast pan, text, scene cut."""
-    rng = np.random.default_rng(abs(hash(kind)) % 2 ** 32)
+def procedural(kind: str, seconds: float, width: int = 640, height: int = 360, seed: int = DEFAULT_SEED) -> Frames:
+    """Hard content for watermarks: flat, dark, low texture, fast pan, text, scene cut (drawn from `seed`)."""
+    rng = seeded_rng(seed, "procedural", kind)
     n = round(seconds * FPS)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
 
-    def smooth(seed: int, amp: float, base: float, pad: int = 0) -> np.ndarray:
-        r = np.random.default_rng(seed)
+    def smooth(part: int, amp: float, base: float, pad: int = 0) -> np.ndarray:
+        r = seeded_rng(seed, "procedural", kind, "field", part)
         field = (r.random((6, 9, 3)) * amp + base).clip(0, 255).astype(np.uint8)
         return np.asarray(Image.fromarray(field).resize((width + pad, height + pad), Image.Resampling.BICUBIC))
 
@@ -175,6 +209,7 @@ def blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def noise(sigma: float, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Gaussian noise; frame after frame from one stream, so build it once per clip (`build_attacks`)."""
     r = np.random.default_rng(seed)
     return lambda x: np.clip(x + r.normal(0, sigma, x.shape), 0, 255).astype(np.uint8)
 
@@ -243,43 +278,57 @@ def first_seconds(s: float) -> Edit:
     return lambda frames: frames[len(frames) // 3: len(frames) // 3 + round(s * FPS)]
 
 
-#: name -> (frame-list edit, encodes: list of (codec options) applied in order; empty = CRF 23 only)
-ATTACKS: dict[str, tuple[Edit | None, list[dict[str, object]]]] = {
-    "identity": (None, []),
-    "h264_crf23": (None, [{"crf": 23}]),
-    "h264_crf28": (None, [{"crf": 28}]),
-    "h264_crf35": (None, [{"crf": 35}]),
-    "h264_crf40": (None, [{"crf": 40}]),
-    "h265_crf28": (None, [{"codec": "libx265", "crf": 28}]),
-    "h265_crf35": (None, [{"codec": "libx265", "crf": 35}]),
-    "vp9_crf40": (None, [{"codec": "libvpx-vp9", "crf": 40}]),
-    "chain_720_540": (per_frame(to_height(720)), [{"crf": 23}, {"crf": 23, "height": 540}]),
-    "resize_0.5": (per_frame(resize(0.5)), [{"crf": 23}]),
-    "resize_0.75": (per_frame(resize(0.75)), [{"crf": 23}]),
-    "crop_0.8": (per_frame(crop(0.8)), [{"crf": 23}]),
-    "crop_0.71_random": (per_frame(crop(0.71, seed=7)), [{"crf": 23}]),
-    "crop_0.9_resize_back": (None, [{"crf": 23, "crop_back": 0.9}]),
-    "reframe_9x16": (per_frame(reframe), [{"crf": 23}]),
-    "letterbox_4x3": (per_frame(letterbox), [{"crf": 23}]),
-    "rotate_5": (per_frame(rotate(5)), [{"crf": 23}]),
-    "hflip": (per_frame(hflip), [{"crf": 23}]),
-    "brightness_1.2": (per_frame(gain(1.2)), [{"crf": 23}]),
-    "brightness_0.8": (per_frame(gain(0.8)), [{"crf": 23}]),
-    "contrast_0.7": (per_frame(contrast(0.7)), [{"crf": 23}]),
-    "saturation_1.5": (per_frame(saturation(1.5)), [{"crf": 23}]),
-    "grayscale": (per_frame(grayscale), [{"crf": 23}]),
-    "jpeg_50": (per_frame(jpeg(50)), [{"crf": 18}]),
-    "blur_1.5": (per_frame(blur(1.5)), [{"crf": 23}]),
-    "noise_5": (per_frame(noise(5)), [{"crf": 23}]),
-    "overlay_10pct": (per_frame(overlay), [{"crf": 23}]),
-    "drop_every_3rd": (drop_third, [{"crf": 23}]),
-    "fps_24_to_30": (to_fps(30 / 24), [{"crf": 23}]),
-    "temporal_crop_1s": (first_seconds(1.0), [{"crf": 23}]),
-    "screen_record": (per_frame(chain(resize(0.75), blur(1.0), gamma(0.9), noise(2))), [{"crf": 28}]),
-    "social_media": (per_frame(chain(crop(0.9), to_height(720), gain(1.1))), [{"crf": 28}]),
-    "crop0.8_resize0.5_crf28": (per_frame(chain(crop(0.8), resize(0.5))), [{"crf": 28}]),
-    "crf30_crop0.71_bright0.5": (None, [{"crf": 30, "then": chain(crop(0.71, seed=3), gain(0.5))}, {"crf": 23}]),
-}
+Attacks = dict[str, tuple[Edit | None, list[dict[str, object]]]]
+
+
+def build_attacks(seed: int = DEFAULT_SEED, clip: str = "") -> Attacks:
+    """name -> (frame-list edit, encodes: list of (codec options) applied in order; empty = none).
+
+    Random crops and noise are drawn from `seed` and the clip's name: build the table once per
+    clip, so that a clip's attacks do not depend on which clips ran before it.
+    """
+    return {
+        "identity": (None, []),
+        "h264_crf23": (None, [{"crf": 23}]),
+        "h264_crf28": (None, [{"crf": 28}]),
+        "h264_crf35": (None, [{"crf": 35}]),
+        "h264_crf40": (None, [{"crf": 40}]),
+        "h265_crf28": (None, [{"codec": "libx265", "crf": 28}]),
+        "h265_crf35": (None, [{"codec": "libx265", "crf": 35}]),
+        "vp9_crf40": (None, [{"codec": "libvpx-vp9", "crf": 40}]),
+        "chain_720_540": (per_frame(to_height(720)), [{"crf": 23}, {"crf": 23, "height": 540}]),
+        "resize_0.5": (per_frame(resize(0.5)), [{"crf": 23}]),
+        "resize_0.75": (per_frame(resize(0.75)), [{"crf": 23}]),
+        "crop_0.8": (per_frame(crop(0.8)), [{"crf": 23}]),
+        "crop_0.71_random": (per_frame(crop(0.71, seed=seeded_int(seed, clip, "crop_0.71_random"))), [{"crf": 23}]),
+        "crop_0.9_resize_back": (None, [{"crf": 23, "crop_back": 0.9}]),
+        "reframe_9x16": (per_frame(reframe), [{"crf": 23}]),
+        "letterbox_4x3": (per_frame(letterbox), [{"crf": 23}]),
+        "rotate_5": (per_frame(rotate(5)), [{"crf": 23}]),
+        "hflip": (per_frame(hflip), [{"crf": 23}]),
+        "brightness_1.2": (per_frame(gain(1.2)), [{"crf": 23}]),
+        "brightness_0.8": (per_frame(gain(0.8)), [{"crf": 23}]),
+        "contrast_0.7": (per_frame(contrast(0.7)), [{"crf": 23}]),
+        "saturation_1.5": (per_frame(saturation(1.5)), [{"crf": 23}]),
+        "grayscale": (per_frame(grayscale), [{"crf": 23}]),
+        "jpeg_50": (per_frame(jpeg(50)), [{"crf": 18}]),
+        "blur_1.5": (per_frame(blur(1.5)), [{"crf": 23}]),
+        "noise_5": (per_frame(noise(5, seeded_int(seed, clip, "noise_5"))), [{"crf": 23}]),
+        "overlay_10pct": (per_frame(overlay), [{"crf": 23}]),
+        "drop_every_3rd": (drop_third, [{"crf": 23}]),
+        "fps_24_to_30": (to_fps(30 / 24), [{"crf": 23}]),
+        "temporal_crop_1s": (first_seconds(1.0), [{"crf": 23}]),
+        "screen_record": (per_frame(chain(resize(0.75), blur(1.0), gamma(0.9),
+                                          noise(2, seeded_int(seed, clip, "screen_record")))), [{"crf": 28}]),
+        "social_media": (per_frame(chain(crop(0.9), to_height(720), gain(1.1))), [{"crf": 28}]),
+        "crop0.8_resize0.5_crf28": (per_frame(chain(crop(0.8), resize(0.5))), [{"crf": 28}]),
+        "crf30_crop0.71_bright0.5": (None, [{"crf": 30, "then": chain(
+            crop(0.71, seed=seeded_int(seed, clip, "crf30_crop")), gain(0.5))}, {"crf": 23}]),
+    }
+
+
+#: The attack table with the default seed: its names, for the command line and other benches.
+ATTACKS = build_attacks()
 QUICK = ["identity", "h264_crf23", "h264_crf28", "h264_crf40", "resize_0.5", "crop_0.8", "jpeg_50",
          "brightness_0.8", "drop_every_3rd", "crop0.8_resize0.5_crf28", "crf30_crop0.71_bright0.5"]
 
@@ -296,8 +345,9 @@ def encode(frames: Iterable[np.ndarray], path: Path, fps: float, opts: dict[str,
     return path
 
 
-def attack(shipped: Path, fps: float, name: str, work: Path) -> Path:
-    edit, encodes = ATTACKS[name]
+def attack(shipped: Path, fps: float, name: str, work: Path, attacks: Attacks | None = None) -> Path:
+    """Apply attack `name` (from `attacks`, a `build_attacks` table) to the shipped clip."""
+    edit, encodes = (attacks or ATTACKS)[name]
     if not encodes:
         return shipped
     frames = list(iter_frames(shipped))
@@ -342,11 +392,11 @@ def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 # -- baselines ---------------------------------------------------------------------------------
 class Baseline:
-    def __init__(self, method: str, bits: int, max_side: int | None) -> None:
+    def __init__(self, method: str, bits: int, max_side: int | None, seed: int = DEFAULT_SEED) -> None:
         from imwatermark import WatermarkDecoder, WatermarkEncoder
 
         self.method, self.bits, self.max_side = method, bits, max_side
-        self.message = list(np.random.default_rng(5).integers(0, 2, bits))
+        self.message = list(seeded_rng(seed, "baseline", method).integers(0, 2, bits))
         self.enc = WatermarkEncoder()
         self.enc.set_watermark("bits", [int(b) for b in self.message])
         if method == "rivaGan":
@@ -386,6 +436,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 real + 3 procedural clips, must-hit attacks")
     parser.add_argument("--attacks", help="comma-separated attack names (default: all, or the quick set)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="every random choice (key, payloads, procedural clips, crops, noise) comes from it")
+    parser.add_argument("--clips", help="comma-separated clip names to run (default: all of the set)")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="seconds of each clip")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "watermark.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -394,19 +448,25 @@ def main() -> None:
     kinds = ["flat", "fast_pan", "text"] if args.quick else ["flat", "dark", "low_texture", "fast_pan", "text",
                                                               "scene_cut"]
     clips: list[tuple[str, Frames, float]] = []
+    wanted = set(args.clips.split(",")) if args.clips else None
     for rel in real:
-        got = real_clip(rel, SECONDS)
+        if wanted is not None and Path(rel).stem not in wanted:
+            continue
+        got = real_clip(rel, args.seconds)
         if got:
             clips.append((Path(rel).stem, got[0], got[1]))
-    clips += [(f"proc-{k}", procedural(k, SECONDS), FPS) for k in kinds]
-    key = WatermarkKey("wm-bench", bytes(range(32)))
-    rng = np.random.default_rng(11)
+    clips += [(f"proc-{k}", procedural(k, args.seconds, seed=args.seed), FPS) for k in kinds
+              if wanted is None or f"proc-{k}" in wanted]
+    if not clips:
+        parser.error(f"no clip to run (--clips {args.clips!r})")
+    key = bench_key(args.seed)
     results: dict[str, object] = {"clips": {}, "attacks": {}, "baselines": {}}
     per_attack: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
         work = Path(tmp)
         for name, frames, fps in clips:
-            payload = int(rng.integers(0, 2 ** 63)) * 2 + int(rng.integers(0, 2))
+            payload = bench_payload(args.seed, name)
+            attacks = build_attacks(args.seed, name)
             code = ecc.encode(payload).astype(bool)
             embedder = WatermarkEmbedder(key, payload)
             t0 = time.perf_counter()
@@ -420,7 +480,7 @@ def main() -> None:
                   f"  embed {embed_fps:.0f} fps", flush=True)
             shipped = encode(marked, work / f"{name}.mp4", fps, {"crf": 18})
             for attack_name in names:
-                attacked = attack(shipped, fps, attack_name, work)
+                attacked = attack(shipped, fps, attack_name, work, attacks)
                 t0 = time.perf_counter()
                 res = detect_watermark_file(attacked, [key])
                 dt = time.perf_counter() - t0
@@ -442,7 +502,7 @@ def main() -> None:
         results["negatives"] = {"clips": len(clips), "detected": false_pos, "min_p": p_min}
         if not args.no_baselines and clips:
             try:
-                results["baselines"] = run_baselines(clips[0], names, work, quick=args.quick)
+                results["baselines"] = run_baselines(clips[0], names, work, quick=args.quick, seed=args.seed)
             except Exception as exc:  # a baseline's own failure must not lose our measurements
                 print(f"baselines failed: {type(exc).__name__}: {exc}", flush=True)
                 results["baselines"] = {"error": {"message": f"{type(exc).__name__}: {exc}"}}
@@ -464,19 +524,22 @@ def main() -> None:
         print(f"baseline {bname}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in rows.items()))
     results["detection_p"] = DETECTION_P
-    results["args"] = {"quick": args.quick, "attacks": names, "threads": 1, "cpus": os.cpu_count()}
+    results["args"] = {"quick": args.quick, "attacks": names, "seed": args.seed, "seconds": args.seconds,
+                       "clips": [name for name, _, _ in clips], "threads": 1, "cpus": os.cpu_count()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
 
-def run_baselines(clip: tuple[str, Frames, float], names: list[str], work: Path, *, quick: bool) -> dict[str, object]:
+def run_baselines(clip: tuple[str, Frames, float], names: list[str], work: Path, *, quick: bool,
+                  seed: int = DEFAULT_SEED) -> dict[str, object]:
     """dwtDctSvd and RivaGAN on a few frames of one clip, through the same attacks."""
     name, frames, fps = clip
     out: dict[str, object] = {}
     for method, bits, max_side, count in (("dwtDctSvd", 48, None, 6 if quick else 12),
                                           ("rivaGan", 32, 640, 3 if quick else 6)):
-        base = Baseline(method, bits, max_side)
+        base = Baseline(method, bits, max_side, seed)
+        attacks = build_attacks(seed, f"baseline-{method}-{name}")
         src = [base.prep(f) for f in frames[:count]]
         t0 = time.perf_counter()
         marked = [base.embed(f) for f in src]
@@ -487,7 +550,7 @@ def run_baselines(clip: tuple[str, Frames, float], names: list[str], work: Path,
         for attack_name in names:
             if attack_name in ("drop_every_3rd", "temporal_crop_1s", "fps_24_to_30") and len(src) < 6:
                 continue
-            attacked = attack(shipped, fps, attack_name, work)
+            attacked = attack(shipped, fps, attack_name, work, attacks)
             t0 = time.perf_counter()
             row[attack_name] = base.bit_accuracy(list(iter_frames(attacked)))
             row.setdefault("decode_s_per_frame", (time.perf_counter() - t0) / len(src))

@@ -75,7 +75,7 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from bench.watermark import FPS, REAL, procedural, real_clip
+from bench.watermark import FPS, REAL, bench_key, procedural, real_clip
 from provenance.video import VideoWriter
 from provenance.watermark import DETECTION_P, WatermarkEmbedder, WatermarkKey, detect_watermark, detect_watermark_file
 from provenance.watermark import detect as D
@@ -86,7 +86,7 @@ EXTRA_REAL = ["c2pa-fixtures/c.mov"]  # distinct real content beyond bench/water
 REAL_SECONDS = 12.0  # longest stretch of a real clip kept in memory (start offsets are drawn inside it)
 PROC_KINDS = ["flat", "dark", "low_texture", "fast_pan", "text", "scene_cut"]
 SEEDED_SIZES = [(360, 640), (480, 854), (720, 1280), (1280, 720), (1080, 1080), (540, 960)]
-REAL_KEY = WatermarkKey("wm-bench", bytes(range(32)))  # the key bench/watermark.py marks with
+REAL_KEY = bench_key()  # the key bench/watermark.py marks with at its default seed
 CPU = torch.device("cpu")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -231,7 +231,8 @@ def seeded_window(seed: int, *, edit: bool = True) -> Window:
     return Window(f"seed-{seed}-{kind}", "seeded", fps, n, frame, spec)
 
 
-def load_sources(quick: bool) -> tuple[dict[str, tuple[list[np.ndarray], float]], dict[str, list[np.ndarray]]]:
+def load_sources(quick: bool, seed: int) -> tuple[dict[str, tuple[list[np.ndarray], float]],
+                                                 dict[str, list[np.ndarray]]]:
     """Real clips (decoded once, ≤ 1280 px as bench/watermark.py does) and procedural clips."""
     real: dict[str, tuple[list[np.ndarray], float]] = {}
     for rel in (REAL[:3] if quick else REAL + EXTRA_REAL):
@@ -242,7 +243,7 @@ def load_sources(quick: bool) -> tuple[dict[str, tuple[list[np.ndarray], float]]
     sizes = [(640, 360)] if quick else [(640, 360), (1280, 720)]
     seconds = 3.5 if quick else 5.0
     for (w, h), kind in itertools.product(sizes, PROC_KINDS):
-        proc[f"proc-{kind}-{w}x{h}"] = procedural(kind, seconds, width=w, height=h)
+        proc[f"proc-{kind}-{w}x{h}"] = procedural(kind, seconds, width=w, height=h, seed=seed)
     return real, proc
 
 
@@ -565,7 +566,7 @@ def main() -> None:
           f"cpus {os.cpu_count()}; load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
 
     t0 = time.perf_counter()
-    real, proc = load_sources(args.quick)
+    real, proc = load_sources(args.quick, args.seed)
     print(f"sources: {len(real)} real clips, {len(proc)} procedural clips ({time.perf_counter() - t0:.1f} s)",
           flush=True)
     windows = make_windows(n_windows, real, proc, args.seed)
