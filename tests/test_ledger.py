@@ -85,7 +85,7 @@ def _mark_ids(url: str) -> None:
     ledger = Ledger(url)
     with ledger.session() as s:
         for mark in (0, 1, 2**63 - 1, 2**63, 2**64 - 1):
-            gen = Generation(prompt="p", prompt_sha256="0" * 64, model="m", parameters={}, status="pending")
+            gen = Generation(prompt="p", prompt_sha256="0" * 64, model="m", parameters={}, status="queued")
             gen.mark_id = mark
             s.add(gen)
     for mark in (0, 2**63, 2**64 - 1):

@@ -139,4 +139,9 @@ def renew(session: Session, generation_id: str, owner: str, seconds: float = DEF
     ).values(lease_expires_at=lease_deadline(seconds), updated_at=utcnow(), **fields)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise StateConflict(f"generation {generation_id}: the lease of {owner} is lost")
+        current = session.get(Generation, generation_id, populate_existing=True)
+        if current is None:
+            raise StateConflict(f"unknown generation {generation_id}")
+        if current.status != "running":
+            raise StateConflict(f"generation {generation_id} is {current.status}, not running under this process")
+        raise StateConflict(f"generation {generation_id}: the lease is held by another process")
