@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import scipy.fft
 from PIL import Image
 
 from .errors import InvalidVideo
+from .video import READ_ERRORS, _open
 
 #: Identifies the fingerprint scheme (and its parameters) in the ledger and the soft-binding API.
 ALGORITHM = "org.credence.fingerprint.phash-multicrop.1"
@@ -373,13 +373,8 @@ def fingerprint_frames(frames: Iterator[np.ndarray] | list[np.ndarray], fps: flo
 # -- the query side --------------------------------------------------------------------------
 def _grey_frames(path: Path, max_seconds: float | None) -> Iterator[tuple[float, np.ndarray]]:
     """Decode `path` and yield (time, work-size grey frame), about 12 frames a second."""
+    container = _open(path)  # InvalidVideo for what is not a readable video
     try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidVideo(f"{path.name}: not a readable video ({exc.__class__.__name__})") from None
-    try:
-        if not container.streams.video:
-            raise InvalidVideo(f"{path.name}: the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or Fraction(25))
@@ -403,7 +398,7 @@ def _grey_frames(path: Path, max_seconds: float | None) -> Iterator[tuple[float,
                 grey = frame.reformat(width=size[0], height=size[1], format="gray",
                                       interpolation="AREA").to_ndarray()
                 yield t, grey.astype(np.float32)
-        except (av.error.FFmpegError, ValueError) as exc:
+        except READ_ERRORS as exc:
             raise InvalidVideo(f"{path.name}: the video data is corrupt or truncated ({exc})") from None
     finally:
         container.close()

@@ -28,6 +28,12 @@ SIGNABLE_MIME: dict[str, str] = {
 
 MIN_SIDE = 16
 
+#: What PyAV raises for a file that is not a readable video: FFmpeg's errors (which include its
+#: EOF and invalid-data errors), and the Python errors its bindings raise on damaged headers
+#: (odd pixel formats, undecodable metadata). Readers turn them into `InvalidVideo`.
+READ_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, UnicodeDecodeError, ValueError,
+                                                NotImplementedError)
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -51,12 +57,16 @@ def _open(path: Path) -> av.container.InputContainer:
         raise InvalidVideo(f"{path}: the file is empty")
     try:
         container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+    except READ_ERRORS as exc:
         raise InvalidVideo(f"{path}: not a readable video (not a video, or corrupt or truncated: "
                            f"{exc.__class__.__name__})") from None
     if not container.streams.video:
         container.close()
         raise InvalidVideo(f"{path}: the file has no video stream")
+    if container.streams.video[0].codec_context is None:
+        # A damaged codec tag or parameters: FFmpeg has no decoder to give the stream.
+        container.close()
+        raise InvalidVideo(f"{path}: the video stream's codec cannot be decoded (corrupt or unsupported)")
     return container
 
 
@@ -78,7 +88,7 @@ def probe(path: Path, *, decode_check: bool = True) -> VideoInfo:
                 for frame in container.decode(stream):
                     width, height = frame.width, frame.height
                     frames += 1
-            except (av.error.FFmpegError, ValueError) as exc:
+            except READ_ERRORS as exc:
                 raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
             if frames == 0:
                 raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
@@ -102,7 +112,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
         try:
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")
-        except (av.error.FFmpegError, ValueError) as exc:
+        except READ_ERRORS as exc:
             raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
     finally:
         container.close()
