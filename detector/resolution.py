@@ -86,11 +86,14 @@ def matches_by_binding(ledger: Ledger, alg: str, value: str, max_results: int = 
         raise ResolutionError(f"value {value[:40]!r} is not base64") from None
     if len(raw) != 8:
         raise ResolutionError(f"value decodes to {len(raw)} bytes; the {alg} binding is 8 (a 64-bit mark id)")
-    generation = ledger.find_by_mark(int.from_bytes(raw, "big"))
-    if generation is None:
-        return []
-    return [ManifestMatch(label, 100, generation.id, alg) for label in _manifests_of(ledger, generation.id)
-            ][:max_results]
+    try:
+        generation = ledger.find_by_mark(int.from_bytes(raw, "big"))
+        if generation is None:
+            return []
+        labels = _manifests_of(ledger, generation.id)
+    except LEDGER_ERRORS:
+        raise LedgerUnavailable() from None  # never "no match" when the ledger could not be asked
+    return [ManifestMatch(label, 100, generation.id, alg) for label in labels][:max_results]
 
 
 def matches_by_content(path: Path, context: VerificationContext, max_results: int = 10) -> list[ManifestMatch]:
@@ -142,7 +145,10 @@ def manifest_bytes(ledger: Ledger, manifest_id: str) -> bytes | None:
 
     Only a released generation's manifest is served (see `_manifests_of`).
     """
-    with ledger.session() as s:
-        return s.scalars(select(PublishedFile.manifest).join(
-            Generation, Generation.id == PublishedFile.generation_id).where(
-            PublishedFile.manifest_label == manifest_id, Generation.status == RELEASED)).first()
+    try:
+        with ledger.session() as s:
+            return s.scalars(select(PublishedFile.manifest).join(
+                Generation, Generation.id == PublishedFile.generation_id).where(
+                PublishedFile.manifest_label == manifest_id, Generation.status == RELEASED)).first()
+    except LEDGER_ERRORS:
+        raise LedgerUnavailable() from None

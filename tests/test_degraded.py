@@ -20,14 +20,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
+from sqlalchemy.engine import make_url
 
 import detector
 from credence.app import create_app
 from credence.runtime import Runtime
 from credence.testkit.attacks import apply_attack
+from detector.evidence import LEDGER_ERRORS
 from detector.resolution import manifest_bytes, matches_by_content
+from provenance.fingerprint_index import FingerprintIndex
 from provenance.ledger import Generation
+from provenance.ledger.models import Fingerprint
 from provenance.publish import PublishedClip, PublishRequest
 
 from .conftest import API_KEY, POSTGRES_URL, LiveServer, settings_for
@@ -274,3 +278,24 @@ def test_without_a_ledger_c2pa_decides_and_an_outage_is_said_apart(runtime: Runt
     assert context.ledger is None and context.ledger_state == "unavailable"
     verdict = detector.verify(published.path, context)
     assert verdict.verdict == "review" and verdict.reason and verdict.reason.startswith("ledger unavailable")
+
+
+def test_the_fingerprint_index_reloads_after_a_failed_refresh(runtime: Runtime, published: PublishedClip,
+                                                              tmp_path: Path) -> None:
+    """A refresh that fails keeps the index; the next one that works reloads it from the ledger."""
+    index = FingerprintIndex(runtime.ledger)
+    assert index.refresh() == 1 and index.clips == 1
+    database = Path(make_url(runtime.settings.database_url).database or "")
+    runtime.ledger.dispose()
+    away = database.rename(tmp_path / "away.sqlite3")  # the ledger's file is gone: every query fails
+    with pytest.raises(LEDGER_ERRORS):
+        index.refresh()
+    assert index.clips == 1  # what it had is kept, not dropped
+    runtime.ledger.dispose()
+    database.unlink(missing_ok=True)  # the empty file SQLite made when asked
+    away.rename(database)
+    # The database that comes back is not the one that left (a restore): the clip's fingerprints
+    # are gone, which loading only the rows above the last id seen would never notice.
+    with runtime.ledger.session() as s:
+        s.execute(delete(Fingerprint))
+    assert index.refresh() == 0 and index.clips == 0
