@@ -114,7 +114,7 @@ def test_migration_0002_upgrade_and_downgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     assert db.upgrade(url, "0001") == "0001"
     assert "fingerprints" not in inspect(create_engine(url)).get_table_names()
-    assert db.upgrade(url) == "0002"
+    assert db.upgrade(url, "0002") == "0002"  # later revisions exist; this one is about 0002
     engine = create_engine(url)
     assert "fingerprints" in inspect(engine).get_table_names()
     columns = {c["name"] for c in inspect(engine).get_columns("fingerprints")}
