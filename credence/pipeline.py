@@ -38,6 +38,9 @@ class GenerateOptions:
     guidance: float | None = None
     overwrite: bool = False
     client: str | None = None
+    client_id: str | None = None
+    key_id: str | None = None
+    overlay_hash: str | None = None
     device: str | None = None  # None: CUDA, then MPS, then CPU
     dtype: str | None = None
     cpu_offload: bool = False
@@ -97,7 +100,8 @@ def load_model(folder: Path | None, progress: Progress | None = None,
 
 
 def record_decision(runtime: Runtime, generation_id: str | None, stage: str, prompt: str, decision: Any,
-                    status: str | None = None, actor: str | None = None) -> None:
+                    status: str | None = None, actor: str | None = None, *, client_id: str | None = None,
+                    key_id: str | None = None, overlay_hash: str | None = None) -> None:
     """Record one decision (the prompt's SHA-256, never the prompt) and its audit entry; with `status`,
     move the running generation (this process's lease) to it in the same unit of work."""
     data = decision.to_dict()
@@ -106,34 +110,59 @@ def record_decision(runtime: Runtime, generation_id: str | None, stage: str, pro
             generation_id=generation_id, stage=stage, prompt_sha256=prompt_digest(prompt), action=decision.action,
             scores=data.get("scores", {}), reasons=data.get("reasons", []),
             policy_version=decision.policy_version, policy_hash=getattr(decision, "policy_hash", None),
+            overlay_hash=overlay_hash, client_id=client_id, key_id=key_id,
         ))
         if status is not None and generation_id is not None:
             states.move(s, generation_id, ("running",), status, owner=runtime.publisher.owner, stage=stage)
-        runtime.ledger.audit(s, actor or runtime.actor, f"moderation.{stage}.{decision.action}", generation_id)
+        runtime.ledger.audit(s, actor or runtime.actor, f"moderation.{stage}.{decision.action}", generation_id,
+                             client_id=client_id, key_id=key_id)
+
+
+def screen_and_create(runtime: Runtime, moderator: Any, prompt: str, options: GenerateOptions, *,
+                      start: str = "running", idempotency_key: str | None = None) -> tuple[Generation, Any, str]:
+    """Screen the prompt and create the generation row where the decision puts it.
+
+    Returns (row, decision, status). A blocked prompt's row is `blocked`, a held one `review`
+    (stage `prompt`): neither ever holds a lease or reaches a model. Otherwise the row is `start`:
+    `running` under this process's lease (the synchronous CLI) or `queued` (a job).
+    """
+    decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
+    request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
+                             policy_version=decision.policy_label, client=options.client,
+                             client_id=options.client_id, key_id=options.key_id, idempotency_key=idempotency_key,
+                             seed=options.seed, parameters=_parameters(options))
+    held = {"block": "blocked", "review": "review"}.get(decision.action)
+    status = held or start
+    gen = runtime.publisher.begin(request, status=status, stage="prompt" if held else None)
+    record_decision(runtime, gen.id, "prompt", prompt, decision, client_id=options.client_id, key_id=options.key_id,
+                    overlay_hash=options.overlay_hash)
+    return gen, decision, status
 
 
 def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, options: GenerateOptions,
              progress: Progress | None = None) -> GenerateOutcome:
-    """The whole generation flow for one prompt. Reads as its steps."""
+    """The whole generation flow for one prompt, synchronously (`credence generate`). Reads as its steps."""
     stage = progress.stage if progress and progress.stage else (lambda _s: None)
     output = check_output_path(output, overwrite=options.overwrite)
-
     stage("moderating the prompt")
-    decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
-    policy = decision.policy_label
-    request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
-                             policy_version=policy, client=options.client,
-                             parameters=_parameters(options))
-    publisher = runtime.publisher
-    held = {"block": "blocked", "review": "review"}.get(decision.action)
-    # A held or blocked prompt's row starts in its final place: it never holds a lease or a GPU.
-    gen = publisher.begin(request, status=held or "running", stage="prompt" if held else "generating")
-    record_decision(runtime, gen.id, "prompt", prompt, decision)
-    if held is not None:
-        return GenerateOutcome(held, gen.id, None, decision.to_dict())
+    gen, decision, status = screen_and_create(runtime, moderator, prompt, options)
+    if status != "running":
+        return GenerateOutcome(status, gen.id, None, decision.to_dict())
+    return execute(runtime, moderator, gen.id, prompt, output, options, decision.to_dict(), progress)
 
+
+def execute(runtime: Runtime, moderator: Any, generation_id: str, prompt: str, output: Path,
+            options: GenerateOptions, prompt_decision: dict[str, Any], progress: Progress | None = None,
+            ) -> GenerateOutcome:
+    """Generate, screen the output and publish a generation this process holds (`running`, its lease).
+
+    The one job function: the CLI calls it after creating the row, a worker after claiming it.
+    """
+    stage = progress.stage if progress and progress.stage else (lambda _s: None)
+    publisher = runtime.publisher
+    ids = {"client_id": options.client_id, "key_id": options.key_id, "overlay_hash": options.overlay_hash}
     try:
-        with publisher.keep_lease(gen.id):
+        with publisher.keep_lease(generation_id):
             stage("loading the model")
             model = load_model(options.model, progress, options)
             from generator import GenerationRequest
@@ -144,25 +173,33 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
                 prompt=prompt, seed=options.seed, num_frames=options.frames, height=options.height,
                 width=options.width, steps=options.steps, guidance=options.guidance,
             ), progress=progress.denoising if progress else None)
-            _record_model(runtime, gen.id, clip)
+            _record_model(runtime, generation_id, clip)
 
             stage("screening the output")
             screened = moderator.screen_frames(clip.frames)
     except BaseException as exc:
-        publisher.fail(gen.id, f"{type(exc).__name__}: {exc}")
+        publisher.fail(generation_id, f"{type(exc).__name__}: {exc}")
         raise
     held = {"block": "blocked", "review": "review"}.get(screened.action)
-    record_decision(runtime, gen.id, "output", prompt, screened, held)
+    record_decision(runtime, generation_id, "output", prompt, screened, held, **ids)
     if held is not None:
-        return GenerateOutcome(held, gen.id, None, decision.to_dict(), screened.to_dict())
+        return GenerateOutcome(held, generation_id, None, prompt_decision, screened.to_dict())
 
     stage("publishing")
     request = PublishRequest(prompt=prompt, model_name=clip.model_name, model_hash=clip.model_hash,
-                             policy_version=policy, seed=clip.seed, parameters=clip.parameters,
-                             client=options.client)
-    published = publisher.publish(gen.id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
-    return GenerateOutcome("published", gen.id, str(published.path), decision.to_dict(), screened.to_dict(),
+                             policy_version=_policy_label(prompt_decision),
+                             seed=clip.seed, parameters=clip.parameters, client=options.client,
+                             client_id=options.client_id, key_id=options.key_id)
+    published = publisher.publish(generation_id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
+    return GenerateOutcome("published", generation_id, str(published.path), prompt_decision, screened.to_dict(),
                            extra={"mark_id": published.mark_hex, "sha256": published.sha256})
+
+
+def _policy_label(decision: dict[str, Any]) -> str | None:
+    from moderation.policy import policy_label
+
+    version, digest = decision.get("policy_version"), decision.get("policy_hash")
+    return policy_label(version, digest) if version and digest else version
 
 
 def _model_label(folder: Path | None) -> str:

@@ -32,7 +32,7 @@ from .credentials import ManifestContent, mime_for, read_credentials, sign_manif
 from .errors import InvalidVideo, OutputNotWritable, ProvenanceError, SigningUnavailable
 from .keys import SigningIdentity
 from .ledger import Generation, Ledger, PublishedFile, new_mark_id, prompt_digest, states
-from .ledger.models import Base, Fingerprint
+from .ledger.models import Base, Fingerprint, utcnow
 from .video import VideoWriter, iter_frames, probe
 
 MIN_PUBLISH_SIDE = 64
@@ -110,6 +110,9 @@ class PublishRequest:
     seed: int | None = None
     policy_version: str | None = None
     client: str | None = None
+    client_id: str | None = None
+    key_id: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,10 @@ class Publisher:
                 prompt=request.prompt, prompt_sha256=prompt_digest(request.prompt),
                 model=request.model_name, model_hash=request.model_hash, parameters=request.parameters,
                 seed=request.seed, status=status, policy_version=request.policy_version,
-                client=request.client, failure_reason=failure_reason,
+                client=request.client, client_id=request.client_id, key_id=request.key_id,
+                idempotency_key=request.idempotency_key, failure_reason=failure_reason,
+                started_at=utcnow() if running else None,
+                finished_at=utcnow() if status == "blocked" else None,
                 stage=stage or ("generating" if running else None),
                 lease_owner=self.owner if running else None,
                 lease_expires_at=states.lease_deadline(self.lease_seconds) if running else None,
@@ -208,7 +214,7 @@ class Publisher:
             s.add(gen)
             s.flush()
             self.ledger.audit(s, self.actor, "generation.created", gen.id, status=status,
-                              model=request.model_name)
+                              model=request.model_name, client_id=request.client_id, key_id=request.key_id)
         return gen
 
     def renew(self, generation_id: str, stage: str | None = None) -> None:

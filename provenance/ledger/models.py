@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -78,6 +79,58 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
 
 
+#: What an API key may be allowed to do.
+SCOPES = ("generate", "verify", "moderate", "review", "audit", "admin")
+
+
+class Client(Base):
+    """A client application of the API: its quotas, its stricter policy overlay and its webhook."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_generation_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Quotas: requests per window on every authenticated route ("60/minute"), generations per day.
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
+    daily_generations: Mapped[int | None] = mapped_column(Integer)
+    # A policy YAML that may only be stricter than the deployment's (checked when it is set).
+    policy_overlay: Mapped[str | None] = mapped_column(Text)
+    policy_overlay_hash: Mapped[str | None] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Needed in the clear to sign each delivery (HMAC); shown to the client once.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    operator: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="client")
+
+    @property
+    def disabled(self) -> bool:
+        """A disabled client's keys all answer 401."""
+        return self.disabled_at is not None
+
+
+class ApiKey(Base):
+    """An API key: a public prefix to find its row, a hash of its secret (never the secret), scopes."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_generation_id)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    client: Mapped[Client] = relationship(back_populates="keys")
+
+
 class Generation(Base):
     """One request to make a clip, from the prompt to its outcome."""
 
@@ -105,6 +158,11 @@ class Generation(Base):
     policy_version: Mapped[str | None] = mapped_column(String(64))
     watermark_key_id: Mapped[str | None] = mapped_column(String(64))
     client: Mapped[str | None] = mapped_column(String(200))
+    client_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(36))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                     server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
@@ -143,6 +201,9 @@ class ModerationDecision(Base):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     policy_version: Mapped[str] = mapped_column(String(64))
     policy_hash: Mapped[str | None] = mapped_column(String(64))
+    overlay_hash: Mapped[str | None] = mapped_column(String(64))
+    client_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                     server_default=func.now())
 
@@ -214,9 +275,13 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(200), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    client_id: Mapped[str | None] = mapped_column(String(36))
+    key_id: Mapped[str | None] = mapped_column(String(36))
 
 
 Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)
+Index("ix_generations_client_created", Generation.client_id, Generation.created_at)
+Index("ix_generations_client_idempotency", Generation.client_id, Generation.idempotency_key, unique=True)
 Index("ix_published_files_generation_sha", PublishedFile.generation_id, PublishedFile.sha256)
 
 

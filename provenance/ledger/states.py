@@ -91,6 +91,8 @@ def move(session: Session, generation_id: str, expected: Iterable[str], to: str,
     if "running" in expected:
         condition = and_(condition, or_(Generation.status != "running", Generation.lease_owner == owner))
     values: dict[str, Any] = {"status": to, "updated_at": utcnow(), **fields}
+    if to in FINAL_STATUSES:
+        values.setdefault("finished_at", values["updated_at"])
     if to != "running":
         values.setdefault("lease_owner", None)
         values.setdefault("lease_expires_at", None)
@@ -121,7 +123,7 @@ def claim(session: Session, generation_id: str, owner: str, seconds: float = DEF
                      or_(Generation.status == "queued", and_(Generation.status == "running", expired)))
     result = session.execute(update(Generation).where(condition).values(
         status="running", stage=stage, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=seconds),
-        attempts=Generation.attempts + 1, updated_at=now).execution_options(synchronize_session=False))
+        attempts=Generation.attempts + 1, updated_at=now, started_at=now).execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         current = session.get(Generation, generation_id, populate_existing=True)
         state = current.status if current is not None else "unknown"

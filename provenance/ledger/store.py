@@ -88,10 +88,11 @@ class Ledger:
         with self.session() as s:
             return s.scalars(select(PublishedFile).where(PublishedFile.manifest_label == manifest_label)).first()
 
-    def audit(self, session: Session, actor: str, action: str, subject: str | None,
-              **details: Any) -> None:
-        """Append an audit entry inside the caller's unit of work."""
-        session.add(AuditEntry(actor=actor, action=action, subject=subject, details=details))
+    def audit(self, session: Session, actor: str, action: str, subject: str | None, *,
+              client_id: str | None = None, key_id: str | None = None, **details: Any) -> None:
+        """Append an audit entry inside the caller's unit of work, naming the client and key that caused it."""
+        session.add(AuditEntry(actor=actor, action=action, subject=subject, details=details, client_id=client_id,
+                               key_id=key_id))
 
     def dispose(self) -> None:
         """Close pooled connections (tests and short-lived CLIs)."""
