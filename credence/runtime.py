@@ -74,14 +74,15 @@ class Runtime:
                     s.add(KeyRecord(id=key_id, kind=kind, fingerprint=fingerprint))
                     self.ledger.audit(s, self.actor, "key.registered", key_id, kind=kind)
 
-    def recover(self, *, check_published: bool = False) -> Any:
-        """Finish or roll back publishes that a crash interrupted (`credence doctor`, and at start-up)."""
+    def recover(self, *, check_published: bool = False, requeue: Any = None) -> Any:
+        """Finish, re-queue (with `requeue`, a job executor's enqueue) or roll back generations that a crash
+        interrupted (`credence doctor`, and at the start of `serve` and `worker`)."""
         from provenance.recovery import recover
 
         self.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         return recover(self.ledger, owner=self.owner, folders=[self.settings.outputs_dir],
                        managed=self.settings.outputs_dir, check_published=check_published,
-                       lease_seconds=self.settings.lease_seconds, actor=self.actor)
+                       lease_seconds=self.settings.lease_seconds, actor=self.actor, requeue=requeue)
 
     # -- parts -------------------------------------------------------------------------------
     @cached_property

@@ -103,6 +103,8 @@ class Settings:
     # Generation leases (see provenance.ledger.states) and fault injection for the crash tests.
     lease_seconds: float = 120.0
     fault_point: str | None = None
+    # Redis URL of the job queue (Dramatiq) and the shared quota counters; None: in-process.
+    broker_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +150,7 @@ class Settings:
             vae_tiling=_flag(env, "CREDENCE_VAE_TILING"),
             lease_seconds=float(_int(env, "CREDENCE_LEASE_SECONDS", 120)),
             fault_point=env.get("CREDENCE_FAULT_POINT") or None,
+            broker_url=env.get("CREDENCE_BROKER_URL") or None,
         )
 
     @property

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +56,11 @@ class RecoveryReport:
 
 def recover(ledger: Ledger, *, owner: str, folders: Iterable[Path] = (), managed: Path | None = None,
             check_published: bool = False, lease_seconds: float = states.DEFAULT_LEASE_SECONDS,
-            actor: str = "doctor") -> RecoveryReport:
+            actor: str = "doctor", requeue: Callable[[str], None] | None = None) -> RecoveryReport:
     """Repair what crashed publishes left; with `check_published`, also look for released files that vanished.
+
+    With `requeue` (a queue engine is configured), an interrupted generation that was not yet
+    published is queued again (up to `states.MAX_ATTEMPTS` runs) instead of rolled back.
 
     `folders` are swept for orphaned temporaries (the output folders of the rows repaired are
     swept as well). `managed` is the folder the service serves clips from: a published file
@@ -74,7 +77,8 @@ def recover(ledger: Ledger, *, owner: str, folders: Iterable[Path] = (), managed
         dead = states.owner_is_dead(lease_owner, this_owner=owner)
         if not dead and expires is not None and _aware(expires) > now:
             continue  # a live process holds it
-        folder = _repair(ledger, generation_id, owner, lease_owner if dead else None, lease_seconds, actor, report)
+        folder = _repair(ledger, generation_id, owner, lease_owner if dead else None, lease_seconds, actor, report,
+                         requeue)
         if folder is not None:
             sweep.add(folder)
     for folder in sorted(sweep):
@@ -92,8 +96,8 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 def _repair(ledger: Ledger, generation_id: str, owner: str, dead_owner: str | None, lease_seconds: float,
-            actor: str, report: RecoveryReport) -> Path | None:
-    """Take over one interrupted generation and finish or roll it back; returns its output folder."""
+            actor: str, report: RecoveryReport, requeue: Callable[[str], None] | None) -> Path | None:
+    """Take over one interrupted generation and finish, re-queue or roll it back; returns its output folder."""
     try:
         with ledger.session() as s:
             gen = s.get(Generation, generation_id)
@@ -104,28 +108,57 @@ def _repair(ledger: Ledger, generation_id: str, owner: str, dead_owner: str | No
     with ledger.session() as s:
         gen = s.get(Generation, generation_id)
         assert gen is not None
+        folder = Path(gen.output_path).parent if gen.output_path else None
+        attempts = gen.attempts
+    done = settle(ledger, generation_id, owner, actor=actor, report=report)
+    if done is None:
+        if requeue is not None and attempts < states.MAX_ATTEMPTS:
+            with ledger.session() as s:
+                states.move(s, generation_id, ("running",), "queued", owner=owner, output_path=None)
+                ledger.audit(s, actor, "generation.requeued", generation_id, interrupted_stage=stage)
+            requeue(generation_id)
+            report.actions.append(f"queued generation {generation_id} again (interrupted while {stage})")
+        else:
+            _roll_back(ledger, generation_id, owner, actor, report, stage, "it had not been published")
+    return folder
+
+
+def settle(ledger: Ledger, generation_id: str, owner: str, *, actor: str = "recovery",
+           report: RecoveryReport | None = None) -> str | None:
+    """For a generation `owner` has just claimed, deal with what an earlier, interrupted run left.
+
+    Returns "published" when that run had recorded its publish and the signed file is intact
+    (the publish is finished now). Otherwise removes its records and temporaries and returns
+    None: the row stays `running` under `owner`, clean, for a fresh run or a roll-back.
+    """
+    report = report if report is not None else RecoveryReport()
+    with ledger.session() as s:
+        gen = s.get(Generation, generation_id)
+        assert gen is not None
         output = Path(gen.output_path) if gen.output_path else None
         signed = Path(gen.temp_path) if gen.temp_path else None
         record = s.scalars(select(PublishedFile).where(PublishedFile.generation_id == generation_id)
                            .order_by(PublishedFile.id.desc())).first()
         digest = record.sha256 if record is not None else None
-    temps = temp_paths(signed) if signed is not None else []
+    result: str | None = None
     if digest is not None and output is not None:
         if output.is_file() and file_sha256(output) == digest:
             _finish(ledger, generation_id, owner, actor, report, output, "its file was already in place")
+            result = "published"
         elif signed is not None and signed.is_file() and file_sha256(signed) == digest:
             signed.replace(output)
             fsync_dir(output.parent)
             _finish(ledger, generation_id, owner, actor, report, output, "renamed the signed file into place")
-        else:
-            _roll_back(ledger, generation_id, owner, actor, report, stage, "its signed file was lost")
-    else:
-        _roll_back(ledger, generation_id, owner, actor, report, stage, "it had not been recorded")
-    for temp in temps:
+            result = "published"
+    if result is None and digest is not None:
+        with ledger.session() as s:
+            s.query(Fingerprint).filter(Fingerprint.generation_id == generation_id).delete()
+            s.query(PublishedFile).filter(PublishedFile.generation_id == generation_id).delete()
+    for temp in temp_paths(signed) if signed is not None else []:
         if temp.exists():
             temp.unlink()
             report.actions.append(f"removed temporary {temp}")
-    return output.parent if output is not None else None
+    return result
 
 
 def _finish(ledger: Ledger, generation_id: str, owner: str, actor: str, report: RecoveryReport, output: Path,

@@ -27,6 +27,8 @@ from .models import FINAL_STATUSES, STAGES, TRANSITIONS, Generation, utcnow
 
 #: How long a lease lasts unless renewed (a queue's visibility timeout is set to match).
 DEFAULT_LEASE_SECONDS = 120.0
+#: Runs of one generation (each ended by a crash or a lost lease) before it is given up as `failed`.
+MAX_ATTEMPTS = 3
 
 
 class StateConflict(ProvenanceError):
