@@ -330,12 +330,26 @@ def db_current() -> None:
     console.print(db.current_revision(Settings.from_env().database_url) or "base (not migrated)")
 
 
+@app.command()
+@handles_errors
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Jobs run at once in this process.")] = 1,
+) -> None:
+    """Take generation jobs from the queue (CREDENCE_BROKER_URL) until stopped; loads the model once."""
+    from .worker import run_worker
+
+    run_worker(Settings.from_env(), concurrency)
+
+
 def _register_subcommands() -> None:
-    """The watermark and moderation sub-commands: always part of Credence, so a missing one is an error."""
+    """Sub-commands of each area: always part of Credence, so a missing one is an error."""
+    from .cli_clients import clients_app, keys_app
     from .cli_moderate import moderate
     from .cli_watermark import app as watermark_app
 
     app.add_typer(watermark_app, name="watermark")
+    app.add_typer(clients_app, name="clients")
+    app.add_typer(keys_app, name="keys")
     app.command("moderate")(handles_errors(moderate))
 
 
