@@ -103,7 +103,7 @@ def status_for(exc: BaseException) -> int | None:
 
 # -- scrubbing ----------------------------------------------------------------------------------
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*")
-_UPLOAD = re.compile(r"credence-upload-[^\s'\"<>]*")
+_UPLOAD = re.compile(r"(?:/[^\s'\"<>:]*)?credence-upload-[^\s'\"<>:]*")
 _WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\[^\s'\"<>]*")
 # An absolute path: a slash that does not follow a word, a dot or another slash ("multipart/form-data"
 # and "4/3" stay), then at least one segment. The API's own routes are not server paths.

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from detector.resolution import (
     manifest_bytes,
@@ -39,6 +39,7 @@ BINDING_DESCRIPTION = "The soft-binding value: our 64-bit mark id, 8 bytes in ba
 class BindingQuery(BaseModel):
     """Body of `POST /matches/byBinding`."""
 
+    model_config = ConfigDict(strict=True)
     alg: str = Field(max_length=200, description="A soft-binding algorithm this service resolves by binding.")
     value: str = Field(pattern=BINDING_VALUE, description=BINDING_DESCRIPTION)
 

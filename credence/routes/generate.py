@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
 from moderation import MAX_PROMPT_CHARS
 
@@ -35,6 +35,9 @@ STATUS_CODES = {"published": 201, "review": 202, "blocked": 403}
 
 #: Steps a client may ask for, whatever the model allows: the cost grows linearly with them.
 MAX_STEPS = 100
+
+#: Seeds a JSON number carries exactly everywhere (I-JSON, RFC 7493); larger ones round in many parsers.
+MAX_SEED = 2**53 - 1
 
 #: A prompt needs one letter or digit: whitespace, punctuation or control characters alone are empty.
 PROMPT_PATTERN = r"\w"
@@ -54,6 +57,20 @@ Prompt = Annotated[str, AfterValidator(_check_prompt),
                                    "pattern": PROMPT_PATTERN,
                                    "description": f"1 to {MAX_PROMPT_CHARS} characters, at least one a letter "
                                                   "or digit."})]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema means it (48 and 48.0 alike), never a string or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be an integer")
+    return int(value)
+
+
+def json_int(**constraints: Any) -> Any:
+    """An integer field type whose validation matches its JSON schema (`Field` constraints apply)."""
+    return Annotated[int, Field(**constraints), BeforeValidator(_json_integer)]
 
 
 @dataclass(frozen=True)
@@ -120,25 +137,33 @@ def generation_body(limits: ModelLimits) -> type[BaseModel]:
     """The request body for these limits: the OpenAPI document states them, validation enforces them."""
     counts = limits.frame_counts()
     if limits.frame_step > 1 and 0 < len(counts) <= 256:
-        frames_type: Any = Literal[tuple(counts)]  # type: ignore[valid-type]
+        def one_of_counts(frames: int) -> int:
+            if frames not in counts:
+                raise ValueError(f"this model takes {limits.frame_step}k+1 frames from {counts[0]} to {counts[-1]}")
+            return frames
+
+        frames_type: Any = Annotated[int, BeforeValidator(_json_integer), AfterValidator(one_of_counts),
+                                     WithJsonSchema({"type": "integer", "enum": counts})]
         frames_doc = (f"Frames: {limits.frame_step}k+1 from {counts[0]} to {counts[-1]} "
                       "(the model's default when absent).")
     else:
-        frames_type = Annotated[int, Field(ge=limits.min_frames, le=limits.max_frames)]
+        frames_type = json_int(ge=limits.min_frames, le=limits.max_frames)
         frames_doc = f"Frames, {limits.min_frames} to {limits.max_frames} (the model's default when absent)."
-    size = Annotated[int, Field(ge=limits.min_size, le=limits.max_size, multiple_of=limits.size_multiple,
-                                description=f"Pixels: a multiple of {limits.size_multiple} from {limits.min_size} "
-                                            f"to {limits.max_size} (the model's default when absent).")]
+    size = json_int(ge=limits.min_size, le=limits.max_size, multiple_of=limits.size_multiple,
+                    description=f"Pixels: a multiple of {limits.size_multiple} from {limits.min_size} "
+                                f"to {limits.max_size} (the model's default when absent).")
     return create_model(
         "GenerationBody",
         __config__=ConfigDict(extra="ignore"),
         __doc__="A generation request. Frames, size and steps default to the model's own.",
         prompt=(Prompt, ...),
-        seed=(int | None, Field(default=None, ge=0, lt=2**63, description="Seed (random when absent).")),
+        seed=(json_int(ge=0, le=MAX_SEED) | None, Field(default=None,
+                                description="Seed (random when absent); at most 2^53-1, the largest integer "
+                                            "every JSON parser keeps exactly (RFC 7493).")),
         frames=(frames_type | None, Field(default=None, description=frames_doc)),
         height=(size | None, None),
         width=(size | None, None),
-        steps=(int | None, Field(default=None, ge=1, le=limits.max_steps,
+        steps=(json_int(ge=1, le=limits.max_steps) | None, Field(default=None,
                                  description=f"Denoising steps, 1 to {limits.max_steps}.")),
     )
 

@@ -26,7 +26,8 @@ MAX_BATCH = 100
 class ModerationBody(BaseModel):
     """One prompt (`prompt`) or up to 100 (`prompts`, answered in order under `results`): exactly one of them."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["prompts"]}]})
+    model_config = ConfigDict(strict=True,
+                              json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["prompts"]}]})
 
     prompt: Prompt | SkipJsonSchema[None] = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))
     prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_BATCH)] | SkipJsonSchema[None] = Field(
