@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from provenance.ledger import FINAL_STATUSES, Generation, ModerationDecision, StateConflict, states
 from provenance.ledger.models import Client
@@ -220,3 +221,31 @@ class ModeratorCache:
                 self._by_overlay[digest] = Moderator(policy, base.heads, available_screens(
                     policy, self.runtime.settings.clip_model))
             return self._by_overlay[digest], digest
+
+
+def submit(runtime: Runtime, moderator: Any, prompt: str, options: pipeline.GenerateOptions, executor: Executor,
+           *, idempotency_key: str | None = None) -> tuple[Generation, Any, str, bool]:
+    """Accept a generation job: screen the prompt now, record it, and queue it when it passed.
+
+    Returns (row, decision or None, status, created). With an `idempotency_key` the client already
+    used, the existing job is returned unchanged (`created` False) and nothing is queued again.
+    """
+    if idempotency_key is not None and options.client_id is not None:
+        with runtime.ledger.session() as s:
+            existing = s.scalars(select(Generation).where(Generation.client_id == options.client_id,
+                                                          Generation.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            return existing, None, existing.status, False
+    try:
+        gen, decision, status = pipeline.screen_and_create(runtime, moderator, prompt, options, start="queued",
+                                                           idempotency_key=idempotency_key)
+    except IntegrityError:  # the same key raced in from another request: that one won
+        with runtime.ledger.session() as s:
+            existing = s.scalars(select(Generation).where(Generation.client_id == options.client_id,
+                                                          Generation.idempotency_key == idempotency_key)).one()
+        return existing, None, existing.status, False
+    if status == "queued":
+        executor.enqueue(gen.id)
+    else:
+        notify_if_final(runtime, gen.id)
+    return gen, decision, status, True

@@ -102,7 +102,8 @@ def _repair(ledger: Ledger, generation_id: str, owner: str, dead_owner: str | No
         with ledger.session() as s:
             gen = s.get(Generation, generation_id)
             stage = gen.stage if gen is not None else None
-            states.claim(s, generation_id, owner, lease_seconds, stage=stage or "generating", dead_owner=dead_owner)
+            states.claim(s, generation_id, owner, lease_seconds, stage=stage or "generating", dead_owner=dead_owner,
+                         run=False)
     except states.StateConflict:
         return None  # someone else moved it first
     with ledger.session() as s:

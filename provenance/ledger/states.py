@@ -111,11 +111,12 @@ def move(session: Session, generation_id: str, expected: Iterable[str], to: str,
 
 
 def claim(session: Session, generation_id: str, owner: str, seconds: float = DEFAULT_LEASE_SECONDS,
-          *, stage: str = "generating", dead_owner: str | None = None) -> None:
+          *, stage: str = "generating", dead_owner: str | None = None, run: bool = True) -> None:
     """Take a `queued` row (or a `running` one whose lease expired) for `owner`: it becomes `running`.
 
     `dead_owner` also lets recovery take a row whose lease has not run out yet but whose owner
     `owner_is_dead` showed to be gone; the compare-and-set still fails if anyone else moved it.
+    `run=False` (recovery taking a row over to clean it up) does not count as an attempt.
     """
     now = utcnow()
     expired = or_(Generation.lease_expires_at.is_(None), Generation.lease_expires_at < now)
@@ -125,7 +126,8 @@ def claim(session: Session, generation_id: str, owner: str, seconds: float = DEF
                      or_(Generation.status == "queued", and_(Generation.status == "running", expired)))
     result = session.execute(update(Generation).where(condition).values(
         status="running", stage=stage, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=seconds),
-        attempts=Generation.attempts + 1, updated_at=now, started_at=now).execution_options(synchronize_session=False))
+        attempts=Generation.attempts + (1 if run else 0), updated_at=now, started_at=now,
+    ).execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         current = session.get(Generation, generation_id, populate_existing=True)
         state = current.status if current is not None else "unknown"
