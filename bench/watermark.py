@@ -8,10 +8,12 @@ Deterministic: every random choice (the key, each clip's payload, the procedural
 crops, noise, the baselines' messages) comes from `--seed` (default 11) through `seeded_rng`,
 one independent stream per purpose and clip, so the same seed gives the same figures in any
 process and for any subset of clips (timings aside). Python's `hash()` is never used for a seed:
-it changes with every process.
+it changes with every process. Encodes run on one encoder thread, and on a CPU with AVX-512
+without x264's AVX-512 code, which reads uninitialised memory (see `x264_asm`): either made the
+same frames encode to different files from run to run.
 
-Each clip is a 3 s window (≤ 720p), marked with a random 64-bit payload and shipped as H.264 CRF 18
-(preset medium), which is where every attack starts, as in the issue. Per attack it reports the
+Each clip is a 3 s window (long side ≤ 1280 px), marked with a seeded 64-bit payload and shipped as
+H.264 CRF 18 (preset veryfast), which is where every attack starts, as in the issue. Per attack it reports the
 channel bit accuracy (306 coded bits, hard decisions of the soft values), the exact-payload rate
 (decoded payload == the one embedded), the detection rate at the p < 1e-6 threshold, and decode
 time. Quality (Y-PSNR, SSIM on luma) and embed speed are measured on the clean frames. Baselines
@@ -30,13 +32,15 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from provenance.video import VideoWriter, iter_frames, probe
+from provenance.video import iter_frames, probe
 from provenance.watermark import DETECTION_P, WatermarkEmbedder, WatermarkKey, detect_watermark_file, ecc
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -333,15 +337,63 @@ QUICK = ["identity", "h264_crf23", "h264_crf28", "h264_crf40", "resize_0.5", "cr
          "brightness_0.8", "drop_every_3rd", "crop0.8_resize0.5_crf28", "crf30_crop0.71_bright0.5"]
 
 
+#: x264's names for the instruction sets up to AVX2, with the /proc/cpuinfo flag that says the CPU has each.
+_X264_UP_TO_AVX2 = (("MMX2", "sse"), ("SSE", "sse"), ("SSE2", "sse2"), ("SSE3", "pni"), ("SSSE3", "ssse3"),
+                    ("SSE4", "sse4_1"), ("SSE4.2", "sse4_2"), ("LZCNT", "abm"), ("AVX", "avx"), ("FMA3", "fma"),
+                    ("BMI1", "bmi1"), ("BMI2", "bmi2"), ("AVX2", "avx2"))
+
+
+def x264_asm(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The x264 `asm` list for this CPU without AVX-512, where the CPU has AVX-512; else None (x264 chooses).
+
+    x264's AVX-512 code (in the MB-tree lookahead) reads uninitialised memory: with it, the same
+    frames encode to different bytes depending on what the heap held (MALLOC_PERTURB_=1, 85 and
+    170 give three different files of a 454 px wide clip; with `mbtree=0`, `no-asm` or this list,
+    one). Up to AVX2 the output is stable and as fast. Only sets the CPU reports are listed.
+    """
+    try:
+        line = next(x for x in cpuinfo.read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    flags = set(line.split(":", 1)[1].split())
+    if not any(f.startswith("avx512") for f in flags):
+        return None
+    return ",".join(name for name, flag in _X264_UP_TO_AVX2 if flag in flags)
+
+
 def encode(frames: Iterable[np.ndarray], path: Path, fps: float, opts: dict[str, object]) -> Path:
-    options = {k: v for k, v in opts.items() if k in ("crf", "codec")}
-    if options.get("codec", "libx264") == "libx264":
-        options["preset"] = "veryfast"
-    if options.get("codec") == "libvpx-vp9":
+    """Encode RGB frames as `provenance.video.VideoWriter` does (yuv420p, even size), reproducibly.
+
+    One encoder thread, and no x264 AVX-512 code (`x264_asm`): with either, the same frames
+    encoded to different bytes from one run to the next, and the bench must give the same
+    figures for the same seed. x264 veryfast, x265 medium, VP9 realtime (WebM), at the attack's CRF.
+    """
+    codec, crf = str(opts.get("codec", "libx264")), str(opts.get("crf", 18))
+    if codec == "libvpx-vp9":
         path = path.with_suffix(".webm")
-    with VideoWriter(path, fps, **options) as writer:  # type: ignore[arg-type]
-        for f in frames:
-            writer.write(f)
+        options = {"crf": crf, "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    else:
+        options = {"crf": crf, "preset": "veryfast" if codec == "libx264" else "medium"}
+    asm = x264_asm() if codec == "libx264" else None
+    if asm:
+        options["x264-params"] = f"asm={asm}"
+    if codec == "libx265":
+        options["x265-params"] = "log-level=error:pools=1:frame-threads=1"
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.height, stream.width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+                stream.pix_fmt = "yuv420p"
+                stream.options = options
+                stream.codec_context.thread_count = 1
+            data = np.ascontiguousarray(frame[:stream.height, :stream.width, :3], dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(data, format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode(None):
+                container.mux(packet)
     return path
 
 

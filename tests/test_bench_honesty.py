@@ -154,3 +154,15 @@ def test_watermark_bench_random_choices_follow_the_seed_not_the_process() -> Non
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": other_hash_seed},
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == _digest(5) != _digest(6)
+
+
+def test_x264_runs_without_its_avx512_code_only_where_the_cpu_has_it(tmp_path: Path) -> None:
+    from bench.watermark import x264_asm
+
+    cpu = tmp_path / "cpuinfo"
+    cpu.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 "
+                   "avx512f avx512bw\n")
+    assert x264_asm(cpu) == "MMX2,SSE,SSE2,SSE3,SSSE3,SSE4,SSE4.2,AVX,FMA3,BMI1,AVX2"  # no BMI2, LZCNT: not listed
+    cpu.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2\n")
+    assert x264_asm(cpu) is None  # no AVX-512: x264 chooses for itself
+    assert x264_asm(tmp_path / "absent") is None
