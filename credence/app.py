@@ -21,11 +21,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
 
 from detector.resolution import ResolutionError
 from generator.errors import GenerationFailed, GeneratorError, InvalidRequest, ModelLoadError
@@ -183,10 +183,10 @@ def _field_errors(errors: Any, settings: Settings | None) -> list[dict[str, str]
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and getattr(route, "methods", None):
-            methods |= set(route.methods)
+    path = request.url.path
+    for regex, route_methods in request.app.state.route_table:
+        if regex.match(path):
+            methods |= route_methods
     return sorted(methods)
 
 
@@ -360,11 +360,15 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         """Which API key the request authenticated with (a cheap auth check for clients)."""
         return {"key": key}
 
+    whoami_route = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == "/v1/whoami")
+
     limits = generate.read_model_limits(Path(settings.default_model) if settings.default_model else None)
-    app.include_router(health.router)
-    app.include_router(moderation.router)
-    app.include_router(verify.router)
-    app.include_router(generate.make_router(limits))
-    app.include_router(c2pa_resolution.router)
+    routers = [health.router, moderation.router, verify.router, generate.make_router(limits), c2pa_resolution.router]
+    for router in routers:
+        app.include_router(router)
+    # (path pattern, methods) of every route, for the Allow header of a 405 (included routers are not
+    # flattened into app.router.routes).
+    app.state.route_table = [(route.path_regex, set(route.methods)) for router in routers for route in router.routes
+                             if isinstance(route, APIRoute)] + [(whoami_route.path_regex, set(whoami_route.methods))]
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -53,14 +53,19 @@ def _malformed(why: str) -> HTTPException:
 
 async def body_chunks(request: Request) -> AsyncIterator[bytes]:
     """The request body as it arrives (reads the ASGI channel itself, so that it can be resumed to drain)."""
+    if getattr(request.state, "body_complete", False):
+        return
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
+        complete = not message.get("more_body", False)
+        if complete:
+            request.state.body_complete = True  # another read would wait for the client to hang up
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
-        if not message.get("more_body", False):
+        if complete:
             return
 
 
