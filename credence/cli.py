@@ -343,6 +343,7 @@ def worker(
 
 def _register_subcommands() -> None:
     """Sub-commands of each area: always part of Credence, so a missing one is an error."""
+    from .cli_audit import audit_app
     from .cli_clients import clients_app, keys_app
     from .cli_moderate import moderate
     from .cli_watermark import app as watermark_app
@@ -350,6 +351,7 @@ def _register_subcommands() -> None:
     app.add_typer(watermark_app, name="watermark")
     app.add_typer(clients_app, name="clients")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
     app.command("moderate")(handles_errors(moderate))
 
 

@@ -105,6 +105,11 @@ class Settings:
     fault_point: str | None = None
     # Redis URL of the job queue (Dramatiq) and the shared quota counters; None: in-process.
     broker_url: str | None = None
+    # Trust and safety: prompts kept in the clear this long (None: forever), quarantined outputs
+    # kept this long for reviewers, console sessions this long.
+    prompt_retention_days: int | None = None
+    quarantine_hours: float = 24.0 * 30
+    console_session_minutes: float = 480.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +156,9 @@ class Settings:
             lease_seconds=float(_int(env, "CREDENCE_LEASE_SECONDS", 120)),
             fault_point=env.get("CREDENCE_FAULT_POINT") or None,
             broker_url=env.get("CREDENCE_BROKER_URL") or None,
+            prompt_retention_days=_int(env, "CREDENCE_PROMPT_RETENTION_DAYS", 0) or None,
+            quarantine_hours=_seconds(env, "CREDENCE_QUARANTINE_HOURS", 24.0 * 30),
+            console_session_minutes=_seconds(env, "CREDENCE_CONSOLE_SESSION_MINUTES", 480.0),
         )
 
     @property

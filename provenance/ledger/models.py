@@ -277,6 +277,21 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     client_id: Mapped[str | None] = mapped_column(String(36))
     key_id: Mapped[str | None] = mapped_column(String(36))
+    # The hash chain (provenance.audit_chain): the previous row's hash and this row's own.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The audit chain's head and its lock row (always id 1): appends UPDATE it first, one at a time."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    row_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import LedgerError
-from .models import AuditEntry, Generation, PublishedFile, mark_to_db
+from .models import Generation, PublishedFile, mark_to_db
 
 
 def prompt_digest(prompt: str) -> str:
@@ -90,9 +90,14 @@ class Ledger:
 
     def audit(self, session: Session, actor: str, action: str, subject: str | None, *,
               client_id: str | None = None, key_id: str | None = None, **details: Any) -> None:
-        """Append an audit entry inside the caller's unit of work, naming the client and key that caused it."""
-        session.add(AuditEntry(actor=actor, action=action, subject=subject, details=details, client_id=client_id,
-                               key_id=key_id))
+        """Append an audit entry inside the caller's unit of work, naming the client and key that caused it.
+
+        Every entry extends the hash chain (`provenance.audit_chain`); the chain's lock is held until
+        the caller's unit of work commits, so appends from several processes never interleave.
+        """
+        from ..audit_chain import append
+
+        append(session, actor, action, subject, details, client_id=client_id, key_id=key_id)
 
     def dispose(self) -> None:
         """Close pooled connections (tests and short-lived CLIs)."""
