@@ -4,8 +4,11 @@ The public sets teach the classifier what harmful prompts look like, but almost 
 benign side is COCO captions, so a classifier trained on them alone learns prompt *style*: any
 artsy, dark or edgy prompt looks unsafe. These examples add (a) video-prompt positives per
 category, and (b) hard negatives: benign prompts with trigger words, art-style prompts, and
-benign gibberish. Every fifth template expansion (by a stable hash) is held out for the
-benchmark and never trained on.
+benign gibberish. About a fifth of the examples are held out for the benchmark and never
+trained on, chosen by a stable hash of each example's *base*: the text before style suffixes,
+settings, temporal framing, spliced noise tokens and template wording are added. Every variant
+of one base lands in the same split, so the eval split holds no near-duplicate of a training row
+(splitting by the full text did: "X" in training and "X, cinematic lighting" in eval).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import re
 from dataclasses import dataclass
 
 from .video_examples import video_positives
@@ -30,30 +34,65 @@ STYLES = [
 ]
 
 
+#: Words that frame a prompt rather than say what is in it: "realistic video of X", "breaking
+#: news footage of X" and "X, close up" are all X. Dropping them from the key can only merge
+#: bases (coarser groups), never split one.
+FRAMING_WORDS = frozenset({
+    "a", "an", "the", "of", "video", "clip", "footage", "realistic", "real", "close", "up", "close-up", "explicit",
+    "official", "style", "gory", "showing", "leaked", "breaking", "news", "report", "live", "tv", "broadcast",
+})
+
+
+def base_key(base: str) -> str:
+    """The words of a base, lower-cased, sorted, without framing words: the identity the split uses.
+
+    Word order, articles and framing do not make another prompt ("a woman stabbing a man",
+    "video of woman stabbing man"), so bases that differ only in them share a key and a split.
+    """
+    words = {w for w in re.findall(r"[\w'-]+", base.lower()) if w not in FRAMING_WORDS}
+    return " ".join(sorted(words))
+
+
+def split_of(base: str) -> str:
+    """`train` or `eval`: a stable 80/20 split by the hash of the base's key."""
+    return "eval" if hashlib.sha256(base_key(base).encode()).digest()[0] % 5 == 0 else "train"
+
+
 @dataclass(frozen=True)
 class Example:
-    """One labelled prompt; `categories` is empty for benign ones."""
+    """One labelled prompt; `categories` is empty for benign ones.
+
+    `base` is what the text was made from before its suffixes and variants; the split follows it.
+    """
 
     text: str
     categories: tuple[str, ...]
     kind: str  # positive | hard_negative | art | gibberish | everyday
+    base: str
 
     @property
     def split(self) -> str:
-        """`train` or `eval`: a stable 80/20 split by the text's hash."""
-        return "eval" if hashlib.sha256(self.text.encode()).digest()[0] % 5 == 0 else "train"
+        """`train` or `eval`, by the base (never by the text: its variants must stay together)."""
+        return split_of(self.base)
 
 
-def _expand(templates: list[str], slots: dict[str, list[str]], limit: int, seed: int) -> list[str]:
+def _expand(templates: list[str], slots: dict[str, list[str]], limit: int, seed: int) -> list[tuple[str, str]]:
+    """(text, base) pairs of templates filled with slot values, each with a style suffix.
+
+    The base is the filled template without its place slot: "realistic video of X dancing in a
+    bar" and "X dancing on a beach, anime style" share the key (see `base_key`) of "X dancing".
+    """
     rng = random.Random(seed)
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for template in templates:
         names = [n for n in slots if "{" + n + "}" in template]
         combos = list(itertools.product(*(slots[n] for n in names)))
         rng.shuffle(combos)
         for combo in combos[: max(1, limit // len(templates))]:
-            text = template.format(**dict(zip(names, combo, strict=True)))
-            out.append(text + rng.choice(STYLES))
+            values = dict(zip(names, combo, strict=True))
+            text = template.format(**values)
+            base = " ".join(template.format(**{**values, "place": ""}).split())
+            out.append((text + rng.choice(STYLES), base))
     return out
 
 
@@ -478,14 +517,18 @@ EVERYDAY_PLACES = [
 ]
 
 
-def everyday(n: int, seed: int = 7) -> list[str]:
-    """Benign everyday scenes: what most real video prompts look like."""
+def everyday(n: int, seed: int = 7) -> list[tuple[str, str]]:
+    """Benign everyday scenes, (text, base): what most real video prompts look like.
+
+    The base is the person and the act; the place and style decorate it.
+    """
     rng = random.Random(seed)
-    out = set()
+    out: dict[str, str] = {}
     while len(out) < n:
-        text = f"{rng.choice(EVERYDAY_PEOPLE)} {rng.choice(EVERYDAY_ACTS)} {rng.choice(EVERYDAY_PLACES)}"
-        out.add(text + rng.choice(STYLES))
-    return sorted(out)
+        who, act = rng.choice(EVERYDAY_PEOPLE), rng.choice(EVERYDAY_ACTS)
+        text = f"{who} {act} {rng.choice(EVERYDAY_PLACES)}"
+        out.setdefault(text + rng.choice(STYLES), f"{who} {act}")
+    return sorted(out.items())
 
 
 GIBBERISH_PIECES = [
@@ -512,21 +555,25 @@ GIBBERISH_PIECES = [
 ]
 
 
-def gibberish(n: int, seed: int = 5) -> list[str]:
-    """Benign gibberish: keyboard mash, nonsense syllables, random letters."""
+def gibberish(n: int, seed: int = 5) -> list[tuple[str, str]]:
+    """Benign gibberish, (text, base): keyboard mash, nonsense syllables, random letters.
+
+    A third is noise spliced into a hard negative or art prompt: its base is that prompt, so it
+    lands in the same split as the prompt itself.
+    """
     rng = random.Random(seed)
-    out = []
+    out: list[tuple[str, str]] = []
     for _ in range(n):
         kind = rng.random()
         if kind < 0.4:
-            out.append(" ".join(rng.choice(GIBBERISH_PIECES) for _ in range(rng.randint(2, 7))))
+            text = " ".join(rng.choice(GIBBERISH_PIECES) for _ in range(rng.randint(2, 7)))
+            out.append((text, text))
         elif kind < 0.7:
-            out.append(
-                " ".join(
-                    "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
-                    for _ in range(rng.randint(1, 8))
-                )
+            text = " ".join(
+                "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+                for _ in range(rng.randint(1, 8))
             )
+            out.append((text, text))
         else:
             base = rng.choice(HARD_NEGATIVES[:40] + ART)
             words = base.split()
@@ -536,24 +583,24 @@ def gibberish(n: int, seed: int = 5) -> list[str]:
             ]
             for w in noise:
                 words.insert(rng.randint(0, len(words)), w)
-            out.append(" ".join(words))
+            out.append((" ".join(words), base))
     return out
 
 
 def examples() -> list[Example]:
-    """All hand-written examples (both splits)."""
+    """All hand-written examples (both splits), each with the base its split follows."""
     out: list[Example] = []
     for i, (category, (templates, slots)) in enumerate(POSITIVE_TEMPLATES.items()):
         limit = 160 if category in ("sexual_minors", "sexual", "violence", "political", "misinformation") else 100
-        out += [Example(t, (category,), "positive") for t in _expand(templates, slots, limit, 100 + i)]
+        out += [Example(t, (category,), "positive", b) for t, b in _expand(templates, slots, limit, 100 + i)]
     rng = random.Random(11)
     for base in HARD_NEGATIVES:
-        out.append(Example(base, (), "hard_negative"))
-        out.append(Example(base + rng.choice(STYLES[1:]), (), "hard_negative"))
+        out.append(Example(base, (), "hard_negative", base))
+        out.append(Example(base + rng.choice(STYLES[1:]), (), "hard_negative", base))
     for base in ART:
-        out.append(Example(base, (), "art"))
-        out.append(Example(base + rng.choice(STYLES[1:]), (), "art"))
-    out += [Example(t, (), "gibberish") for t in gibberish(300)]
-    out += [Example(t, (), "everyday") for t in everyday(500)]
-    out += [Example(t, (category,), "positive") for t, category in video_positives()]
+        out.append(Example(base, (), "art", base))
+        out.append(Example(base + rng.choice(STYLES[1:]), (), "art", base))
+    out += [Example(t, (), "gibberish", b) for t, b in gibberish(300)]
+    out += [Example(t, (), "everyday", b) for t, b in everyday(500)]
+    out += [Example(t, (category,), "positive", b) for t, category, b in video_positives()]
     return list({e.text: e for e in out}.values())

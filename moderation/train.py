@@ -3,7 +3,8 @@
 Trains only on rows marked `use: "train"` in `../shared/data/moderation` (or `--data DIR`) plus
 the `train` split of this project's own examples (`moderation.examples`). Rows marked
 `eval-only`, and the `eval` split of our own examples, are never seen here: `bench/moderation.py`
-measures on them.
+measures on them. Our examples are split by their base text, so no suffixed, reworded or
+noise-spliced variant of an eval prompt is trained on either.
 
 Label mapping: the public sets name categories differently; `CATEGORY_MAP` folds them into the
 policy's. I2P labels describe the *images* a prompt produced, not the prompt, and its risky

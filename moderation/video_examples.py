@@ -6,8 +6,10 @@ miss most of them (a first run: 38% of an external video-prompt set flagged). Th
 compose subjects, acts, settings, camera language and temporal structure ("starts ..., then
 ...") into thousands of distinct video prompts per category, plus two augmentations that mirror
 attacks: noise tokens spliced in (adversarial gibberish around a harmful core) and the benign
-counterparts that share their subjects. Deterministic (seeded); the 80/20 split is by text hash
-as for every own example.
+counterparts that share their subjects. Deterministic (seeded). Each prompt comes with its *base*
+(the subject and act, before the setting, camera words, temporal framing and noise are added):
+the 80/20 split is by the base, as for every own example, so that no variant of an eval prompt
+is trained on.
 """
 
 from __future__ import annotations
@@ -625,16 +627,21 @@ NOISE = [
 ]
 
 
-def compose(vocab: str, rng: random.Random) -> str:
-    """One prompt of `vocab`: subject + act (+ setting, camera), or a fixed scene."""
+def compose(vocab: str, rng: random.Random) -> tuple[str, str]:
+    """One prompt of `vocab` and its base: subject + act (+ setting, camera), or a fixed scene.
+
+    The base is the subject and act (or the fixed scene) alone: the setting and camera words
+    only decorate it, and two prompts that differ in them are near-duplicates.
+    """
     spec = CATEGORY_VOCAB[vocab]
     if spec.get("extra") and rng.random() < 0.2:
-        return rng.choice(spec["extra"]) + rng.choice(CAMERA)
+        scene = rng.choice(spec["extra"])
+        return scene + rng.choice(CAMERA), scene
     who, act = rng.choice(spec["who"]), rng.choice(spec["act"])
-    text = f"{who} {act}"
+    base = text = f"{who} {act}"
     if vocab not in ("misinformation", "gore") and rng.random() < 0.6:
         text += " " + rng.choice(SETTINGS)
-    return text + rng.choice(CAMERA)
+    return text + rng.choice(CAMERA), base
 
 
 def temporal(text: str, rng: random.Random) -> str:
@@ -653,21 +660,24 @@ def noisy(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def video_positives(per_vocab: int = 220, seed: int = 23) -> list[tuple[str, str]]:
-    """(text, category) pairs: composed prompts, 15% temporal, 15% noisy; distinct texts."""
+def video_positives(per_vocab: int = 220, seed: int = 23) -> list[tuple[str, str, str]]:
+    """(text, category, base) triples: composed prompts, 15% temporal, 15% noisy; distinct texts.
+
+    `base` is what the prompt was composed from before any decoration or variant (see `compose`).
+    """
     rng = random.Random(seed)
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     for vocab in CATEGORY_VOCAB:
         made, tries = 0, 0
         while made < per_vocab and tries < per_vocab * 20:
             tries += 1
-            text = compose(vocab, rng)
+            text, base = compose(vocab, rng)
             roll = rng.random()
             if roll < 0.15:
                 text = temporal(text, rng)
             elif roll < 0.30:
                 text = noisy(text, rng)
             if text not in out:
-                out[text] = VOCAB_CATEGORY[vocab]
+                out[text] = (VOCAB_CATEGORY[vocab], base)
                 made += 1
-    return sorted(out.items())
+    return [(text, category, base) for text, (category, base) in sorted(out.items())]
