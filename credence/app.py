@@ -12,7 +12,8 @@ import asyncio
 import importlib.util
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,14 @@ from provenance.errors import (
     SigningUnavailable,
     UnsupportedFormat,
 )
+from provenance.ledger import StateConflict
 
+from .auth import Caller
 from .deps import Busy, WorkTimeout, make_gates, require_api_key
-from .routes import c2pa_resolution, generate, health, moderation, verify
-from .routes.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problems
+from .jobs import ModeratorCache
+from .quotas import Quotas, QuotaUnavailable
+from .routes import audit, c2pa_resolution, generate, health, moderation, review, verify
+from .routes.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problem_response, problems
 from .runtime import Runtime
 from .settings import Settings
 
@@ -63,6 +68,8 @@ STATUS_FOR: list[tuple[type[BaseException], int]] = [
     (SigningUnavailable, 503),
     (LedgerError, 503),
     (OutputNotWritable, 503),
+    (QuotaUnavailable, 503),
+    (StateConflict, 409),
     (ProvenanceError, 422),
     (InvalidPrompt, 422),
     (ModerationUnavailable, 503),
@@ -83,6 +90,7 @@ PUBLIC_5XX: list[tuple[type[BaseException], str]] = [
     (LedgerError, "the ledger is unavailable"),
     (SQLAlchemyError, "the ledger is unavailable"),
     (OutputNotWritable, "the server cannot write its output"),
+    (QuotaUnavailable, "the quota store is unavailable"),
     (ModerationError, "the moderator cannot run on this server"),
     (ModelLoadError, "the generation model cannot be loaded on this server"),
     (GeneratorError, "the generation failed on this server"),
@@ -293,10 +301,18 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             schemas[model.__name__] = schema
         for item in doc.get("paths", {}).values():
             for operation in item.values():
-                responses = operation.get("responses", {})
+                responses = operation.setdefault("responses", {})
+                # FastAPI's own 422 shape is not what the app answers: a validation problem is, or a 400
+                # on the C2PA resolution routes (which declare it themselves).
                 default = responses.get("422", {}).get("content", {}).get("application/json", {})
                 if "HTTPValidationError" in str(default.get("schema", {})):
-                    del responses["422"]
+                    if c2pa_resolution.TAG in operation.get("tags", []):
+                        del responses["422"]
+                    else:
+                        responses["422"] = problem_response(422)
+                # Any JSON body may fail to parse: 400, whatever the route declared.
+                if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                    responses.setdefault("400", problem_response(400))
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         c2pa_resolution.document(doc)
@@ -341,29 +357,49 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     """The app for `settings` (read from the environment when None)."""
     settings = settings or Settings.from_env()
     require_shipped_parts()
-    app = FastAPI(title="Credence", version="0.1.0",
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Recover what a crashed predecessor left and start the job executor; a ledger that is down
+        # (or not migrated yet) does not stop the server: /readyz says so, the first job retries.
+        try:
+            await asyncio.to_thread(generate.start_executor, app)
+        except Exception as exc:
+            log.warning("job executor not started yet: %s", type(exc).__name__)
+        yield
+        executor = app.state.executor
+        if executor is not None:
+            executor.shutdown()
+
+    app = FastAPI(title="Credence", version="0.1.0", lifespan=lifespan,
                   description="Moderated, watermarked, signed and recorded text-to-video; and verification. "
                               "Errors are RFC 9457 problem details (`application/problem+json`).")
-    app.state.runtime = Runtime(settings, actor="api")
+    runtime = Runtime(settings, actor="api")
+    app.state.runtime = runtime
     app.state.auth_disabled = not auth
     app.state.gates = make_gates(settings)
+    app.state.quotas = Quotas(settings)
+    app.state.moderators = ModeratorCache(runtime)
+    app.state.executor = None  # made on first use: the queue (Redis) or the in-process thread pool
     install_error_handlers(app, settings)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout)  # type: ignore[arg-type]
 
     @app.get("/v1/whoami", response_model=None,
-             responses={200: {"description": "The key's short name",
+             responses={200: {"description": "The client, key id and scopes of the key",
                               "content": {"application/json": {"schema": {
-                                  "type": "object", "required": ["key"],
-                                  "properties": {"key": {"type": "string"}}}}}},
-                        **problems(401)})
-    def whoami(key: str = Depends(require_api_key)) -> dict[str, str]:
-        """Which API key the request authenticated with (a cheap auth check for clients)."""
-        return {"key": key}
+                                  "type": "object", "required": ["client_id", "client_name", "key_id", "scopes"],
+                                  "properties": {"client_id": {"type": "string"}, "client_name": {"type": "string"},
+                                                 "key_id": {"type": "string"},
+                                                 "scopes": {"type": "array", "items": {"type": "string"}}}}}}},
+                        **problems(401, 429, 503)})
+    def whoami(caller: Caller = Depends(require_api_key)) -> dict[str, Any]:
+        """Which client and key the request authenticated with, and its scopes (any valid key)."""
+        return caller.to_dict()
 
     whoami_route = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == "/v1/whoami")
 
     limits = generate.read_model_limits(Path(settings.default_model) if settings.default_model else None)
     routers = [health.router, moderation.router, verify.router, generate.make_router(limits), c2pa_resolution.router]
+    routers += [review.router, audit.router]  # trust and safety (issue 12)
     for router in routers:
         app.include_router(router)
     # (path pattern, methods) of every route, for the Allow header of a 405 (included routers are not

@@ -253,25 +253,19 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (local use only).")] = False,
 ) -> None:
-    """Run the HTTP API (verification, moderation, generation, C2PA soft-binding resolution)."""
+    """Run the HTTP API (generation jobs, verification, moderation, C2PA soft-binding resolution).
+
+    Keys come from the ledger (`credence clients create`); CREDENCE_API_KEYS, when set, are
+    bootstrap keys of the operator client with every scope. At start-up the server recovers what
+    a crashed predecessor left (interrupted jobs are queued again) and starts the job executor.
+    """
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, serve_config
 
     settings = Settings.from_env()
-    if not settings.api_keys and not no_auth:
-        raise SettingsError("set CREDENCE_API_KEYS (comma-separated) or pass --no-auth for local use")
-    from .runtime import Runtime
-
-    # A crash of the previous server left its publishes half done: finish or roll them back first.
-    # A ledger that is down (or not migrated yet) does not stop the server: /readyz says so.
-    try:
-        report = Runtime(settings, actor="serve").recover()
-        for line in report.actions + report.problems:
-            err_console.print(f"recovery: {line}", highlight=False, soft_wrap=True)
-    except ProvenanceError as exc:
-        err_console.print(f"recovery skipped: {str(exc).splitlines()[0]}", highlight=False, soft_wrap=True)
-    uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info",
+                **serve_config(settings))
 
 
 @app.command()
@@ -346,12 +340,14 @@ def _register_subcommands() -> None:
     from .cli_audit import audit_app
     from .cli_clients import clients_app, keys_app
     from .cli_moderate import moderate
+    from .cli_review import review_app
     from .cli_watermark import app as watermark_app
 
     app.add_typer(watermark_app, name="watermark")
     app.add_typer(clients_app, name="clients")
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(review_app, name="review")
     app.command("moderate")(handles_errors(moderate))
 
 

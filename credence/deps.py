@@ -4,7 +4,6 @@ that bound how much heavy work one process takes on at once."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 import threading
 from collections.abc import Callable
@@ -14,6 +13,9 @@ from typing import Any, TypeVar
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from provenance.ledger.models import SCOPES
+
+from .auth import Caller, authenticate, register_bootstrap_keys
 from .runtime import Runtime
 from .settings import Settings
 
@@ -50,22 +52,58 @@ def get_moderator(request: Request) -> Any:
     return state.moderator
 
 
-def require_api_key(request: Request, settings: Settings = Depends(get_settings),
-                    _header: str | None = Depends(_api_key_header),
-                    _bearer_credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-    """The caller's API key (from `Authorization: Bearer` or `X-API-Key`); 401 without a valid one.
+#: The caller when the server runs with `--no-auth` (local use): the operator, every scope.
+ANONYMOUS = Caller(client_id="anonymous", client_name="anonymous", key_id="anonymous", scopes=frozenset(SCOPES),
+                   operator=True)
 
-    Returns a short, non-secret name of the key for the audit log.
-    """
-    if request.app.state.auth_disabled:
-        return "anonymous"
+
+def _supplied_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    supplied = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    for key in settings.api_keys:
-        if supplied and hmac.compare_digest(supplied.encode(), key.encode()):
-            return "key-" + key[:4] + "…"
-    raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API key is required "
-                        "(Authorization: Bearer KEY or X-API-Key: KEY)", headers={"WWW-Authenticate": "Bearer"})
+    return header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+
+
+def require_api_key(request: Request, runtime: Runtime = Depends(get_runtime),
+                    _header: str | None = Depends(_api_key_header),
+                    _bearer_credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Caller:
+    """The authenticated caller (`Authorization: Bearer KEY` or `X-API-Key: KEY`), counted against its quota.
+
+    401 for no key, an unknown, revoked or expired key, or a disabled client; 429 with
+    `Retry-After` past the client's request quota.
+    """
+    state = request.app.state
+    if state.auth_disabled:
+        return ANONYMOUS
+    if not getattr(state, "bootstrapped", False):
+        # The operator's CREDENCE_API_KEYS become ledger keys on first use (the ledger may be down at start).
+        register_bootstrap_keys(runtime.ledger, runtime.settings.api_keys)
+        state.bootstrapped = True
+    caller = authenticate(runtime.ledger, _supplied_key(request))
+    if caller is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API key is required "
+                            "(Authorization: Bearer KEY or X-API-Key: KEY)", headers={"WWW-Authenticate": "Bearer"})
+    retry_after = state.quotas.request(caller)
+    if retry_after is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, f"request quota ({caller.rate_limit}) exceeded",
+                            headers={"Retry-After": str(retry_after)})
+    request.state.caller = caller
+    return caller
+
+
+def require_scope(scope: str) -> Callable[..., Caller]:
+    """A dependency: the authenticated caller, 403 unless its key carries `scope`."""
+
+    def dependency(caller: Caller = Depends(require_api_key)) -> Caller:
+        if not caller.can(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key does not carry the {scope!r} scope")
+        return caller
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+def visible_to(caller: Caller, client_id: str | None) -> bool:
+    """Whether `caller` may see a record of `client_id` (its own, or everything with `audit`)."""
+    return caller.can("audit") or caller.operator or (client_id is not None and client_id == caller.client_id)
 
 
 # -- bounded concurrency -------------------------------------------------------------------------

@@ -223,6 +223,15 @@ class ModeratorCache:
             return self._by_overlay[digest], digest
 
 
+def find_idempotent(runtime: Runtime, client_id: str | None, idempotency_key: str) -> Generation | None:
+    """The job this client already made with this `Idempotency-Key`, if any."""
+    if client_id is None:
+        return None
+    with runtime.ledger.session() as s:
+        return s.scalars(select(Generation).where(Generation.client_id == client_id,
+                                                  Generation.idempotency_key == idempotency_key)).first()
+
+
 def submit(runtime: Runtime, moderator: Any, prompt: str, options: pipeline.GenerateOptions, executor: Executor,
            *, idempotency_key: str | None = None) -> tuple[Generation, Any, str, bool]:
     """Accept a generation job: screen the prompt now, record it, and queue it when it passed.
@@ -230,10 +239,8 @@ def submit(runtime: Runtime, moderator: Any, prompt: str, options: pipeline.Gene
     Returns (row, decision or None, status, created). With an `idempotency_key` the client already
     used, the existing job is returned unchanged (`created` False) and nothing is queued again.
     """
-    if idempotency_key is not None and options.client_id is not None:
-        with runtime.ledger.session() as s:
-            existing = s.scalars(select(Generation).where(Generation.client_id == options.client_id,
-                                                          Generation.idempotency_key == idempotency_key)).first()
+    if idempotency_key is not None:
+        existing = find_idempotent(runtime, options.client_id, idempotency_key)
         if existing is not None:
             return existing, None, existing.status, False
     try:

@@ -13,7 +13,7 @@ def test_health_and_api_keys(live_server: LiveServer) -> None:
         assert client.get("/v1/whoami").status_code == 401
         assert client.get("/v1/whoami", headers={"Authorization": "Bearer wrong"}).status_code == 401
         ok = client.get("/v1/whoami", headers={"Authorization": f"Bearer {API_KEY}"})
-        assert ok.status_code == 200 and ok.json()["key"].startswith("key-test")
+        assert ok.status_code == 200 and ok.json()["client_name"] == "operator" and "admin" in ok.json()["scopes"]
         assert client.get("/v1/whoami", headers={"X-API-Key": API_KEY}).status_code == 200
 
 

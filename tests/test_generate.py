@@ -77,18 +77,28 @@ def test_generate_bad_usage_is_exit_2(cli_env: dict[str, str], tmp_path: Path) -
 
 
 def test_generation_api(live_server: LiveServer) -> None:
+    """POST answers at once with a queued job; the in-process executor runs it; the clip verifies."""
+    import time
+
     with httpx.Client(base_url=live_server.url, timeout=300, headers={"X-API-Key": API_KEY}) as client:
         made = client.post("/v1/generations", json={"prompt": PROMPT, "steps": 4, "seed": 1})
-        assert made.status_code == 201, made.text
+        assert made.status_code == 202, made.text
         body = made.json()
-        assert body["status"] == "published" and "path" not in body
-        record = client.get(f"/v1/generations/{body['generation_id']}").json()
-        assert record["status"] == "published" and record["files"][0]["sha256"] == body["sha256"]
-        video = client.get(body["video_url"])
+        assert body["status"] == "queued" and made.headers["location"] == f"/v1/generations/{body['id']}"
+        deadline = time.monotonic() + 240
+        while (record := client.get(made.headers["location"]).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.3)
+        assert record["status"] == "published", record
+        assert record["mark_id"] and record["manifest_label"] and record["progress"] == 1.0
+        assert record["queue_wait_s"] is not None and "path" not in str(record["files"])
+        video = client.get(record["video_url"])
         assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
         verdict = client.post("/v1/verify", files={"file": ("clip.mp4", video.content, "video/mp4")}).json()
-        assert verdict["verdict"] == "generated" and verdict["generation_id"] == body["generation_id"]
+        assert verdict["verdict"] == "generated" and verdict["generation_id"] == body["id"]
 
         blocked = client.post("/v1/generations", json={"prompt": "a naked child in a bedroom", "steps": 4})
-        assert blocked.status_code == 403 and blocked.json()["status"] == "blocked"
-        assert client.get(f"/v1/generations/{blocked.json()['generation_id']}/video").status_code == 404
+        assert blocked.status_code == 422 and blocked.json()["status"] == "blocked"
+        assert blocked.headers["content-type"].startswith("application/problem+json")
+        assert "minor" in blocked.json()["detail"]
+        assert client.get(f"/v1/generations/{blocked.json()['id']}/video").status_code == 404

@@ -21,7 +21,8 @@ from detector.resolution import (
     supported_algorithms,
 )
 
-from ..deps import Gate, gate, get_runtime, require_api_key
+from ..auth import Caller
+from ..deps import Gate, gate, get_runtime, require_scope
 from ..runtime import Runtime
 from .problems import UPLOAD_BODY, problems
 from .uploads import admit_upload, receive_upload
@@ -98,14 +99,14 @@ def _by_binding(runtime: Runtime, request: Request, alg: str, value: str, max_re
 
 BINDING_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": Matches, "description": "The manifests whose soft binding is this value"},
-    **problems(400, 401, 503)}
+    **problems(400, 401, 403, 429, 503)}
 
 
 @router.get("/matches/byBinding", response_model=None, responses=BINDING_RESPONSES)
 def get_matches_by_binding(request: Request, alg: str = Query(..., max_length=200),
                            value: str = Query(..., pattern=BINDING_VALUE, description=BINDING_DESCRIPTION),
                            max_results: int = Query(10, alias="maxResults", ge=1, le=100),
-                           _key: str = Depends(require_api_key),
+                           _caller: Caller = Depends(require_scope("verify")),
                            runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """Manifests whose soft-binding value (base64 of our 8-byte mark id) matches."""
     return _by_binding(runtime, request, alg, value, max_results)
@@ -114,7 +115,7 @@ def get_matches_by_binding(request: Request, alg: str = Query(..., max_length=20
 @router.post("/matches/byBinding", response_model=None, responses={**BINDING_RESPONSES, **problems(408)})
 def post_matches_by_binding(body: BindingQuery, request: Request,
                             max_results: int = Query(10, alias="maxResults", ge=1, le=100),
-                            _key: str = Depends(require_api_key),
+                            _caller: Caller = Depends(require_scope("verify")),
                             runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """The same, for values too long for a URL."""
     return _by_binding(runtime, request, body.alg, body.value, max_results)
@@ -123,10 +124,10 @@ def post_matches_by_binding(body: BindingQuery, request: Request,
 @router.post("/matches/byContent", response_model=None, openapi_extra={"requestBody": UPLOAD_BODY},
              responses={200: {"model": Matches, "description": "Manifests of the published clips this content "
                                                                "matches (watermark first, then fingerprint)"},
-                        **problems(400, 401, 408, 413, 415, 503), **problems(422)})
+                        **problems(400, 401, 403, 429, 408, 413, 415, 503), **problems(422)})
 async def post_matches_by_content(request: Request, max_results: int = Query(10, alias="maxResults", ge=1, le=100),
                                   alg: str | None = Query(None, max_length=200),
-                                  _key: str = Depends(require_api_key),
+                                  _caller: Caller = Depends(require_scope("verify")),
                                   runtime: Runtime = Depends(get_runtime),
                                   verify_gate: Gate = Depends(gate("verify"))) -> dict[str, Any]:
     """Manifests of the published clips this content matches (watermark first, then fingerprint).
@@ -153,9 +154,9 @@ async def post_matches_by_content(request: Request, max_results: int = Query(10,
 @router.get("/manifests/{manifest_id:path}", response_model=None,
             responses={200: {"description": "The manifest store (JUMBF) exactly as signed into the published clip",
                              "content": {"application/c2pa": {"schema": {"type": "string", "format": "binary"}}}},
-                       **problems(400, 401, 404, 503)})
+                       **problems(400, 401, 403, 429, 404, 503)})
 def get_manifest(manifest_id: str, return_active: bool = Query(False, alias="returnActiveManifest"),
-                 _key: str = Depends(require_api_key),
+                 _caller: Caller = Depends(require_scope("verify")),
                  runtime: Runtime = Depends(get_runtime)) -> Response:
     """The manifest store (JUMBF) exactly as signed into the published clip: `application/c2pa`."""
     data = manifest_bytes(runtime.ledger, manifest_id)

@@ -7,31 +7,29 @@ model accepts and a request it would refuse is a 422 before any work starts.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
 import re
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
+from sqlalchemy import and_, or_, select
 
 from moderation import MAX_PROMPT_CHARS
+from provenance.ledger import FINAL_STATUSES, GENERATION_STATUSES, Generation, ModerationDecision, StateConflict, states
 
-from .. import pipeline
-from ..deps import Gate, gate, get_moderator, get_runtime, require_api_key
+from .. import jobs, pipeline
+from ..auth import Caller
+from ..deps import Gate, gate, get_runtime, require_scope, visible_to
 from ..runtime import Runtime
-from .problems import problems
-
-# One generation at a time per process, whatever the app: the model holds the accelerator.
-_generate_lock = threading.Lock()
-
-STATUS_CODES = {"published": 201, "review": 202, "blocked": 403}
+from .problems import PROBLEM_MEDIA_TYPE, problems
 
 #: Steps a client may ask for, whatever the model allows: the cost grows linearly with them.
 MAX_STEPS = 100
@@ -168,29 +166,139 @@ def generation_body(limits: ModelLimits) -> type[BaseModel]:
     )
 
 
-class GenerationOutcome(BaseModel):
-    """What happened to the request: published (201), held for review (202) or blocked (403)."""
+class JobAccepted(BaseModel):
+    """A generation job: queued (or held for review), to be polled at `Location`."""
 
     model_config = ConfigDict(extra="allow")
-    status: Literal["published", "review", "blocked"]
-    generation_id: str
-    moderation: dict[str, Any]
-    video_url: str | None = Field(default=None, description="Where the published clip is (published only).")
+    id: str
+    status: Literal["queued", "review", "running", "published", "blocked", "rejected", "failed", "cancelled"]
+    moderation: dict[str, Any] | None = None
 
 
 class GenerationRecord(BaseModel):
-    """The ledger's record of one generation."""
+    """A job's record: status, stage and progress, timings, moderation, and once published its clip."""
 
     model_config = ConfigDict(extra="allow")
-    generation_id: str
+    id: str
     status: str
-    model: str | None
-    model_hash: str | None
-    seed: int | None
-    policy_version: str | None
+    stage: str | None
+    progress: float
     created_at: str
-    failure_reason: str | None
-    files: list[dict[str, Any]]
+    started_at: str | None
+    finished_at: str | None
+    queue_wait_s: float | None
+
+
+class GenerationPage(BaseModel):
+    """One page of the caller's generations, newest first; `next_cursor` fetches the next page."""
+
+    items: list[GenerationRecord]
+    next_cursor: str | None
+
+
+#: How far along a job is, by status and stage (a rough guide for progress bars).
+PROGRESS = {("running", "generating"): 0.2, ("running", "screening"): 0.7, ("running", "publishing"): 0.8,
+            ("running", "releasing"): 0.95}
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def record_of(gen: Generation, decisions: list[ModerationDecision] | None = None) -> dict[str, Any]:
+    """The client's view of a generation (no server path, no other client's data)."""
+    final = gen.status in FINAL_STATUSES
+    created, started = gen.created_at, gen.started_at
+    wait = (started - created).total_seconds() if started is not None and created is not None else None
+    record: dict[str, Any] = {
+        "id": gen.id, "status": gen.status, "stage": gen.stage,
+        "progress": 1.0 if final else PROGRESS.get((gen.status, gen.stage or ""), 0.0),
+        "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(gen.finished_at),
+        "queue_wait_s": round(wait, 3) if wait is not None else None, "attempts": gen.attempts,
+        "model": gen.model, "seed": gen.seed, "policy_version": gen.policy_version, "client_id": gen.client_id,
+    }
+    if gen.status == "failed":
+        record["failure_reason"] = "the generation failed on the server" if gen.failure_reason else None
+    for decision in decisions or []:
+        entry = {"action": decision.action, "policy_version": decision.policy_version}
+        reasons = [r.get("category") for r in decision.reasons or [] if isinstance(r, dict)]
+        entry["categories"] = sorted({r for r in reasons if r})
+        record.setdefault("moderation", {})[decision.stage] = entry
+    if gen.status in ("blocked", "review", "rejected"):
+        record["message"] = _user_message(gen)
+    if gen.status == "published":
+        record["video_url"] = f"/v1/generations/{gen.id}/video"
+        record["mark_id"] = gen.mark_hex
+        labels = [f.manifest_label for f in gen.files if f.manifest_label]
+        record["manifest_label"] = labels[-1] if labels else None
+        record["files"] = [{"sha256": f.sha256, "size_bytes": f.size_bytes, "mime_type": f.mime_type,
+                            "manifest_label": f.manifest_label} for f in gen.files]
+    return record
+
+
+def _user_message(gen: Generation) -> str:
+    if gen.status == "review":
+        return ("the generated video was held for review" if gen.stage == "output"
+                else "your request was held for review")
+    if gen.status == "rejected":
+        return "a reviewer rejected this generation"
+    return ("the generated video was blocked by the moderation policy" if gen.stage == "output"
+            else "your request was blocked by the moderation policy")
+
+
+def _executor(request: Request) -> Any:
+    state = request.app.state
+    if state.executor is None:
+        start_executor(request.app)
+    return state.executor
+
+
+def start_executor(app: Any) -> None:
+    """The job executor of this app: the queue (CREDENCE_BROKER_URL) or an in-process thread pool.
+
+    Made once; it then recovers what a previous process left (re-queued, not failed) and, in
+    process, queues again the jobs that were waiting.
+    """
+    state = app.state
+    with _executor_lock:
+        if state.executor is not None:
+            return
+        runtime: Runtime = state.runtime
+        if runtime.settings.broker_url:
+            from ..worker import QueueExecutor
+
+            executor: Any = QueueExecutor(runtime.settings)
+            runtime.recover(requeue=executor.enqueue)
+        else:
+            executor = jobs.InProcessExecutor(runtime, state.moderators)
+            runtime.recover(requeue=executor.enqueue)
+            executor.requeue_waiting()
+        state.executor = executor
+
+
+_executor_lock = threading.Lock()
+
+
+def _owned(runtime: Runtime, caller: Caller, generation_id: str) -> Generation:
+    """The generation if the caller may see it; 404 otherwise (no existence oracle)."""
+    gen = runtime.ledger.get_generation(generation_id)
+    if gen is None or not visible_to(caller, gen.client_id):
+        raise HTTPException(404, f"no generation {generation_id[:100]!r}")
+    return gen
+
+
+def _encode_cursor(gen: Generation) -> str:
+    return base64.urlsafe_b64encode(f"{_iso(gen.created_at)}|{gen.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        moment, _, generation_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return dt.datetime.fromisoformat(moment), generation_id
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(422, "cursor: not a cursor this API gave out") from None
 
 
 def make_router(limits: ModelLimits) -> APIRouter:
@@ -199,72 +307,129 @@ def make_router(limits: ModelLimits) -> APIRouter:
     body_model = generation_body(limits)
 
     async def create_generation(body: BaseModel, request: Request,
-                                client: str = Depends(require_api_key), runtime: Runtime = Depends(get_runtime),
+                                caller: Caller = Depends(require_scope("generate")),
+                                runtime: Runtime = Depends(get_runtime),
+                                idempotency_key: str | None = Header(default=None, alias="Idempotency-Key",
+                                                                     max_length=200),
                                 generation_gate: Gate = Depends(gate("generation"))) -> JSONResponse:
-        """Moderate, generate, watermark, sign and record: 201 published, 202 held for review, 403 blocked.
+        """Screen the prompt now and queue the job: 202 `{"id", "status": "queued"}` with a `Location`.
 
-        503 with `Retry-After` while another generation runs and the queue is full, or when one runs
-        past CREDENCE_GENERATION_TIMEOUT (it still finishes and is recorded).
+        A held prompt is 202 with status `review`; a blocked one is 422 with the user-facing reason
+        (both recorded). The same `Idempotency-Key` returns the same job. 429 past the client's
+        request or daily generation quota.
         """
         settings = runtime.settings
-        outputs = settings.outputs_dir
-        output = outputs / f"api-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}.mp4"
         options = pipeline.GenerateOptions(model=settings.default_model, seed=body.seed, frames=body.frames,
-                                           steps=body.steps, height=body.height, width=body.width, client=client,
-                                           device=settings.device, dtype=settings.dtype,
-                                           cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling)
+                                           steps=body.steps, height=body.height, width=body.width,
+                                           client=caller.client_name, client_id=caller.client_id,
+                                           key_id=caller.key_id)
 
-        def run() -> pipeline.GenerateOutcome:
-            # Loaded here, after the body validated: a malformed request must not pay for the model.
-            moderator = get_moderator(request)
-            outputs.mkdir(parents=True, exist_ok=True)
-            with _generate_lock:
-                return pipeline.generate(runtime, moderator, body.prompt, output, options)
+        def run() -> tuple[Generation, Any, str, bool]:
+            if idempotency_key is not None:
+                existing = jobs.find_idempotent(runtime, caller.client_id, idempotency_key)
+                if existing is not None:
+                    return existing, None, existing.status, False
+            retry_after = request.app.state.quotas.generation(caller)
+            if retry_after is not None:
+                raise HTTPException(429, f"daily generation quota ({caller.daily_generations}) reached",
+                                    headers={"Retry-After": str(retry_after)})
+            moderator, overlay = request.app.state.moderators(caller.client_id)
+            options.overlay_hash = overlay
+            return jobs.submit(runtime, moderator, body.prompt, options, _executor(request),
+                               idempotency_key=idempotency_key)
 
         with generation_gate.admit() as ticket:
-            outcome = await ticket.run(run)
-        result = outcome.to_dict()
-        if result.get("path"):
-            result["video_url"] = f"/v1/generations/{outcome.generation_id}/video"
-        result.pop("path", None)  # server paths are not the client's business
-        return JSONResponse(result, STATUS_CODES[outcome.status])
+            gen, decision, status, _created = await ticket.run(run)
+        answer: dict[str, Any] = {"id": gen.id, "status": status}
+        if decision is not None:
+            answer["moderation"] = {k: v for k, v in decision.to_dict().items() if k != "reasons"}
+        headers = {"Location": f"/v1/generations/{gen.id}"}
+        if status == "blocked":
+            message = (decision.to_dict().get("user_message") if decision is not None else None) \
+                or "your request was blocked by the moderation policy"
+            problem = {"type": "about:blank#blocked", "title": "Blocked by the moderation policy", "status": 422,
+                       "detail": message, "errors": [], **answer}
+            return JSONResponse(problem, 422, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+        return JSONResponse(answer, 202, headers=headers)
 
     # The body's type is built above, at run time: FastAPI reads it from the annotation.
     create_generation.__annotations__["body"] = body_model
-    router.post("/v1/generations", response_model=None, status_code=201,
-                responses={201: {"model": GenerationOutcome, "description": "Published"},
-                           202: {"model": GenerationOutcome, "description": "Held for review"},
-                           403: {"model": GenerationOutcome, "description": "Blocked by the moderation policy"},
-                           **problems(400, 401, 408, 422, 503)})(create_generation)
+    router.post("/v1/generations", response_model=None, status_code=202,
+                responses={202: {"model": JobAccepted, "description": "Queued (or held for review); poll Location",
+                                 "headers": {"Location": {"schema": {"type": "string"}}}},
+                           **problems(400, 401, 403, 408, 429, 503,
+                                      s422="Invalid request, or the prompt was blocked by the moderation policy "
+                                           "(`detail` is the user-facing reason, `id` the recorded generation)")},
+                )(create_generation)
+
+    @router.get("/v1/generations", response_model=None,
+                responses={200: {"model": GenerationPage, "description": "The caller's generations, newest first"},
+                           **problems(401, 403, 422, 429, 503)})
+    def list_generations(caller: Caller = Depends(require_scope("generate")), runtime: Runtime = Depends(get_runtime),
+                         status: str | None = Query(default=None, pattern="^(" + "|".join(GENERATION_STATUSES) + ")$"),
+                         since: dt.datetime | None = Query(default=None, description="Created at or after (ISO 8601)."),
+                         limit: int = Query(default=50, ge=1, le=200),
+                         cursor: str | None = Query(default=None, max_length=400)) -> dict[str, Any]:
+        """The caller's own generations (all of them with the `audit` scope), newest first, paginated."""
+        query = select(Generation).order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)
+        if not (caller.can("audit") or caller.operator):
+            query = query.where(Generation.client_id == caller.client_id)
+        if status is not None:
+            query = query.where(Generation.status == status)
+        if since is not None:
+            query = query.where(Generation.created_at >= (since if since.tzinfo else since.replace(tzinfo=dt.UTC)))
+        if cursor is not None:
+            moment, last_id = _decode_cursor(cursor)
+            query = query.where(or_(Generation.created_at < moment,
+                                    and_(Generation.created_at == moment, Generation.id < last_id)))
+        with runtime.ledger.session() as s:
+            rows = s.scalars(query).all()
+            items = [record_of(g) for g in rows[:limit]]
+            next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return {"items": items, "next_cursor": next_cursor}
 
     @router.get("/v1/generations/{generation_id}", response_model=None,
                 responses={200: {"model": GenerationRecord, "description": "The record"},
-                           **problems(401, 404, 503)})
-    def get_generation(generation_id: str, _client: str = Depends(require_api_key),
+                           **problems(401, 403, 404, 429, 503)})
+    def get_generation(generation_id: str, caller: Caller = Depends(require_scope("generate")),
                        runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-        """The record of one generation: status, model, policy, and its published file."""
-        gen = runtime.ledger.get_generation(generation_id)
-        if gen is None:
-            raise HTTPException(404, f"no generation {generation_id[:100]!r}")
-        files = [{"sha256": f.sha256, "size_bytes": f.size_bytes, "manifest_label": f.manifest_label,
-                  "mime_type": f.mime_type} for f in gen.files]
-        return {"generation_id": gen.id, "status": gen.status, "model": gen.model, "model_hash": gen.model_hash,
-                "seed": gen.seed, "policy_version": gen.policy_version, "created_at": gen.created_at.isoformat(),
-                "failure_reason": gen.failure_reason, "files": files}
+        """One job: status, stage and progress, timings, moderation outcome; when published, the clip's URL,
+        mark id and manifest label. Another client's id is 404."""
+        gen = _owned(runtime, caller, generation_id)
+        return record_of(gen, gen.decisions)
+
+    @router.delete("/v1/generations/{generation_id}", response_model=None,
+                   responses={200: {"model": GenerationRecord, "description": "Cancelled"},
+                              **problems(401, 403, 404, 429, 503,
+                                         s409="The job is no longer queued (running or finished): it cannot be "
+                                              "cancelled")})
+    def cancel_generation(generation_id: str, caller: Caller = Depends(require_scope("generate")),
+                          runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+        """Cancel a queued job (a worker that later receives it does nothing)."""
+        _owned(runtime, caller, generation_id)
+        with runtime.ledger.session() as s:
+            try:
+                states.move(s, generation_id, ("queued",), "cancelled")
+            except StateConflict as exc:
+                raise HTTPException(409, str(exc)) from None
+            runtime.ledger.audit(s, caller.actor, "generation.cancelled", generation_id, client_id=caller.client_id,
+                                 key_id=caller.key_id)
+        jobs.notify_if_final(runtime, generation_id)
+        return record_of(_owned(runtime, caller, generation_id))
 
     @router.get("/v1/generations/{generation_id}/video", response_model=None, response_class=FileResponse,
                 responses={200: {"description": "The published clip, byte for byte as signed",
                                  "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
-                           **problems(401, 404, 410, 503)})
-    def get_video(generation_id: str, _client: str = Depends(require_api_key),
+                           **problems(401, 403, 404, 410, 429, 503)})
+    def get_video(generation_id: str, caller: Caller = Depends(require_scope("generate")),
                   runtime: Runtime = Depends(get_runtime)) -> FileResponse:
-        """The published clip, byte for byte as signed (only ever a published one)."""
-        gen = runtime.ledger.get_generation(generation_id)
-        if gen is None or gen.status != "published" or not gen.files:
+        """The published clip, byte for byte as signed (only ever a published one; only its client's)."""
+        gen = _owned(runtime, caller, generation_id)
+        if gen.status != "published" or not gen.files:
             raise HTTPException(404, f"no published clip for generation {generation_id[:100]!r}")
         path = Path(gen.files[-1].path)
         if not path.is_file():
             raise HTTPException(410, "the published file is no longer on this server")
-        return FileResponse(path, media_type=gen.files[-1].mime_type, filename=path.name)
+        return FileResponse(path, media_type=gen.files[-1].mime_type, filename=f"{gen.id}.mp4")
 
     return router

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ..deps import Gate, gate, get_moderator, get_runtime, require_api_key
+from ..auth import Caller
+from ..deps import Gate, gate, get_runtime, require_scope
 from ..pipeline import record_decision
 from ..runtime import Runtime
 from .generate import Prompt
@@ -78,8 +79,8 @@ class ModerationResults(BaseModel):
 @router.post("/v1/moderations", response_model=None,
              responses={200: {"model": ModerationDecision | ModerationResults,
                               "description": "The decision (for `prompt`) or the decisions (for `prompts`)"},
-                        **problems(400, 401, 408, 422, 503)})
-async def moderate(body: ModerationBody, request: Request, client: str = Depends(require_api_key),
+                        **problems(400, 401, 403, 429, 408, 422, 503)})
+async def moderate(body: ModerationBody, request: Request, caller: Caller = Depends(require_scope("moderate")),
                    runtime: Runtime = Depends(get_runtime),
                    moderation_gate: Gate = Depends(gate("moderation"))) -> dict[str, Any]:
     """`{"action", "scores", "reasons", "policy_version", ...}`, or `{"results": [...]}` for `prompts`.
@@ -90,9 +91,11 @@ async def moderate(body: ModerationBody, request: Request, client: str = Depends
     prompts = [body.prompt] if body.prompt is not None else list(body.prompts or [])
 
     def screen_and_record() -> list[dict[str, Any]]:
-        decisions = get_moderator(request).screen_prompts(prompts)
+        moderator, overlay = request.app.state.moderators(caller.client_id)
+        decisions = moderator.screen_prompts(prompts)
         for text, decision in zip(prompts, decisions, strict=True):
-            record_decision(runtime, None, "screen", text, decision, actor=client)
+            record_decision(runtime, None, "screen", text, decision, actor=caller.actor,
+                            client_id=caller.client_id, key_id=caller.key_id, overlay_hash=overlay)
         return [d.to_dict() for d in decisions]
 
     with moderation_gate.admit() as ticket:

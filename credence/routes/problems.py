@@ -16,7 +16,9 @@ DESCRIPTIONS = {
     400: "Malformed request (a multipart body that does not parse, JSON that is not JSON; on the C2PA "
          "resolution routes, any invalid parameter)",
     401: "No valid API key (send `Authorization: Bearer KEY` or `X-API-Key: KEY`)",
-    403: "Forbidden",
+    403: "The key does not carry the scope this route needs",
+    409: "Conflict with the resource's state",
+    429: "Over the client's request or daily generation quota; `Retry-After` says when to try again",
     404: "No such resource",
     408: "The request body stopped arriving (CREDENCE_BODY_TIMEOUT); the connection is closed",
     410: "The resource existed but is no longer on this server",
@@ -55,7 +57,7 @@ def problem_response(status: int, description: str | None = None) -> dict[str, A
         "description": description or DESCRIPTIONS.get(status, "Error"),
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
                                                "schema": {"type": "integer", "minimum": 0}, "required": False}}
     if status == 401:
@@ -89,4 +91,4 @@ UPLOAD_BODY: dict[str, Any] = {
     },
 }
 
-UPLOAD_ERRORS = problems(400, 401, 408, 413, 415, 422, 503)
+UPLOAD_ERRORS = problems(400, 401, 403, 408, 413, 415, 422, 429, 503)

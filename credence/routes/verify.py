@@ -12,7 +12,8 @@ from detector import default_sources, verify
 from provenance.errors import InvalidVideo
 from provenance.video import probe
 
-from ..deps import Gate, gate, get_runtime, require_api_key
+from ..auth import Caller
+from ..deps import Gate, gate, get_runtime, require_scope
 from ..runtime import Runtime
 from .problems import UPLOAD_BODY, UPLOAD_ERRORS
 from .uploads import admit_upload, receive_upload
@@ -79,7 +80,7 @@ def verify_file(runtime: Runtime, path: Path, size: int) -> dict[str, Any]:
 @router.post("/v1/verify", response_model=None, openapi_extra={"requestBody": UPLOAD_BODY},
              responses={200: {"model": VerifyAnswer, "description": "The verdict and its evidence"},
                         **UPLOAD_ERRORS})
-async def verify_upload(request: Request, _key: str = Depends(require_api_key),
+async def verify_upload(request: Request, _caller: Caller = Depends(require_scope("verify")),
                         runtime: Runtime = Depends(get_runtime),
                         verify_gate: Gate = Depends(gate("verify"))) -> dict[str, Any]:
     """Upload a clip (multipart field `file`, or the raw bytes); get the verdict and its evidence.
