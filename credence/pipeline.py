@@ -181,9 +181,18 @@ def execute(runtime: Runtime, moderator: Any, generation_id: str, prompt: str, o
         publisher.fail(generation_id, f"{type(exc).__name__}: {exc}")
         raise
     held = {"block": "blocked", "review": "review"}.get(screened.action)
+    if held == "review":  # the reviewer needs exactly these frames: kept before the row says `review`
+        from .review import quarantine_for
+
+        quarantine_for(runtime).save(generation_id, clip.frames, clip.fps)
     record_decision(runtime, generation_id, "output", prompt, screened, held, **ids)
     if held is not None:
-        return GenerateOutcome(held, generation_id, None, prompt_decision, screened.to_dict())
+        # The client is told that the video, not the prompt, was held (the category messages speak of requests).
+        from .review import held_output_message
+
+        message = held_output_message(held)
+        return GenerateOutcome(held, generation_id, None, prompt_decision,
+                               screened.to_dict() | {"user_message": message}, extra={"user_message": message})
 
     stage("publishing")
     request = PublishRequest(prompt=prompt, model_name=clip.model_name, model_hash=clip.model_hash,

@@ -104,7 +104,8 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
 
     if not isinstance(data, dict):
         raise fail("(top level)", "must be a mapping")
-    unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output"}
+    # `review` (never_approvable, two_reviewers) is read and validated by credence.review.
+    unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output", "review"}
     if unknown:
         raise fail(sorted(unknown)[0], "unknown field")
     version = data.get("version")
