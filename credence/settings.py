@@ -88,7 +88,7 @@ class Settings:
     body_timeout: float = 30.0
     queue_timeout: float = 30.0
     verify_concurrency: int = 2
-    verify_queue: int = 8
+    verify_queue: int = 14  # 2 running + 14 queued: the 16-client load bench is served without a 503
     verify_timeout: float = 120.0
     moderation_concurrency: int = 4
     moderation_queue: int = 32
@@ -141,7 +141,7 @@ class Settings:
             body_timeout=_seconds(env, "CREDENCE_BODY_TIMEOUT", 30.0),
             queue_timeout=_seconds(env, "CREDENCE_QUEUE_TIMEOUT", 30.0),
             verify_concurrency=_int(env, "CREDENCE_VERIFY_CONCURRENCY", 2),
-            verify_queue=_count(env, "CREDENCE_VERIFY_QUEUE", 8),
+            verify_queue=_count(env, "CREDENCE_VERIFY_QUEUE", 14),
             verify_timeout=_seconds(env, "CREDENCE_VERIFY_TIMEOUT", 120.0),
             moderation_concurrency=_int(env, "CREDENCE_MODERATION_CONCURRENCY", 4),
             moderation_queue=_count(env, "CREDENCE_MODERATION_QUEUE", 32),
