@@ -198,7 +198,7 @@ def false_accusations(rt, work: Path, n_neg: int, attacks: list[str]) -> dict:
         clips.append((f"procedural_{kind}", path.name, path))
         i += 1
     results: dict[str, dict[str, int]] = {}
-    accused = []
+    accused, reviewed = [], []
     for kind, name, path in clips[:max(n_neg, len(clips))]:
         verdict = detector.verify(path, ctx)
         bucket = results.setdefault(kind, {"n": 0, "generated": 0, "review": 0, "not_generated": 0})
@@ -207,9 +207,16 @@ def false_accusations(rt, work: Path, n_neg: int, attacks: list[str]) -> dict:
         if verdict.verdict == "generated":
             accused.append({"clip": name, "generation_id": verdict.generation_id,
                             "evidence": [e.to_dict() for e in verdict.evidence]})
+        elif verdict.verdict == "review":
+            # Not an accusation, but a person's time: say why, and which published clips it resembled.
+            reviewed.append({"clip": name, "kind": kind, "reason": verdict.reason,
+                             "findings": {e.source: e.finding for e in verdict.evidence},
+                             "fingerprint": next((e.to_dict() for e in verdict.evidence if e.source == "fingerprint"),
+                                                 None)})
     total = sum(b["n"] for b in results.values())
     return {"clips": total, "generated": sum(b["generated"] for b in results.values()),
-            "review": sum(b["review"] for b in results.values()), "by_kind": results, "accused": accused}
+            "review": sum(b["review"] for b in results.values()), "by_kind": results, "accused": accused,
+            "reviewed": reviewed}
 
 
 def end_to_end(rt, work: Path, published: list, repeats: int) -> dict:
