@@ -71,6 +71,17 @@ def json_int(**constraints: Any) -> Any:
     return Annotated[int, Field(**constraints), BeforeValidator(_json_integer)]
 
 
+def _iso_only(value: Any) -> Any:
+    """Pydantic also reads a bare number as a Unix time; the schema says `date-time` (RFC 3339), so refuse it."""
+    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?[\d.eE+-]+\s*", value)):
+        raise ValueError("must be an ISO 8601 date-time, such as 2026-01-31T12:00:00Z")
+    return value
+
+
+#: A date-time parameter that accepts exactly what its schema (`format: date-time`) says.
+IsoDateTime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     """What the configured model accepts, as the generator checks it (`TextToVideoModel.resolve`)."""
@@ -298,7 +309,9 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         moment, _, generation_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return dt.datetime.fromisoformat(moment), generation_id
     except (ValueError, UnicodeDecodeError):
-        raise HTTPException(422, "cursor: not a cursor this API gave out") from None
+        # A cursor names a page: one this API never gave out names no page (404, not a malformed request:
+        # the schema's pattern already refuses what is not a cursor's shape).
+        raise HTTPException(404, "no page at this cursor (not a cursor this API gave out)") from None
 
 
 def make_router(limits: ModelLimits) -> APIRouter:
@@ -364,12 +377,14 @@ def make_router(limits: ModelLimits) -> APIRouter:
 
     @router.get("/v1/generations", response_model=None,
                 responses={200: {"model": GenerationPage, "description": "The caller's generations, newest first"},
-                           **problems(401, 403, 422, 429, 503)})
+                           **problems(401, 403, 404, 422, 429, 503)})
     def list_generations(caller: Caller = Depends(require_scope("generate")), runtime: Runtime = Depends(get_runtime),
                          status: str | None = Query(default=None, pattern="^(" + "|".join(GENERATION_STATUSES) + ")$"),
-                         since: dt.datetime | None = Query(default=None, description="Created at or after (ISO 8601)."),
+                         since: IsoDateTime | None = Query(default=None, description="Created at or after (ISO 8601)."),
                          limit: int = Query(default=50, ge=1, le=200),
-                         cursor: str | None = Query(default=None, max_length=400)) -> dict[str, Any]:
+                         cursor: str | None = Query(default=None, max_length=400, pattern=r"^[A-Za-z0-9_\-]+={0,2}$",
+                                                    description="`next_cursor` of the previous page.")
+                         ) -> dict[str, Any]:
         """The caller's own generations (all of them with the `audit` scope), newest first, paginated."""
         query = select(Generation).order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)
         if not (caller.can("audit") or caller.operator):
