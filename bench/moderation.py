@@ -4,7 +4,9 @@
 
 Two kinds of evaluation, never mixed:
 * **Held-out sets** (`use: eval-only`: T2VSafetyBench, SAFREE T2V, MMA-Diffusion; and the `eval`
-  split of our own examples) are scored by the *shipped* heads, which never saw them.
+  split of our own examples) are scored by the *shipped* heads, which never saw them. Our examples
+  are split by base text (`moderation.examples.base_key`), so no suffixed, reworded or
+  noise-spliced variant of an eval prompt was trained on (`tests/test_bench_honesty.py`).
 * **Training sources** (COCO captions, artist prompts, XSTest, I2P, OpenAI moderation: all
   `use: train`) are scored by k-fold cross-validation: the heads are re-fitted k times, each time
   without one fold of the public rows, and each row is scored by the heads that did not see it.
