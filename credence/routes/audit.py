@@ -7,7 +7,6 @@ read from the ledger in batches while it is sent (flat memory for any number of 
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -18,6 +17,7 @@ from ..audit import SearchError, SearchFilters, export_lines, search_generations
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
 from ..runtime import Runtime
+from .generate import IsoDateTime
 from .problems import problems
 
 router = APIRouter(tags=["audit"])
@@ -31,7 +31,7 @@ class AuditPage(BaseModel):
 
 
 def filters_from_query(client: str | None = Query(None, max_length=200),
-                       since: dt.datetime | None = None, until: dt.datetime | None = None,
+                       since: IsoDateTime | None = None, until: IsoDateTime | None = None,
                        status: str | None = Query(None, max_length=16),
                        action: str | None = Query(None, max_length=16),
                        stage: str | None = Query(None, max_length=16),
@@ -63,7 +63,7 @@ def audit_generations(filters: SearchFilters = Depends(filters_from_query), limi
           "content": {"text/csv": {"schema": {"type": "string"}},
                       "application/x-ndjson": {"schema": {"type": "string"}}}},
     **problems(400, 401, 403, 422, 503)})
-def audit_export(since: dt.datetime | None = None, until: dt.datetime | None = None,
+def audit_export(since: IsoDateTime | None = None, until: IsoDateTime | None = None,
                  format: Literal["csv", "jsonl"] = "jsonl", filters: SearchFilters = Depends(filters_from_query),
                  _caller: Caller = Depends(require_scope("audit")),
                  runtime: Runtime = Depends(get_runtime)) -> StreamingResponse:
