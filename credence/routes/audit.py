@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from ..audit import SearchError, SearchFilters, export_lines, search_generations
+from ..audit import SearchError, SearchFilters, _decode_cursor, export_lines, search_generations
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
 from ..runtime import Runtime
@@ -45,12 +45,17 @@ def filters_from_query(client: str | None = Query(None, max_length=200),
                          category=category, policy_version=policy_version, model=model, mark=mark, prompt=prompt)
 
 
-@router.get("/v1/audit/generations", response_model=AuditPage, responses=problems(400, 401, 403, 422, 503))
+@router.get("/v1/audit/generations", response_model=AuditPage, responses=problems(400, 401, 403, 404, 422, 503))
 def audit_generations(filters: SearchFilters = Depends(filters_from_query), limit: int = Query(50, ge=1, le=1000),
-                      cursor: str | None = Query(None, max_length=400),
+                      cursor: str | None = Query(None, max_length=400, pattern=r"^[A-Za-z0-9_\-]+={0,2}$"),
                       _caller: Caller = Depends(require_scope("audit")),
                       runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """Generations matching every given filter, newest first, each with its decisions."""
+    if cursor is not None:
+        try:
+            _decode_cursor(cursor)
+        except SearchError:  # a cursor names a page: one never given out names none (404, as list generations)
+            raise HTTPException(404, "no page at this cursor (not a cursor this server gave out)") from None
     try:
         page = search_generations(runtime.ledger, filters, limit=limit, cursor=cursor)
     except SearchError as exc:
