@@ -43,6 +43,7 @@ from provenance.errors import (
 from provenance.ledger import StateConflict
 
 from .auth import Caller
+from .console import install as install_console
 from .deps import Busy, WorkTimeout, make_gates, require_api_key
 from .jobs import ModeratorCache
 from .quotas import Quotas, QuotaUnavailable
@@ -402,6 +403,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     routers += [review.router, audit.router]  # trust and safety (issue 12)
     for router in routers:
         app.include_router(router)
+    install_console(app)  # /console: the reviewers' and auditors' web pages (not in the OpenAPI document)
     # (path pattern, methods) of every route, for the Allow header of a 405 (included routers are not
     # flattened into app.router.routes).
     app.state.route_table = [(route.path_regex, set(route.methods)) for router in routers for route in router.routes

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, exists, func, or_, select, update
+from sqlalchemy import Text, cast, exists, func, or_, select, tuple_, update
 from sqlalchemy.sql import Select
 
 from provenance.ledger import Generation, Ledger, ModerationDecision, mark_from_db, mark_to_db
@@ -135,28 +135,35 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         raise SearchError("cursor is not one this server gave out") from None
 
 
-def _decision_dict(d: ModerationDecision) -> dict[str, Any]:
-    return {"id": d.id, "stage": d.stage, "action": d.action, "reasons": d.reasons,
-            "policy_version": d.policy_version, "client_id": d.client_id, "key_id": d.key_id,
-            "created_at": _iso(d.created_at)}
+_GENERATION_COLUMNS = (Generation.id, Generation.created_at, Generation.finished_at, Generation.status,
+                       Generation.stage, Generation.client_id, Generation.key_id, Generation.model,
+                       Generation.policy_version, Generation.mark_id_db.label("mark_id"), Generation.prompt_sha256,
+                       Generation.prompt, Generation.failure_reason)
+_DECISION_COLUMNS = (ModerationDecision.generation_id, ModerationDecision.id, ModerationDecision.stage,
+                     ModerationDecision.action, ModerationDecision.reasons, ModerationDecision.policy_version,
+                     ModerationDecision.client_id, ModerationDecision.key_id, ModerationDecision.created_at)
 
 
-def generation_dict(gen: Generation, decisions: list[ModerationDecision]) -> dict[str, Any]:
-    """What search and export say about one generation."""
-    return {"id": gen.id, "created_at": _iso(gen.created_at), "finished_at": _iso(gen.finished_at),
-            "status": gen.status, "stage": gen.stage, "client_id": gen.client_id, "key_id": gen.key_id,
-            "model": gen.model, "policy_version": gen.policy_version, "mark_id": f"{mark_from_db(gen.mark_id_db):016x}",
-            "prompt_sha256": gen.prompt_sha256, "prompt": gen.prompt, "failure_reason": gen.failure_reason,
-            "decisions": [_decision_dict(d) for d in decisions]}
+def generation_dict(row: Any, decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What search and export say about one generation (a row of `_GENERATION_COLUMNS`)."""
+    return {"id": row.id, "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
+            "status": row.status, "stage": row.stage, "client_id": row.client_id, "key_id": row.key_id,
+            "model": row.model, "policy_version": row.policy_version, "mark_id": f"{mark_from_db(row.mark_id):016x}",
+            "prompt_sha256": row.prompt_sha256, "prompt": row.prompt, "failure_reason": row.failure_reason,
+            "decisions": decisions}
 
 
-def _with_decisions(session: Any, rows: list[Generation]) -> list[dict[str, Any]]:
-    by_generation: dict[str, list[ModerationDecision]] = {g.id: [] for g in rows}
+def _with_decisions(session: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    """Rows read as plain tuples (no ORM objects: export reads millions), each with its decisions."""
+    by_generation: dict[str, list[dict[str, Any]]] = {r.id: [] for r in rows}
     if rows:
-        for decision in session.scalars(select(ModerationDecision).where(
+        for d in session.execute(select(*_DECISION_COLUMNS).where(
                 ModerationDecision.generation_id.in_(list(by_generation))).order_by(ModerationDecision.id)):
-            by_generation[decision.generation_id].append(decision)
-    return [generation_dict(g, by_generation[g.id]) for g in rows]
+            by_generation[d.generation_id].append({
+                "id": d.id, "stage": d.stage, "action": d.action, "reasons": d.reasons,
+                "policy_version": d.policy_version, "client_id": d.client_id, "key_id": d.key_id,
+                "created_at": _iso(d.created_at)})
+    return [generation_dict(r, by_generation[r.id]) for r in rows]
 
 
 def search_generations(ledger: Ledger, filters: SearchFilters, *, limit: int = 50, cursor: str | None = None) -> Page:
@@ -167,9 +174,9 @@ def search_generations(ledger: Ledger, filters: SearchFilters, *, limit: int = 5
         query = _filtered(filters, s)
         if cursor:
             moment, generation_id = _decode_cursor(cursor)
-            query = query.where(or_(Generation.created_at < moment,
-                                    and_(Generation.created_at == moment, Generation.id < generation_id)))
-        rows = list(s.scalars(query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)))
+            query = query.where(tuple_(Generation.created_at, Generation.id) < tuple_(moment, generation_id))
+        rows = list(s.execute(query.with_only_columns(*_GENERATION_COLUMNS)
+                              .order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         items = _with_decisions(s, rows)
@@ -186,14 +193,13 @@ def iter_generations(ledger: Ledger, since: dt.datetime | None, until: dt.dateti
         with ledger.session() as s:
             query = _filtered(base, s)
             if after is not None:
-                query = query.where(or_(Generation.created_at > after[0],
-                                        and_(Generation.created_at == after[0], Generation.id > after[1])))
-            rows = list(s.scalars(query.order_by(Generation.created_at, Generation.id).limit(EXPORT_BATCH)))
+                query = query.where(tuple_(Generation.created_at, Generation.id) > tuple_(after[0], after[1]))
+            rows = list(s.execute(query.with_only_columns(*_GENERATION_COLUMNS)
+                                  .order_by(Generation.created_at, Generation.id).limit(EXPORT_BATCH)))
             if not rows:
                 return
             items = _with_decisions(s, rows)
-            after = (_aware(rows[-1].created_at), rows[-1].id)  # type: ignore[assignment]
-            s.expunge_all()
+            after = (rows[-1].created_at, rows[-1].id)
         yield from items
         if len(rows) < EXPORT_BATCH:
             return

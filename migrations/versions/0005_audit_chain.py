@@ -1,4 +1,5 @@
-"""The audit log as a hash chain: prev_hash and row_hash on every row, the chain's head and lock row.
+"""The audit log as a hash chain: prev_hash and row_hash on every row, the chain's head and lock row;
+an index for audit search and export over generations by (created_at, id).
 
 Existing rows are chained in id order (the append-only triggers are lifted for that one UPDATE
 pass and put back exactly as revision 0001 made them). Downgrading throws the chain away, so it
@@ -62,6 +63,8 @@ def upgrade() -> None:
         sa.Column("row_count", sa.Integer(), nullable=False),
         sa.Column("updated_at", TZ),
     )
+    # Audit search and export page through generations in (created_at, id) order.
+    op.create_index("ix_generations_created_id", "generations", ["created_at", "id"])
     bind = op.get_bind()
     dialect = bind.dialect.name
     last_id, last_hash, count = 0, GENESIS, 0
@@ -99,6 +102,7 @@ def downgrade() -> None:
     if rows and not _forced():
         raise RuntimeError(f"refusing to drop the audit log's hash chain ({rows} rows would lose their proof of "
                            f"integrity); run `credence db downgrade --force` or set {FORCE_VARIABLE}=1")
+    op.drop_index("ix_generations_created_id", table_name="generations")
     op.drop_table("audit_chain_head")
     # audit_log keeps its triggers: drop the columns without rebuilding the table.
     op.drop_column("audit_log", "row_hash")

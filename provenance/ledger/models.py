@@ -296,6 +296,8 @@ class AuditChainHead(Base):
 
 Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)
 Index("ix_generations_client_created", Generation.client_id, Generation.created_at)
+# Audit search and export walk generations in (created_at, id) order, a page at a time.
+Index("ix_generations_created_id", Generation.created_at, Generation.id)
 Index("ix_generations_client_idempotency", Generation.client_id, Generation.idempotency_key, unique=True)
 Index("ix_published_files_generation_sha", PublishedFile.generation_id, PublishedFile.sha256)
 
