@@ -151,10 +151,14 @@ def verify(
     if not file.is_file():
         raise InvalidVideo(f"{file}: no such file")
     probe(file, decode_check=False)  # InvalidVideo for a non-video
+    from detector import matched_record
     from detector import verify as run_verify
 
-    verdict = run_verify(file, runtime().verification)
+    context = runtime().verification
+    verdict = run_verify(file, context)
     result = verdict.to_dict()
+    if verdict.verdict == "generated":
+        result["record"] = matched_record(context, verdict.generation_id)
     if json_:
         print(json.dumps(result, default=str))
         return

@@ -3,7 +3,7 @@
 from .c2pa_source import C2paSource
 from .evidence import Evidence, EvidenceSource, LedgerState, LedgerUnavailable, VerificationContext
 from .fingerprint_source import FingerprintSource
-from .verdict import Verdict, combine, default_sources, verify
+from .verdict import Verdict, combine, default_sources, matched_record, verify
 from .watermark_source import WatermarkSource
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
            "WatermarkSource",
            "combine",
            "default_sources",
+           "matched_record",
            "verify",
 ]

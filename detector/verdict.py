@@ -157,3 +157,22 @@ def verify(path: Path, context: VerificationContext,
     with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="verify") as pool:
         evidence = list(pool.map(lambda source: _inspect(source, path, context), chosen))
     return combine(evidence)
+
+
+def matched_record(context: VerificationContext, generation_id: str | None) -> dict[str, Any] | None:
+    """The ledger record a `generated` verdict names: who made the clip, with what, when.
+
+    None when there is no generation or the ledger cannot be asked (the verdict says why).
+    """
+    if generation_id is None or context.ledger is None:
+        return None
+    try:
+        gen = context.ledger.get_generation(generation_id)
+    except ProvenanceError:
+        return None
+    if gen is None or gen.status != "published":
+        return None
+    files = [{"sha256": f.sha256, "manifest_label": f.manifest_label} for f in gen.files]
+    return {"generation_id": gen.id, "client_id": gen.client_id, "model": gen.model, "model_hash": gen.model_hash,
+            "policy_version": gen.policy_version, "mark_id": gen.mark_hex, "created_at": gen.created_at.isoformat(),
+            "published_at": gen.finished_at.isoformat() if gen.finished_at else None, "files": files}

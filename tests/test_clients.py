@@ -63,6 +63,10 @@ def test_authorisation_matrix(runtime: Runtime, cli_env: dict[str, str], server:
         gen_id = made.json()["id"]
         record = _wait(a, gen_id)
         assert record["status"] == "published" and record["client_id"] == alice["client_id"]
+        video = a.get(record["video_url"])
+        verdict = a.post("/v1/verify", files={"file": ("v.mp4", video.content, "video/mp4")}).json()
+        assert verdict["verdict"] == "generated" and verdict["record"]["generation_id"] == gen_id
+        assert verdict["record"]["client_id"] == alice["client_id"]  # traced to the generation and the client
         who = a.get("/v1/whoami").json()
         assert who == {"client_id": alice["client_id"], "client_name": "alice", "key_id": alice["key_id"],
                        "scopes": ["generate", "moderate", "verify"]}

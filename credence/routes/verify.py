@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from detector import default_sources, verify
+from detector import default_sources, matched_record, verify
 from provenance.errors import InvalidVideo
 from provenance.video import probe
 
@@ -50,6 +50,8 @@ class VerifyAnswer(BaseModel):
     confidence: float = Field(ge=0, le=1)
     evidence: list[EvidenceItem]
     reason: str | None = None
+    record: dict[str, Any] | None = Field(default=None, description="For `generated`: the ledger's record of the "
+                                          "generation (client, model, policy, mark id, times, files)")
     clip: ClipInfo
 
 
@@ -73,8 +75,10 @@ def verify_file(runtime: Runtime, path: Path, size: int) -> dict[str, Any]:
     """Check and verify one received file (runs on a verify-gate thread: it is CPU work)."""
     settings = runtime.settings
     clip = check_upload(path, size, settings.max_upload_seconds)
-    verdict = verify(path, runtime.verification, default_sources(max_seconds=settings.max_upload_seconds))
-    return {**verdict.to_dict(), "clip": clip}
+    context = runtime.verification
+    verdict = verify(path, context, default_sources(max_seconds=settings.max_upload_seconds))
+    record = matched_record(context, verdict.generation_id) if verdict.verdict == "generated" else None
+    return {**verdict.to_dict(), "record": record, "clip": clip}
 
 
 @router.post("/v1/verify", response_model=None, openapi_extra={"requestBody": UPLOAD_BODY},
