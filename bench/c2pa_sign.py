@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     rows: dict[str, dict[str, float]] = {}
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         keys = tmp_dir / "keys"
@@ -122,6 +124,7 @@ def main() -> None:
                         "verify": "one read_credentials call on the signed copy",
                         "rates": "calls / summed seconds of the same timed calls (not 1/median)",
                         "warm_up": "one untimed sign + verify per clip first"},
+              "load_average": {"start": list(load_start), "end": list(os.getloadavg()), "cpus": os.cpu_count()},
               "anchor": {"clips_per_s": 74.5, "ms_per_clip": 13.4, "clip_mb": 0.35,
                          "source": "research notes, c2pa-python 0.38.1, verify-after-sign on, thumbnails off"}}
     RESULTS.mkdir(exist_ok=True)
