@@ -229,6 +229,20 @@ def export_lines(ledger: Ledger, since: dt.datetime | None, until: dt.datetime |
         yield line(["" if item[c] is None else item[c] for c in CSV_COLUMNS])
 
 
+def chunked(lines: Iterator[str], size: int = 1 << 16) -> Iterator[bytes]:
+    """Lines joined into pieces of about `size` bytes: one send (and one thread hop) per piece, not per row."""
+    parts: list[str] = []
+    held = 0
+    for line in lines:
+        parts.append(line)
+        held += len(line)
+        if held >= size:
+            yield "".join(parts).encode("utf-8")
+            parts, held = [], 0
+    if parts:
+        yield "".join(parts).encode("utf-8")
+
+
 def redact_prompts(ledger: Ledger, older_than: dt.timedelta, *, actor: str) -> int:
     """Replace the prompts of generations created before now - `older_than` by their hash; audited."""
     cutoff = utcnow() - older_than

@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from credence import db
+from credence.runtime import Runtime
 from provenance.audit_chain import GENESIS, row_hash, signed_head, verify, verify_signed_head
 from provenance.ledger import Ledger
 
@@ -162,11 +164,11 @@ def test_concurrent_appends_are_serialised(url: str) -> None:
     ledger.dispose()
 
 
-def test_signed_head_verifies_and_a_changed_head_does_not(runtime: object) -> None:
+def test_signed_head_verifies_and_a_changed_head_does_not(runtime: Runtime) -> None:
     rt = runtime
-    with rt.ledger.session() as s:  # type: ignore[attr-defined]
-        rt.ledger.audit(s, "test", "thing.done", None)  # type: ignore[attr-defined]
-    document = signed_head(rt.ledger.engine, rt.identity)  # type: ignore[attr-defined]
+    with rt.ledger.session() as s:
+        rt.ledger.audit(s, "test", "thing.done", None)
+    document = signed_head(rt.ledger.engine, rt.identity)
     assert verify_signed_head(document) and document["head"]["last_hash"] != GENESIS
     forged = json.loads(json.dumps(document))
     forged["head"]["rows"] += 1
@@ -198,3 +200,121 @@ def test_migration_backfills_the_chain_keeps_triggers_and_guards_downgrade(tmp_p
     assert db.downgrade(url, "0004") == "0004"
     engine.dispose()
     ledger.dispose()
+
+
+# -- search and export on a large ledger ---------------------------------------------------------------
+
+BIG = 100_000
+
+
+@pytest.fixture(scope="module")
+def big_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """100k generations, their decisions and chained audit rows (bulk-inserted as bench/audit.py does),
+    served by a real server with an auditor's key and a reviewer's key."""
+    from bench.audit import populate
+    from credence.app import create_app
+    from credence.auth import new_key
+    from credence.runtime import Runtime
+    from provenance.ledger.models import Client
+
+    from .conftest import LiveServer, settings_for
+
+    settings = settings_for(tmp_path_factory.mktemp("big") / "home")
+    rt = Runtime(settings)
+    rt.init()
+    populate(rt.ledger, BIG, seed=7)
+    keys = {}
+    with rt.ledger.session() as s:
+        for name, scopes in (("auditor", ["audit"]), ("reviewer", ["review"])):
+            client = Client(name=name)
+            s.add(client)
+            s.flush()
+            keys[name] = new_key(s, client, scopes)[1]
+    with LiveServer(create_app(settings)) as server:
+        yield {"rt": rt, "url": server.url, "keys": keys}
+    rt.ledger.dispose()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_export_of_100k_rows_streams_in_bounded_memory(big_ledger: dict[str, object]) -> None:
+    """The full export over HTTP (server in this process): memory does not grow with the rows sent."""
+    url, keys = big_ledger["url"], big_ledger["keys"]
+    auditor = {"Authorization": f"Bearer {keys['auditor']}"}  # type: ignore[index]
+    count, size, ids, baseline = 0, 0, set(), 0
+    with httpx.Client(base_url=str(url), timeout=300) as http, \
+            http.stream("GET", "/v1/audit/export", params={"format": "jsonl"}, headers=auditor) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+        for line in response.iter_lines():
+            count += 1
+            size += len(line)
+            if count == 10_000:
+                baseline = _rss_bytes()
+            if count % 997 == 0:
+                ids.add(json.loads(line)["id"])
+        growth = _rss_bytes() - baseline
+    assert count == BIG and len(ids) == BIG // 997
+    # The whole export is tens of MB; after the first batches the process holds no more than before.
+    assert size > 30 * 2**20 and growth < 16 * 2**20, (size, growth)
+    report = verify(big_ledger["rt"].ledger.engine)  # type: ignore[attr-defined]
+    assert report.ok and report.rows >= BIG
+
+
+def test_search_and_export_over_http_on_100k_rows(big_ledger: dict[str, object]) -> None:
+    url, keys = big_ledger["url"], big_ledger["keys"]
+    auditor = {"Authorization": f"Bearer {keys['auditor']}"}  # type: ignore[index]
+    reviewer = {"Authorization": f"Bearer {keys['reviewer']}"}  # type: ignore[index]
+    with httpx.Client(base_url=str(url), timeout=120) as http:
+        assert http.get("/v1/audit/generations", headers=reviewer).status_code == 403
+        assert http.get("/v1/audit/generations").status_code == 401
+        # The prompt text (case-insensitive): exactly one generation is "number 99999".
+        found = http.get("/v1/audit/generations", params={"prompt": "NUMBER 99999"}, headers=auditor).json()
+        assert [g["prompt"].endswith("number 99999") for g in found["items"]] == [True]
+        item = found["items"][0]
+        by_mark = http.get("/v1/audit/generations", params={"mark": item["mark_id"]}, headers=auditor).json()
+        assert [g["id"] for g in by_mark["items"]] == [item["id"]]
+        # Filters combine; pages follow one another without overlap, newest first.
+        params = {"action": "block", "category": "violence", "client": item["client_id"], "limit": 100}
+        first = http.get("/v1/audit/generations", params=params, headers=auditor).json()
+        second = http.get("/v1/audit/generations", params=params | {"cursor": first["next_cursor"]},
+                          headers=auditor).json()
+        assert len(first["items"]) == 100 and second["items"]
+        seen = first["items"] + second["items"]
+        assert len({g["id"] for g in seen}) == len(seen)
+        assert all(g["client_id"] == item["client_id"] and g["status"] == "blocked" and any(
+            d["action"] == "block" and d["reasons"][0]["category"] == "violence" for d in g["decisions"]) for g in seen)
+        assert [g["created_at"] for g in seen] == sorted((g["created_at"] for g in seen), reverse=True)
+        # Export streams: a time window of the ledger, as CSV, counted line by line as it arrives.
+        window = {"since": "2026-11-10T00:00:00Z", "until": "2026-11-12T00:00:00Z", "format": "csv"}
+        lines = 0
+        with http.stream("GET", "/v1/audit/export", params=window, headers=auditor) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+            for _line in response.iter_lines():
+                lines += 1
+        assert abs((lines - 1) - BIG * 2 / 30) < 3  # two days of thirty, rows spread evenly
+
+
+def test_prompt_retention_redacts_to_the_hash_and_says_so(runtime: Runtime) -> None:
+    import datetime as dt
+
+    from credence.audit import REDACTED_PREFIX, SearchFilters, redact_prompts, search_generations
+    from provenance.ledger import AuditEntry, prompt_digest
+    from provenance.publish import PublishRequest
+
+    rt = runtime
+    old = rt.publisher.begin(PublishRequest(prompt="an old prompt", model_name="m"), status="queued")
+    with rt.ledger.session() as s:
+        s.execute(text("UPDATE generations SET created_at = :t WHERE id = :i"),
+                  {"t": dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "i": old.id})
+    new = rt.publisher.begin(PublishRequest(prompt="a new prompt", model_name="m"), status="queued")
+    assert redact_prompts(rt.ledger, dt.timedelta(days=30), actor="test") == 1
+    items = {g["id"]: g for g in search_generations(rt.ledger, SearchFilters()).items}
+    assert items[old.id]["prompt"] == REDACTED_PREFIX + prompt_digest("an old prompt")
+    assert items[new.id]["prompt"] == "a new prompt"
+    with rt.ledger.session() as s:
+        entry = s.query(AuditEntry).filter_by(action="prompts.redacted").one()
+        assert entry.details["count"] == 1
+    assert verify(rt.ledger.engine).ok

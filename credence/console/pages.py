@@ -18,7 +18,7 @@ from provenance.ledger import Generation, ModerationDecision
 from provenance.ledger.models import Fingerprint, utcnow
 from provenance.quarantine import QuarantineMissing, png
 
-from ..audit import SearchError, SearchFilters, export_lines, search_generations
+from ..audit import SearchError, SearchFilters, chunked, export_lines, search_generations
 from ..review import Reviewer, ReviewError, approve, list_held, quarantine_for, reject, show
 from . import (
     PRESESSION_COOKIE,
@@ -303,7 +303,7 @@ def add_routes(router: APIRouter) -> None:
             raise ConsoleError(400, str(exc)) from None
         lines = export_lines(_runtime(request).ledger, filters.since, filters.until, fmt, filters)
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-        return StreamingResponse(lines, media_type=media, headers={
+        return StreamingResponse(chunked(lines), media_type=media, headers={
             "Content-Disposition": f'attachment; filename="credence-audit.{fmt}"', "Cache-Control": "no-store"})
 
     @router.get("/console/verify")

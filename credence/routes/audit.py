@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from ..audit import SearchError, SearchFilters, _decode_cursor, export_lines, search_generations
+from ..audit import SearchError, SearchFilters, _decode_cursor, chunked, export_lines, search_generations
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
 from ..runtime import Runtime
@@ -75,5 +75,5 @@ def audit_export(since: IsoDateTime | None = None, until: IsoDateTime | None = N
     """Every matching generation created in [since, until), oldest first, streamed as it is read."""
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     name = f"credence-audit.{'csv' if format == 'csv' else 'jsonl'}"
-    return StreamingResponse(export_lines(runtime.ledger, since, until, format, filters), media_type=media,
+    return StreamingResponse(chunked(export_lines(runtime.ledger, since, until, format, filters)), media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
