@@ -312,11 +312,14 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 @db_app.command("downgrade")
 @handles_errors
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base'.")]) -> None:
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base'.")],
+                 force: Annotated[bool, typer.Option("--force", help="Also drop the audit log's hash chain "
+                                                                     "(refused without it while the log has rows).")]
+                 = False) -> None:
     """Revert the ledger's schema to an earlier revision."""
     from . import db
 
-    console.print(f"ledger at revision {db.downgrade(Settings.from_env().database_url, revision)}")
+    console.print(f"ledger at revision {db.downgrade(Settings.from_env().database_url, revision, force=force)}")
 
 
 @db_app.command("current")

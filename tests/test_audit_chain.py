@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from credence import db
 from credence.runtime import Runtime
 from provenance.audit_chain import GENESIS, row_hash, signed_head, verify, verify_signed_head
+from provenance.errors import LedgerError
 from provenance.ledger import Ledger
 
 from .conftest import POSTGRES_URL
@@ -193,11 +194,20 @@ def test_migration_backfills_the_chain_keeps_triggers_and_guards_downgrade(tmp_p
     with pytest.raises(DBAPIError), engine.begin() as conn:  # the triggers are back
         conn.execute(text("UPDATE audit_log SET actor = 'x'"))
     monkeypatch.delenv("CREDENCE_FORCE_AUDIT_DOWNGRADE", raising=False)
-    with pytest.raises(RuntimeError, match="--force"):
+    with pytest.raises(LedgerError, match="--force"):
         db.downgrade(url, "0004")
     assert db.current_revision(url) == db.head_revision()
+    env = dict(os.environ, CREDENCE_HOME=str(tmp_path / "home"), CREDENCE_DATABASE_URL=url)
+    refused = subprocess.run([sys.executable, "-m", "credence", "db", "downgrade", "0004"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--force" in refused.stderr and "Traceback" not in refused.stderr
     monkeypatch.setenv("CREDENCE_FORCE_AUDIT_DOWNGRADE", "1")
     assert db.downgrade(url, "0004") == "0004"
+    db.upgrade(url)
+    forced = subprocess.run([sys.executable, "-m", "credence", "db", "downgrade", "0004", "--force"],
+                            env=env | {"CREDENCE_FORCE_AUDIT_DOWNGRADE": ""}, capture_output=True, text=True,
+                            timeout=120)
+    assert forced.returncode == 0 and db.current_revision(url) == "0004", forced.stderr
     engine.dispose()
     ledger.dispose()
 

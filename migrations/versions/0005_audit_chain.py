@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 from provenance.audit_chain import GENESIS, row_hash
+from provenance.errors import LedgerError
 
 revision = "0005"
 down_revision = "0004"
@@ -100,7 +101,7 @@ def _forced() -> bool:
 def downgrade() -> None:
     rows = op.get_bind().execute(sa.select(sa.func.count()).select_from(_audit)).scalar() or 0
     if rows and not _forced():
-        raise RuntimeError(f"refusing to drop the audit log's hash chain ({rows} rows would lose their proof of "
+        raise LedgerError(f"refusing to drop the audit log's hash chain ({rows} rows would lose their proof of "
                            f"integrity); run `credence db downgrade --force` or set {FORCE_VARIABLE}=1")
     op.drop_index("ix_generations_created_id", table_name="generations")
     op.drop_table("audit_chain_head")
