@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from credence.testkit import start_worker, stop_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REDIS_URL = os.environ.get("CREDENCE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
@@ -52,31 +53,6 @@ def _env(home: Path) -> dict[str, str]:
            "CREDENCE_API_KEYS": "bench-operator-key", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("CREDENCE_DATABASE_URL", None)
     return env
-
-
-def _start_worker(env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "credence", "worker"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "worker ready" in line:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-            return proc
-        if not line and proc.poll() is not None:
-            raise SystemExit(f"worker exited with {proc.returncode}")
-    raise SystemExit("worker did not start")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _parse(moment: str) -> dt.datetime:
@@ -177,14 +153,14 @@ def main() -> None:
                     time.sleep(0.5)
                 for count in (1, 2):
                     while len(workers) < count:
-                        workers.append(_start_worker(env))
+                        workers.append(start_worker(env))
                     results["jobs"][f"{count}_worker"] = run_jobs(client, args.jobs)  # type: ignore[index]
                 some_id = client.get("/v1/generations", params={"limit": 1}).json()["items"][0]["id"]
             results["get_under_load"] = get_load(base, headers, some_id, args.clients, args.get_seconds)
         finally:
             for proc in workers:
-                _stop(proc)
-            _stop(server)
+                stop_process(proc)
+            stop_process(server)
     print(f"{'workers':<10}{'jobs':>6}{'published':>11}{'jobs/min':>10}{'wait p50 s':>12}{'wait p95 s':>12}")
     for name, row in results["jobs"].items():  # type: ignore[union-attr]
         print(f"{name:<10}{row['jobs']:>6}{row['published']:>11}{row['jobs_per_minute']:>10.1f}"

@@ -11,51 +11,41 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
     """A `CREDENCE_*` variable holds a value that cannot be used."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: float, *, kind: type = int, zero_ok: bool = False,
+            what: str = "an integer") -> Any:
+    """A number from the environment: `kind` (int or float), positive (or 0 with `zero_ok`), finite."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {value}")
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
+    if not (0 <= value if zero_ok else 0 < value) or value == float("inf"):
+        raise SettingsError(f"{name} must be {'0 or more' if zero_ok else 'positive'}, got {raw!r}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive integer."""
+    return _number(env, name, default)
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
     """A non-negative integer (a queue may be 0: refuse at once when every slot is busy)."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must be 0 or more, got {value}")
-    return value
+    return _number(env, name, default, zero_ok=True)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     """A positive, finite number of seconds (decimals allowed: tests use short limits)."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value < float("inf"):
-        raise SettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
+    return _number(env, name, default, kind=float, what="a number of seconds")
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -153,7 +143,7 @@ class Settings:
             dtype=env.get("CREDENCE_DTYPE") or None,
             cpu_offload=_flag(env, "CREDENCE_CPU_OFFLOAD"),
             vae_tiling=_flag(env, "CREDENCE_VAE_TILING"),
-            lease_seconds=float(_int(env, "CREDENCE_LEASE_SECONDS", 120)),
+            lease_seconds=_seconds(env, "CREDENCE_LEASE_SECONDS", 120.0),
             fault_point=env.get("CREDENCE_FAULT_POINT") or None,
             broker_url=env.get("CREDENCE_BROKER_URL") or None,
             prompt_retention_days=_int(env, "CREDENCE_PROMPT_RETENTION_DAYS", 0) or None,

@@ -6,12 +6,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from credence.runtime import Runtime
 from credence.settings import Settings
-from credence.testkit import LiveServer, make_clip  # noqa: F401  (re-exported for the tests)
+from credence.testkit import LiveServer, make_clip
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSTGRES_URL = os.environ.get("CREDENCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

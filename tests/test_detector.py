@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import detector
-from credence.testkit.attacks import apply_attack
 from credence.app import create_app
 from credence.runtime import Runtime
+from credence.testkit.attacks import apply_attack
 from detector import Evidence, combine
 from provenance.fingerprint import ALGORITHM as FINGERPRINT_ALG
 from provenance.publish import PublishedClip, PublishRequest

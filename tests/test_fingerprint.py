@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, inspect
 
-from credence.testkit.attacks import apply_attack
 from credence import db
 from credence.runtime import Runtime
+from credence.testkit.attacks import apply_attack
 from detector.fingerprint_source import is_strong
 from provenance.fingerprint import (
     ClipFingerprint,

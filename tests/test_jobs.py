@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from sqlalchemy import func, select
 
 from credence import jobs, pipeline
 from credence.runtime import Runtime
+from credence.testkit import process_state, start_worker, stop_process
 from provenance.ledger import Generation, PublishedFile
 
 from .conftest import settings_for
@@ -47,20 +47,7 @@ def _worker(home: Path, *extra_env: tuple[str, str]) -> subprocess.Popen:
     env = {**os.environ, "CREDENCE_HOME": str(home), "CREDENCE_BROKER_URL": REDIS_URL, "CREDENCE_LEASE_SECONDS": "4"}
     env.pop("CREDENCE_DATABASE_URL", None)
     env.update(dict(extra_env))
-    return subprocess.Popen([sys.executable, "-m", "credence", "worker"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_ready(proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "worker ready" in line:
-            return
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"worker exited with {proc.returncode}")
-    raise AssertionError("worker not ready")
+    return start_worker(env, timeout=180)
 
 
 def _status(rt: Runtime, generation_id: str) -> str:
@@ -75,16 +62,6 @@ def _wait_status(rt: Runtime, generation_id: str, wanted: set[str], timeout: flo
             return status
         time.sleep(0.25)
     raise AssertionError(f"generation {generation_id} still {_status(rt, generation_id)} after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _submit(rt: Runtime, **options: object) -> str:
@@ -103,10 +80,9 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
     rt = queued_home
     first = _worker(rt.settings.home, ("CREDENCE_FAULT_POINT", "generating"))
     try:
-        _wait_ready(first)
         generation_id = _submit(rt)
         deadline = time.monotonic() + 120
-        while _status(rt, generation_id) != "running" or _proc_state(first.pid) != "T":
+        while _status(rt, generation_id) != "running" or process_state(first.pid) != "T":
             assert time.monotonic() < deadline, "the first worker never reached the fault point"
             time.sleep(0.1)
         os.kill(first.pid, signal.SIGKILL)  # mid-generation, holding the lease and the unacked message
@@ -114,11 +90,10 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
         killed_at = time.monotonic()
         second = _worker(rt.settings.home)
         try:
-            _wait_ready(second)
             assert _wait_status(rt, generation_id, {"published", "failed"}, timeout=120) == "published"
             took = time.monotonic() - killed_at
         finally:
-            _stop(second)
+            stop_process(second)
     finally:
         if first.poll() is None:
             first.kill()
@@ -134,14 +109,6 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
 
     verdict = verify(Path(files[0].path), rt.verification)
     assert verdict.verdict == "generated" and verdict.generation_id == generation_id
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_run_job_is_idempotent_and_publishes_once(runtime: Runtime) -> None:

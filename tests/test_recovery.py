@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from credence.runtime import Runtime
+from credence.testkit import process_state
 from provenance.ledger import Generation, PublishedFile, StateConflict, states
 from provenance.ledger.models import Fingerprint
 from provenance.publish import TEMP_PREFIX, PublishRequest, file_sha256
@@ -32,20 +33,12 @@ CLI = [sys.executable, "-m", "credence"]
 PUBLISH_POINTS = ["named", "encoded", "signed", "recorded", "renamed", "published"]
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0]
-    except OSError:
-        return "gone"
-
-
 def _run_and_kill(args: list[str], env: dict[str, str], point: str, timeout: float = 120) -> None:
     """Run the CLI until it stops itself at `point`, then SIGKILL it (and reap it)."""
     proc = subprocess.Popen([*CLI, *args], env={**env, "CREDENCE_FAULT_POINT": point},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
-    while _state(proc.pid) != "T":
+    while process_state(proc.pid) != "T":
         if proc.poll() is not None:
             _out, err = proc.communicate()
             raise AssertionError(f"the process ended (rc {proc.returncode}) before fault point {point}: "

@@ -6,13 +6,18 @@ Importing this package is cheap: numpy and PyAV only (the attacks live in `crede
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from provenance.video import write_video
 
-__all__ = ["LiveServer", "make_clip"]
+__all__ = ["LiveServer", "make_clip", "process_state", "start_worker", "stop_process"]
 
 
 def make_clip(path: Path, *, frames: int = 24, width: int = 256, height: int = 192, fps: float = 24.0,
@@ -62,3 +67,40 @@ class LiveServer:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process in /proc (`R`, `S`, `T` stopped, `Z` zombie), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
+
+
+def start_worker(env: dict[str, str], *, timeout: float = 300) -> subprocess.Popen:
+    """A real `credence worker` process, returned once it says it is ready (its output kept drained)."""
+    proc = subprocess.Popen([sys.executable, "-m", "credence", "worker"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "worker ready" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with {proc.returncode}")
+    proc.kill()
+    raise RuntimeError("the worker did not get ready")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL if it does not end in `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
