@@ -165,6 +165,33 @@ def test_concurrent_appends_are_serialised(url: str) -> None:
     ledger.dispose()
 
 
+APPENDER = """
+import sys
+from provenance.ledger import Ledger
+ledger = Ledger(sys.argv[1])
+for i in range(25):
+    with ledger.session() as s:
+        ledger.audit(s, "process-" + sys.argv[2], "thing.done", str(i))
+"""
+
+
+def test_appends_from_several_processes_on_postgresql() -> None:
+    """Four processes (as API replicas and workers would be) append at once to one PostgreSQL ledger."""
+    for url in _postgres_schema():
+        db.upgrade(url)
+        procs = [subprocess.Popen([sys.executable, "-c", APPENDER, url, str(n)], stderr=subprocess.PIPE, text=True)
+                 for n in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        ledger = Ledger(url)
+        report = verify(ledger.engine)
+        assert report.ok and report.rows == 100 and report.head_id == 100, report
+        with ledger.engine.connect() as conn:
+            actors = conn.execute(text("SELECT actor, count(*) FROM audit_log GROUP BY actor")).all()
+        assert sorted(n for _a, n in actors) == [25, 25, 25, 25]
+        ledger.dispose()
+
+
 def test_signed_head_verifies_and_a_changed_head_does_not(runtime: Runtime) -> None:
     rt = runtime
     with rt.ledger.session() as s:

@@ -225,6 +225,9 @@ def test_held_prompt_rejected_tells_the_client_why(deployment: dict[str, Any]) -
     gen = _status(deployment, outcome.generation_id)
     policy = deployment["moderator"].policy
     assert gen.status == "rejected" and gen.failure_reason == policy.categories["illegal_activity"].user_message
+    record = httpx.get(f"{deployment['server'].url}/v1/generations/{gen.id}",
+                       headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert record["status"] == "rejected" and record["message"] == gen.failure_reason and "drug use" not in str(record)
 
 
 # -- policy rules ------------------------------------------------------------------------------------

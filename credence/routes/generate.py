@@ -253,8 +253,8 @@ def _user_message(gen: Generation) -> str:
     if gen.status == "review":
         return ("the generated video was held for review" if gen.stage == "output"
                 else "your request was held for review")
-    if gen.status == "rejected":
-        return "a reviewer rejected this generation"
+    if gen.status == "rejected":  # credence.review writes a user-facing reason (never the reviewer's note)
+        return gen.failure_reason or "a reviewer rejected this generation"
     return ("the generated video was blocked by the moderation policy" if gen.stage == "output"
             else "your request was blocked by the moderation policy")
 
