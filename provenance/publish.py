@@ -259,7 +259,8 @@ class Publisher:
             with self.ledger.session() as s:
                 states.move(s, generation_id, ("running", "queued"), "failed", owner=self.owner,
                             failure_reason=reason[:2000])
-                self.ledger.audit(s, self.actor, "generation.failed", generation_id, reason=reason[:500])
+                self.ledger.audit(s, self.actor, "generation.failed", generation_id, **_who(s, generation_id),
+                                  reason=reason[:500])
         except states.StateConflict:
             pass
 
@@ -293,7 +294,7 @@ class Publisher:
                          output_path=str(output), temp_path=str(signed))
             gen = s.get(Generation, generation_id)
             assert gen is not None
-            mark_id = gen.mark_id
+            mark_id, who = gen.mark_id, {"client_id": gen.client_id, "key_id": gen.key_id}
         self.checkpoint("named")
         recorded = released = False
         try:
@@ -338,7 +339,7 @@ class Publisher:
             # 5. Published.
             with self.ledger.session() as s:
                 states.move(s, generation_id, ("running",), "published", owner=self.owner, temp_path=None)
-                self.ledger.audit(s, self.actor, "generation.published", generation_id, path=str(output),
+                self.ledger.audit(s, self.actor, "generation.published", generation_id, **who, path=str(output),
                                   sha256=digest, frames=count)
             self.checkpoint("published")
             return PublishedClip(generation_id, mark_id, output, digest, size, creds.manifest_label,
@@ -366,7 +367,8 @@ class Publisher:
                 reason = f"{type(exc).__name__}: {exc}"
                 states.move(s, generation_id, ("running",), "failed", owner=self.owner,
                             failure_reason=reason[:2000], temp_path=None)
-                self.ledger.audit(s, self.actor, "generation.failed", generation_id, reason=reason[:500])
+                self.ledger.audit(s, self.actor, "generation.failed", generation_id, **_who(s, generation_id),
+                                  reason=reason[:500])
         except (ProvenanceError, states.StateConflict):
             return  # recovery will see the named files once the lease expires
         for temp in temps:
@@ -396,3 +398,7 @@ class Publisher:
             return writer.frames_written
 
 
+def _who(session: Any, generation_id: str) -> dict[str, str | None]:
+    """The client and key a generation belongs to, for its audit entries."""
+    gen = session.get(Generation, generation_id)
+    return {"client_id": gen.client_id if gen else None, "key_id": gen.key_id if gen else None}

@@ -211,3 +211,30 @@ def test_webhook_is_signed_and_retried(runtime: Runtime, cli_env: dict[str, str]
     assert json.loads(body)["id"] == gen_id and json.loads(body)["status"] == "published"
     assert verify_signature(client["webhook_secret"], headers["Credence-Signature"], body)
     assert not verify_signature("whsec_wrong", headers["Credence-Signature"], body)
+
+
+def test_quotas_are_shared_through_redis(home: Path) -> None:
+    """Two API processes (two Quotas on one Redis) count one client's requests together."""
+    import redis
+
+    from credence.auth import Caller
+    from credence.quotas import Quotas
+
+    url = "redis://127.0.0.1:6379/13"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
+    settings = settings_for(home, CREDENCE_BROKER_URL=url)
+    first, second = Quotas(settings), Quotas(settings)
+    caller = Caller(client_id="c-shared", client_name="shared", key_id="k", scopes=frozenset({"generate"}),
+                    rate_limit="3/minute", daily_generations=2)
+    answers = [q.request(caller) for q in (first, second, first, second)]
+    assert answers[:3] == [None, None, None] and answers[3] is not None and answers[3] >= 1
+    assert [first.generation(caller), second.generation(caller)] == [None, None]
+    assert second.generation(caller) is not None
+    broken = Quotas(settings_for(home, CREDENCE_BROKER_URL="redis://127.0.0.1:1/0"))
+    from credence.quotas import QuotaUnavailable
+
+    with pytest.raises(QuotaUnavailable):
+        broken.request(caller)
