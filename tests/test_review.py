@@ -290,3 +290,27 @@ def test_quarantined_outputs_expire(deployment: dict[str, Any]) -> None:
     gen = _status(deployment, gen_id)
     assert gen.status == "rejected" and "review period ended" in (gen.failure_reason or "")
     assert gen_id not in [i["id"] for i in list_held(rt)]
+
+
+def test_cli_approve_of_a_held_prompt_runs_the_job_to_its_end(deployment: dict[str, Any]) -> None:
+    """The embedded default (no broker): `credence review approve` runs the job itself, as `generate` would."""
+    rt: Runtime = deployment["runtime"]
+    decision = deployment["moderator"].screen_prompt("a person crying alone on a bridge at night")
+    assert decision.action == "review"
+    gen, _decision, status = pipeline.screen_and_create(rt, deployment["moderator"],
+                                                        "a person crying alone on a bridge at night",
+                                                        pipeline.GenerateOptions(**FAST), start="queued")
+    assert status == "review"
+    command = ["review", "approve", gen.id, "--note", "sad, not harmful", "--as", "alice", "--json"]
+    result = subprocess.run([sys.executable, "-m", "credence", *command], env=deployment["env"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    # It ran here and its output went through the screen, which in this deployment holds every clip.
+    assert answer["status"] == "review" and "the job ran" in answer["detail"], answer
+    after = _status(deployment, gen.id)
+    assert (after.status, after.stage) == ("review", "output") and after.seed == FAST["seed"]
+    assert quarantine_for(rt).load(gen.id)[0].shape[0] == FAST["frames"]
+    with rt.ledger.session() as s:
+        approval = s.query(ModerationDecision).filter_by(generation_id=gen.id, stage="review").one()
+        assert approval.reasons[0]["reviewer"] == "cli:alice" and approval.action == "approve"
