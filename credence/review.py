@@ -289,7 +289,7 @@ class ReviewOutcome:
 
 
 def _load_held(session: Any, generation_id: str) -> tuple[Generation, list[ModerationDecision]]:
-    gen = session.get(Generation, generation_id)
+    gen = session.get(Generation, generation_id, populate_existing=True)
     if gen is None:
         raise ReviewNotFound(f"no generation {generation_id[:100]!r}")
     if gen.status != "review":
@@ -331,8 +331,9 @@ def reject(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str) 
             reason = next((rules.user_messages[c] for c in categories if c in rules.user_messages),
                           "Your request was refused after review.")
         stage = gen.stage
-        _record(runtime, s, gen, held, reviewer, "reject", note)
+        # The row first, the audit entry last: every writer takes locks in that order (no deadlock).
         states.move(s, gen.id, ("review",), "rejected", failure_reason=reason)
+        _record(runtime, s, gen, held, reviewer, "reject", note)
     if stage == "output":
         quarantine_for(runtime).remove(generation_id)
     _notify(runtime, generation_id)
@@ -351,6 +352,10 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
     rules = rules_for(runtime)
     quarantine = quarantine_for(runtime)
     with runtime.ledger.session() as s:
+        gen, _ = _load_held(s, generation_id)
+        # A compare-and-set onto itself takes the row's lock until commit: two reviewers approving at
+        # once are counted one after the other (neither can miss the other's approval).
+        states.move(s, gen.id, ("review",), "review", stage=gen.stage)
         gen, decisions = _load_held(s, generation_id)
         held = _held_decision(decisions, gen.stage)
         categories = set(_categories(held))
@@ -376,13 +381,13 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
             _record(runtime, s, gen, held, reviewer, "approve", note, approvals=len(given) + 1, needed=needed)
             return ReviewOutcome(generation_id, "approve", "review",
                                  f"approval 1 of {needed} recorded; another reviewer must approve it")
-        _record(runtime, s, gen, held, reviewer, "approve", note, approvals=len(given) + 1, needed=needed)
         publisher = runtime.publisher
         if stage == "prompt":
             states.move(s, gen.id, ("review",), "queued")
         else:
             states.move(s, gen.id, ("review",), "running", stage="publishing", lease_owner=publisher.owner,
                         lease_expires_at=states.lease_deadline(publisher.lease_seconds), started_at=utcnow())
+        _record(runtime, s, gen, held, reviewer, "approve", note, approvals=len(given) + 1, needed=needed)
         request = PublishRequest(prompt=gen.prompt, model_name=gen.model, model_hash=gen.model_hash,
                                  policy_version=gen.policy_version, client=gen.client, client_id=gen.client_id,
                                  key_id=gen.key_id, seed=gen.seed, parameters=dict(gen.parameters or {}))
