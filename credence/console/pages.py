@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 from collections import Counter, defaultdict
@@ -312,21 +313,23 @@ def add_routes(router: APIRouter) -> None:
         return render(request, "verify.html", session=session, result=None, page="verify")
 
     @router.post("/console/verify")
-    def verify_upload(request: Request, file: UploadFile = File(...), csrf: str = Form("", max_length=200),
-                      session: ConsoleSession = Depends(_either)) -> Response:
-        """The detector's verdict and evidence for the uploaded clip."""
+    async def verify_upload(request: Request, file: UploadFile = File(...), csrf: str = Form("", max_length=200),
+                            session: ConsoleSession = Depends(_either)) -> Response:
+        """The detector's verdict and evidence for the uploaded clip (under the API's verification limits)."""
         check_csrf(session, csrf)
         from ..routes.verify import verify_file
 
         runtime = _runtime(request)
-        path, size = save_upload(file, runtime.settings.max_upload_bytes)
-        try:
-            result = verify_file(runtime, path, size)
-            error = None
-        except ProvenanceError as exc:
-            result, error = None, str(exc).replace(str(path), "the upload")
-        finally:
-            path.unlink(missing_ok=True)
+        # The same gate as POST /v1/verify: the console cannot run more verifications than the API allows.
+        with request.app.state.gates["verify"].admit() as ticket:
+            path, size = await asyncio.to_thread(save_upload, file, runtime.settings.max_upload_bytes)
+            try:
+                result = await ticket.run(verify_file, runtime, path, size)
+                error = None
+            except ProvenanceError as exc:
+                result, error = None, str(exc).replace(str(path), "the upload")
+            finally:
+                path.unlink(missing_ok=True)
         return render(request, "verify.html", 422 if error else 200, session=session, result=result, error=error,
                       filename=file.filename, page="verify")
 
