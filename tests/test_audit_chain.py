@@ -355,3 +355,27 @@ def test_prompt_retention_redacts_to_the_hash_and_says_so(runtime: Runtime) -> N
         entry = s.query(AuditEntry).filter_by(action="prompts.redacted").one()
         assert entry.details["count"] == 1
     assert verify(rt.ledger.engine).ok
+
+
+def test_cli_search_and_export(runtime: Runtime, tmp_path: Path) -> None:
+    from provenance.publish import PublishRequest
+
+    for prompt in ("a red circle", "a blue square", "a red triangle"):
+        runtime.publisher.begin(PublishRequest(prompt=prompt, model_name="m"), status="queued")
+    env = dict(os.environ, CREDENCE_HOME=str(runtime.settings.home))
+    env.pop("CREDENCE_DATABASE_URL", None)
+    found = subprocess.run([sys.executable, "-m", "credence", "audit", "search", "--prompt", "RED", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    items = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [i["prompt"] for i in items] == ["a red triangle", "a red circle"]  # newest first
+    out = tmp_path / "all.csv"
+    exported = subprocess.run([sys.executable, "-m", "credence", "audit", "export", "--format", "csv", "-o", str(out)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0 and "3 rows" in exported.stdout, exported.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("id,created_at") and [line.split(",")[11] for line in lines[1:]] == [
+        "a red circle", "a blue square", "a red triangle"]
+    bad = subprocess.run([sys.executable, "-m", "credence", "audit", "export", "--since", "yesterday"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
