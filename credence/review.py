@@ -337,7 +337,7 @@ def reject(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str) 
     if stage == "output":
         quarantine_for(runtime).remove(generation_id)
     _notify(runtime, generation_id)
-    return ReviewOutcome(generation_id, "reject", "rejected", reason)
+    return ReviewOutcome(generation_id, "reject", "rejected", f"rejected; the client is told: {reason}")
 
 
 def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str, *, moderator_for: Any = None,
