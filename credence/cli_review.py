@@ -101,3 +101,16 @@ def reject(generation_id: Annotated[str, typer.Argument(help="The generation id.
            as_: AsOption = None, json_: JsonOption = False) -> None:
     """Reject: the generation ends `rejected` and its held output is deleted."""
     _decide("reject", generation_id, note, as_, json_)
+
+
+@review_app.command("expire")
+@handles_errors
+def expire(json_: JsonOption = False) -> None:
+    """Reject held outputs whose time in quarantine ran out (CREDENCE_QUARANTINE_HOURS) and delete them."""
+    from .review import expire_held_outputs
+
+    done = expire_held_outputs(runtime(actor="review"))
+    if json_:
+        print(json.dumps({"expired": done}))
+    else:
+        console.print(f"{len(done)} held outputs expired", highlight=False)

@@ -307,6 +307,9 @@ def test_search_and_export_over_http_on_100k_rows(big_ledger: dict[str, object])
     with httpx.Client(base_url=str(url), timeout=120) as http:
         assert http.get("/v1/audit/generations", headers=reviewer).status_code == 403
         assert http.get("/v1/audit/generations").status_code == 401
+        head = http.get("/v1/audit/head", headers=auditor).json()
+        assert head["last_id"] >= BIG and head["rows"] >= BIG and len(head["last_hash"]) == 64
+        assert http.get("/v1/audit/head", headers=reviewer).status_code == 403
         # The prompt text (case-insensitive): exactly one generation is "number 99999".
         found = http.get("/v1/audit/generations", params={"prompt": "NUMBER 99999"}, headers=auditor).json()
         assert [g["prompt"].endswith("number 99999") for g in found["items"]] == [True]

@@ -287,6 +287,12 @@ def test_quarantined_outputs_expire(deployment: dict[str, Any]) -> None:
     frames, fps = short.load(gen_id)
     short.save(gen_id, frames, fps)  # held again with no time to review
     assert gen_id in expire_held_outputs(rt)
+    again = _held_row(deployment, "output", ["sexual"], frames=True)
+    short.save(again, *short.load(again))
+    result = subprocess.run([sys.executable, "-m", "credence", "review", "expire", "--json"], env=deployment["env"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and json.loads(result.stdout)["expired"] == [again], result.stderr
+    assert _status(deployment, again).status == "rejected"
     gen = _status(deployment, gen_id)
     assert gen.status == "rejected" and "review period ended" in (gen.failure_reason or "")
     assert gen_id not in [i["id"] for i in list_held(rt)]

@@ -77,3 +77,22 @@ def audit_export(since: IsoDateTime | None = None, until: IsoDateTime | None = N
     name = f"credence-audit.{'csv' if format == 'csv' else 'jsonl'}"
     return StreamingResponse(chunked(export_lines(runtime.ledger, since, until, format, filters)), media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+class AuditHead(BaseModel):
+    """The audit chain's head: keep it (signed) outside the database to prove later that the log up to
+    `last_id` was neither edited nor cut back."""
+
+    last_id: int
+    last_hash: str
+    rows: int
+    updated_at: str | None
+
+
+@router.get("/v1/audit/head", response_model=AuditHead, responses=problems(401, 403, 503))
+def audit_head(_caller: Caller = Depends(require_scope("audit")),
+               runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """The audit log's hash-chain head (`credence audit head --sign` signs it with the deployment's key)."""
+    from provenance.audit_chain import head
+
+    return head(runtime.ledger.engine)
