@@ -8,71 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from provenance.errors import InvalidVideo, ProvenanceError
-from provenance.publish import PublishRequest
-from provenance.video import probe
-
+# The shared helpers live below every CLI module (no sub-app imports this one); re-exported here
+# for callers that know them as `credence.cli.*`. Heavy modules (the runtime, the ledger, torch
+# through the watermark, diffusers) are imported inside the commands that use them: `--help` and
+# every command's argument parsing start without them.
+from .cli_common import EXIT_BAD_INPUT, console, err_console, fail, handles_errors, runtime, user_errors
 from .settings import Settings, SettingsError
+
+__all__ = ["EXIT_BAD_INPUT", "app", "console", "err_console", "fail", "handles_errors", "main", "runtime",
+           "user_errors"]
 
 app = typer.Typer(help="Credence: safe and accountable text-to-video.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Ledger schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_BAD_INPUT = 2
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a user's input or setup can cause: a one-line message, exit 2.
-
-    Evaluated only when an exception is on its way out, so the imports cost nothing on success.
-    """
-    from generator.errors import GeneratorError
-    from moderation.errors import ModerationError
-
-    return (ProvenanceError, SettingsError, ModerationError, GeneratorError)
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    """Print a one-line error and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def handles_errors(func: F) -> F:
-    """Map user-facing errors to exit 2 with their message; let bugs surface as bugs."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except user_errors() as exc:
-            raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def runtime(actor: str = "cli") -> Any:
-    """The runtime for the environment's settings (imported late: keeps `--help` fast)."""
-    from .runtime import Runtime
-
-    return Runtime(Settings.from_env(), actor=actor)
 
 
 @app.command()
@@ -110,6 +64,7 @@ def publish(
     blocks or holds gets no content credentials (exit 3 or 4, recorded like any decision).
     """
     from moderation import Moderator, load_policy
+    from provenance.publish import PublishRequest
 
     from . import pipeline
 
@@ -148,6 +103,11 @@ def verify(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Did Credence make this clip? Prints the verdict and its evidence."""
+    from rich.table import Table
+
+    from provenance.errors import InvalidVideo
+    from provenance.video import probe
+
     if not file.is_file():
         raise InvalidVideo(f"{file}: no such file")
     probe(file, decode_check=False)  # InvalidVideo for a non-video

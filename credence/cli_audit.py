@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import console, fail, handles_errors, runtime
+from .cli_common import console, fail, handles_errors, runtime
 
 audit_app = typer.Typer(help="The audit log's hash chain; search and export of generations and decisions.",
                         no_args_is_help=True)

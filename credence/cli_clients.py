@@ -10,15 +10,17 @@ import datetime as dt
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import or_, select
 
-from provenance.ledger.models import ApiKey, Client, utcnow
+from .cli_common import console, handles_errors, runtime
 
-from .auth import AuthError, new_key, parse_scopes
-from .cli import console, handles_errors, runtime
+if TYPE_CHECKING:
+    from provenance.ledger.models import Client
+
+# SQLAlchemy and the ledger's models are imported inside each command: `credence --help` and
+# every other command start without them.
 
 clients_app = typer.Typer(help="Client applications of the API: quotas, policy overlay, webhook.",
                           no_args_is_help=True)
@@ -30,6 +32,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _find_client(session: Any, name_or_id: str) -> Client:
+    from sqlalchemy import or_, select
+
+    from provenance.ledger.models import Client
+
+    from .auth import AuthError
+
     client = session.scalars(select(Client).where(or_(Client.id == name_or_id, Client.name == name_or_id))).first()
     if client is None:
         raise AuthError(f"no client {name_or_id!r} (see `credence clients list`)")
@@ -37,6 +45,8 @@ def _find_client(session: Any, name_or_id: str) -> Client:
 
 
 def _check_rate(rate: str | None) -> str | None:
+    from .auth import AuthError
+
     if rate is None:
         return None
     from limits import parse
@@ -74,6 +84,12 @@ def clients_create(
     json_: JsonOption = False,
 ) -> None:
     """Create a client and its first key; the key (and webhook secret) is printed once."""
+    from sqlalchemy import select
+
+    from provenance.ledger.models import Client
+
+    from .auth import AuthError, new_key, parse_scopes
+
     rt = runtime()
     scope_list = parse_scopes(scopes)
     overlay_text, overlay_digest = _overlay(rt, policy)
@@ -114,6 +130,8 @@ def _overlay(rt: Any, policy: Path | None) -> tuple[str | None, str | None]:
 
 
 def _expiry(days: int | None) -> dt.datetime | None:
+    from provenance.ledger.models import utcnow
+
     return utcnow() + dt.timedelta(days=days) if days else None
 
 
@@ -131,6 +149,10 @@ def _print_secret(result: dict[str, Any], json_: bool) -> None:
 @handles_errors
 def clients_list(json_: JsonOption = False) -> None:
     """Every client, one JSON object per line with --json."""
+    from sqlalchemy import select
+
+    from provenance.ledger.models import Client
+
     rt = runtime()
     with rt.ledger.session() as s:
         rows = [_client_dict(c) for c in s.scalars(select(Client).order_by(Client.created_at)).all()]
@@ -158,6 +180,8 @@ def clients_show(name_or_id: Annotated[str, typer.Argument(help="Client name or 
 @handles_errors
 def clients_disable(name_or_id: Annotated[str, typer.Argument(help="Client name or id.")]) -> None:
     """Disable a client: every one of its keys answers 401 from now on."""
+    from provenance.ledger.models import utcnow
+
     rt = runtime()
     with rt.ledger.session() as s:
         client = _find_client(s, name_or_id)
@@ -173,6 +197,8 @@ def keys_create(client: Annotated[str, typer.Argument(help="Client name or id.")
                 expires_days: Annotated[int | None, typer.Option("--expires-days", min=1)] = None,
                 json_: JsonOption = False) -> None:
     """Another key for a client; printed once."""
+    from .auth import new_key, parse_scopes
+
     rt = runtime()
     scope_list = parse_scopes(scopes)
     with rt.ledger.session() as s:
@@ -187,6 +213,10 @@ def keys_create(client: Annotated[str, typer.Argument(help="Client name or id.")
 @handles_errors
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (not the key).")]) -> None:
     """Revoke a key at once."""
+    from provenance.ledger.models import ApiKey, utcnow
+
+    from .auth import AuthError
+
     rt = runtime()
     with rt.ledger.session() as s:
         row = s.get(ApiKey, key_id)
@@ -205,6 +235,10 @@ def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key id to replac
                                                            help="The old key keeps working this long.")] = 0,
                 json_: JsonOption = False) -> None:
     """A new key with the same scopes; the old one is revoked (after the grace period, if any)."""
+    from provenance.ledger.models import ApiKey, utcnow
+
+    from .auth import AuthError, new_key
+
     rt = runtime()
     with rt.ledger.session() as s:
         old = s.get(ApiKey, key_id)

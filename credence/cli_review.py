@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import console, fail, handles_errors, runtime
+from .cli_common import console, fail, handles_errors, runtime
 
 review_app = typer.Typer(help="Held prompts and outputs: list, show, approve, reject.", no_args_is_help=True)
 

@@ -16,21 +16,20 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from provenance.credentials import mime_for
-from provenance.errors import InvalidVideo, KeyMissing, OutputNotWritable
-from provenance.keys import active_watermark_secret, load_watermark_secrets
-from provenance.ledger import Generation, PublishedFile, prompt_digest, states
-from provenance.publish import file_sha256, fsync_dir, fsync_file, temp_path_for
-from provenance.video import VideoWriter, iter_frames, probe
-from provenance.watermark import MIN_SIDE, WatermarkEmbedder, WatermarkError, WatermarkKey, detect_watermark_file
-
-from .cli import console, handles_errors, runtime
-from .runtime import Runtime
+from .cli_common import console, handles_errors, runtime
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from provenance.watermark import WatermarkKey
+
+    from .runtime import Runtime
+
+# The watermark loads torch, the ledger SQLAlchemy, the video PyAV: each command imports what it
+# uses, so `credence --help` and the other commands do not wait for them.
 
 #: The model name of the generation a hand-made mark is recorded as.
 EXTERNAL_MODEL = "external (credence watermark embed)"
@@ -42,6 +41,8 @@ _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 
 def parse_payload(text: str) -> int:
     """A payload written as exactly 16 hex digits (an optional 0x prefix is allowed)."""
+    from provenance.watermark import WatermarkError
+
     digits = text[2:] if text.lower().startswith("0x") else text
     if not _HEX16.fullmatch(digits):
         raise WatermarkError(f"payload {text!r} must be exactly 16 hex digits (64 bits), e.g. 00c0ffee12345678")
@@ -53,6 +54,10 @@ def _keys_dir() -> Path:
 
 
 def _key(key_id: str | None) -> WatermarkKey:
+    from provenance.errors import KeyMissing
+    from provenance.keys import active_watermark_secret, load_watermark_secrets
+    from provenance.watermark import WatermarkKey
+
     keys_dir = _keys_dir()
     if key_id is None:
         secret = active_watermark_secret(keys_dir)
@@ -74,6 +79,13 @@ def embed(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Mark every frame of INPUT with PAYLOAD and write OUTPUT."""
+    from provenance.credentials import mime_for
+    from provenance.errors import InvalidVideo, OutputNotWritable
+    from provenance.ledger import PublishedFile, states
+    from provenance.publish import file_sha256, fsync_dir, fsync_file, temp_path_for
+    from provenance.video import VideoWriter, iter_frames, probe
+    from provenance.watermark import MIN_SIDE, WatermarkEmbedder
+
     value = parse_payload(payload)
     key = _key(key_id)
     output = output.expanduser().absolute()
@@ -117,6 +129,10 @@ def embed(
 
 def _begin_external(rt: Runtime, mark_id: int, key_id: str, source: Path, output: Path) -> str:
     """The external-publish row for a mark made by hand; refuses a payload the ledger already knows."""
+    from provenance.ledger import Generation, prompt_digest, states
+    from provenance.publish import temp_path_for
+    from provenance.watermark import WatermarkError
+
     if rt.ledger.find_by_mark(mark_id) is not None:
         raise WatermarkError(f"payload {mark_id:016x} is already a mark id in the ledger: choose another payload")
     with rt.ledger.session() as s:
@@ -140,6 +156,10 @@ def detect(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Look for the watermark of any key under CREDENCE_HOME; print the decision, p-value and payload."""
+    from provenance.errors import InvalidVideo, KeyMissing
+    from provenance.keys import load_watermark_secrets
+    from provenance.watermark import WatermarkKey, detect_watermark_file
+
     secrets = load_watermark_secrets(_keys_dir())
     if not secrets:
         raise KeyMissing(f"no watermark keys under {_keys_dir()}; run `credence init`")
