@@ -9,8 +9,10 @@ every help page left in `sys.modules`: a deterministic check, unlike a timing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 #: Top-level packages a command may load only when it runs (each costs 0.1-3 s to import).
 HEAVY = ("torch", "diffusers", "transformers", "sentence_transformers", "av", "numpy", "scipy", "PIL",
@@ -87,3 +89,17 @@ def test_console_entry_point_help_and_bad_usage() -> None:
                          timeout=120, check=False)
     assert bad.returncode == 2, (bad.stdout, bad.stderr)
     assert "No such command" in bad.stderr
+
+
+def test_verify_refuses_a_bad_file_before_loading_torch(tmp_path: Path) -> None:
+    """`credence verify` of a missing file or a non-video answers exit 2 without waiting for torch."""
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    code = ("import sys\nfrom credence.cli import main\nsys.argv = ['credence', 'verify', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n"
+            "    print(exc.code, 'torch' in sys.modules, file=sys.stderr)\n")
+    for target in (tmp_path / "missing.mp4", text):
+        result = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
+                                timeout=120, check=False, env={**os.environ, "CREDENCE_HOME": str(tmp_path / "home")})
+        assert result.stderr.strip().splitlines()[-1] == "2 False", result.stderr
+        assert "error:" in result.stderr, result.stderr
