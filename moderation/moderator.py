@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from .policy import Policy, load_policy, policy_label
 #: Longest prompt accepted, in characters (a video prompt is a few hundred at most).
 MAX_PROMPT_CHARS = 4000
 SEVERITY = {"allow": 0, "review": 1, "block": 2}
+#: What the client reads when the output screen holds its video: its prompt passed, the video did not.
+OUTPUT_MESSAGES = {
+    "review": "The generated video was held for review before release; you will be told the outcome.",
+    "block": "The generated video was withheld because it did not meet the content policy.",
+}
 
 
 @dataclass(frozen=True)
@@ -192,21 +197,33 @@ class Moderator:
         """Decide on a generated clip (T x H x W x 3 uint8) before it is published.
 
         Samples `output.sample_frames` frames spread over the clip; each configured screen scores
-        its categories (maximum over frames) against its own thresholds in the policy's `output`
-        section. Without any screen configured the clip is allowed, and the decision says so.
+        its categories in every sampled frame, and the clip's score is what at least the screen's
+        `min_frames` sampled frames reach (one noisy frame does not hold a clip), compared with the
+        screen's own thresholds in the policy's `output` section (chosen on benign clips by
+        `python -m moderation.calibrate_output`). The user message speaks of the video, not the
+        prompt. Without any screen configured the clip is allowed, and the decision says so.
         """
+        from .frames import clip_score, sample_frames
+
         if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
             raise InvalidPrompt("frames must be a T x H x W x 3 array with at least one frame")
-        count = int(self.policy.output.get("sample_frames", 8))
-        picks = np.unique(np.linspace(0, frames.shape[0] - 1, num=min(count, frames.shape[0])).round().astype(int))
-        sample = np.ascontiguousarray(frames[picks]).astype(np.uint8, copy=False)
+        sample = sample_frames(frames, int(self.policy.output.get("sample_frames", 8)))
         scores: dict[str, float] = {}
         reasons: list[Reason] = []
         for screen in self.frame_screens:
             spec = self.policy.output.get(screen.name, {})
-            for category, (score, detail) in screen.score(sample).items():
+            need = int(spec.get("min_frames", 1))
+            if hasattr(screen, "frame_scores"):
+                per_frame = screen.frame_scores(sample)
+            else:  # a screen that only knows its clip-level score
+                per_frame = {c: (np.array([s]), [d]) for c, (s, d) in screen.score(sample).items()}
+            for category, (values, details) in per_frame.items():
                 if category in self.policy.disabled:
                     continue
+                score, frame = clip_score(values, need)
+                detail = details[frame] if details else ""
+                if need > 1 and len(values) > 1:
+                    detail += f" (clip score: reached in {min(need, len(values))} of {len(values)} sampled frames)"
                 key = f"{screen.name}:{category}"
                 scores[key] = score
                 if score >= float(spec.get("block", 1.0)):
@@ -218,8 +235,12 @@ class Moderator:
                 if category in self.policy.categories and action == "block":
                     action = self.policy.categories[category].action
                 reasons.append(Reason(category, score, threshold, action, screen.name, rule=detail))
-        extra = {"screens": [s.name for s in self.frame_screens], "frames_screened": int(picks.size)}
+        extra = {"screens": [s.name for s in self.frame_screens], "frames_screened": len(sample)}
         if not self.frame_screens:
             extra["note"] = ("output screening not configured "
                              "(install the nudenet extra or set CREDENCE_CLIP_CHECKPOINT)")
-        return self._decision("output", scores, reasons, extra)
+        decision = self._decision("output", scores, reasons, extra)
+        if decision.action == "allow":
+            return decision
+        # The category messages speak of requests; here the prompt passed and the video was held.
+        return replace(decision, user_message=OUTPUT_MESSAGES[decision.action])

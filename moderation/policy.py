@@ -194,6 +194,11 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
             value = spec.get(key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
                 raise fail(f"output.{section}.{key}", f"must be a number in [0, 1], got {value!r}")
+        if float(spec["block"]) < float(spec["review"]):
+            raise fail(f"output.{section}.block", f"must be at least review ({spec['review']}), got {spec['block']}")
+        need = spec.get("min_frames", 1)  # sampled frames that must reach a score for the clip to get it
+        if isinstance(need, bool) or not isinstance(need, int) or need < 1:
+            raise fail(f"output.{section}.min_frames", f"must be a positive integer, got {need!r}")
     clip = output.get("clip") or {}
     concepts = clip.get("concepts", {})
     if not isinstance(concepts, dict) or not all(isinstance(v, list) and v for v in concepts.values()):
