@@ -247,6 +247,17 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(Exception, bug)
 
 
+# -- one value per query parameter ------------------------------------------------------------------
+def single_query_values(request: Request) -> None:
+    """Refuse a query parameter given more than once: no route takes a list in its query, and
+    silently keeping the last value would accept a request the OpenAPI document says is invalid."""
+    keys = [key for key, _value in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise RequestValidationError([{"loc": ("query", key), "msg": "given more than once; give it once",
+                                       "type": "value_error", "input": None} for key in repeated])
+
+
 # -- a body that stops arriving --------------------------------------------------------------------
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
@@ -371,7 +382,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         if executor is not None:
             executor.shutdown()
 
-    app = FastAPI(title="Credence", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Credence", version="0.1.0", lifespan=lifespan, dependencies=[Depends(single_query_values)],
                   description="Moderated, watermarked, signed and recorded text-to-video; and verification. "
                               "Errors are RFC 9457 problem details (`application/problem+json`).")
     runtime = Runtime(settings, actor="api")

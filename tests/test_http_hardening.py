@@ -306,3 +306,17 @@ def test_postgres_url_is_scrubbed_by_the_one_handler() -> None:
     for secret in ("hunter2", "127.0.0.1", "5432", "/srv/credence-home", "credence-upload", "psycopg"):
         assert secret not in clean, (secret, clean)
     assert clean.endswith("the upload: bad")
+
+
+def test_a_query_parameter_given_twice_is_refused(live_server) -> None:
+    import httpx
+
+    from .conftest import API_KEY
+
+    with httpx.Client(base_url=live_server.url, timeout=30, headers={"X-API-Key": API_KEY}) as client:
+        answer = client.get("/v1/generations", params=[("limit", "5"), ("limit", "6")])
+        assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "limit"
+        once = client.get("/v1/generations", params={"limit": "5"})
+        assert once.status_code == 200
+        resolution = client.get("/matches/byBinding", params=[("alg", "a"), ("alg", "b"), ("value", "x")])
+        assert resolution.status_code == 400  # the C2PA resolution API's own status for a bad request
