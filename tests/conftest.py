@@ -76,3 +76,27 @@ def live_server(runtime: Runtime) -> Iterator[LiveServer]:
     settings = settings_for(runtime.settings.home, CREDENCE_API_KEYS=API_KEY, CREDENCE_MAX_UPLOAD_BYTES=50_000_000)
     with LiveServer(create_app(settings)) as server:
         yield server
+
+
+def postgres_schema(prefix: str) -> Iterator[str]:
+    """A private schema in the PostgreSQL `test` database, dropped afterwards (skip where unreachable)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        admin = create_engine(POSTGRES_URL)
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except (OperationalError, ImportError) as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.__class__.__name__}")
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -10,14 +10,13 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from credence import db
 from credence.runtime import Runtime
@@ -25,25 +24,11 @@ from provenance.audit_chain import GENESIS, row_hash, signed_head, verify, verif
 from provenance.errors import LedgerError
 from provenance.ledger import Ledger
 
-from .conftest import POSTGRES_URL
+from .conftest import postgres_schema
 
 
 def _postgres_schema() -> Iterator[str]:
-    try:
-        admin = create_engine(POSTGRES_URL)
-        with admin.connect() as conn:
-            conn.execute(text("select 1"))
-    except (OperationalError, ImportError) as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.__class__.__name__}")
-    schema = f"credence_chain_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from postgres_schema("credence_chain")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

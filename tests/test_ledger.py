@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +9,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from credence import db
 from provenance.ledger import AppendOnlyViolation, AuditEntry, Base, Generation, Ledger, mark_from_db, mark_to_db
 
-from .conftest import POSTGRES_URL
+from .conftest import postgres_schema
 
 
 @pytest.fixture
@@ -26,21 +25,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A private schema in the PostgreSQL `test` database, dropped afterwards."""
-    try:
-        admin = create_engine(POSTGRES_URL)
-        with admin.connect() as conn:
-            conn.execute(text("select 1"))
-    except (OperationalError, ImportError) as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.__class__.__name__}")
-    schema = f"credence_test_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from postgres_schema("credence_test")
 
 
 def _schema_diff(url: str) -> list[object]:
