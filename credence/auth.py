@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from provenance.errors import ProvenanceError
 from provenance.ledger import Ledger
-from provenance.ledger.models import SCOPES, ApiKey, Client, utcnow
+from provenance.ledger.models import SCOPES, ApiKey, Client, as_utc, utcnow
 
 KEY_MARKER = "cred"
 OPERATOR = "operator"
@@ -130,17 +130,13 @@ def authenticate(ledger: Ledger, key: str) -> Caller | None:
         if not hmac.compare_digest(expected.encode(), _digest(secret).encode()) or row is None:
             return None
         now = utcnow()
-        if row.revoked_at is not None or (row.expires_at is not None and _aware(row.expires_at) <= now):
+        if row.revoked_at is not None or (row.expires_at is not None and as_utc(row.expires_at) <= now):
             return None
         client = row.client
         if client.disabled:
             return None
-        if row.last_used_at is None or now - _aware(row.last_used_at) > LAST_USED_GRANULARITY:
+        if row.last_used_at is None or now - as_utc(row.last_used_at) > LAST_USED_GRANULARITY:
             s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         return Caller(client_id=client.id, client_name=client.name, key_id=row.id, scopes=frozenset(row.scopes),
                       rate_limit=client.rate_limit, daily_generations=client.daily_generations,
                       operator=client.operator)
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

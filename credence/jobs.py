@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from provenance.ledger import FINAL_STATUSES, Generation, ModerationDecision, StateConflict, states
-from provenance.ledger.models import Client
+from provenance.ledger.models import Client, as_utc, utcnow
 from provenance.recovery import settle
 
 from . import pipeline
@@ -64,7 +64,7 @@ def run_job(runtime: Runtime, moderator_for: ModeratorFor, generation_id: str) -
     if status in FINAL_STATUSES or status == "review":
         return status
     dead = states.owner_is_dead(owner, this_owner=runtime.owner) if status == "running" else False
-    if status == "running" and attempts >= MAX_ATTEMPTS and (dead or _expired(expires)):
+    if status == "running" and attempts >= MAX_ATTEMPTS and (dead or expires is None or as_utc(expires) < utcnow()):
         _give_up(runtime, generation_id, owner if dead else None, attempts)
         return "failed"
     try:
@@ -107,12 +107,6 @@ def run_job(runtime: Runtime, moderator_for: ModeratorFor, generation_id: str) -
         notify_if_final(runtime, generation_id)
 
 
-def _expired(expires: Any) -> bool:
-    from provenance.ledger.models import utcnow
-
-    return expires is None or (expires if expires.tzinfo else expires.replace(tzinfo=utcnow().tzinfo)) < utcnow()
-
-
 def _give_up(runtime: Runtime, generation_id: str, dead_owner: str | None, attempts: int) -> None:
     try:
         with runtime.ledger.session() as s:
@@ -150,7 +144,6 @@ class InProcessExecutor:
         self.runtime = runtime
         self.moderator_for = moderator_for
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credence-job")
-        self._lock = threading.Lock()
 
     def enqueue(self, generation_id: str) -> None:
         """Run the job soon, in this process."""

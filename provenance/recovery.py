@@ -16,7 +16,6 @@ Afterwards there is no file at a final path without its record, nor a record wit
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .ledger import Generation, Ledger, PublishedFile, states
-from .ledger.models import Fingerprint, utcnow
+from .ledger.models import Fingerprint, as_utc, utcnow
 from .publish import TEMP_PREFIX, file_sha256, fsync_dir, temp_paths
 
 #: `.credence-<generation id>.<part><suffix>`: the temporaries `provenance.publish` writes.
@@ -75,7 +74,7 @@ def recover(ledger: Ledger, *, owner: str, folders: Iterable[Path] = (), managed
     for generation_id, lease_owner, expires in rows:
         report.examined += 1
         dead = states.owner_is_dead(lease_owner, this_owner=owner)
-        if not dead and expires is not None and _aware(expires) > now:
+        if not dead and expires is not None and as_utc(expires) > now:
             continue  # a live process holds it
         folder = _repair(ledger, generation_id, owner, lease_owner if dead else None, lease_seconds, actor, report,
                          requeue)
@@ -86,13 +85,6 @@ def recover(ledger: Ledger, *, owner: str, folders: Iterable[Path] = (), managed
     if check_published:
         _check_published(ledger, managed, report)
     return report
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; every ledger timestamp is UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment
 
 
 def _repair(ledger: Ledger, generation_id: str, owner: str, dead_owner: str | None, lease_seconds: float,

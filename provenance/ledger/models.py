@@ -73,6 +73,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A ledger timestamp as an aware UTC datetime (SQLite hands them back naive)."""
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
 class Base(DeclarativeBase):
     """Declarative base; `type_annotation_map` keeps JSON portable across both databases."""
 
