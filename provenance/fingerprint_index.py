@@ -1,51 +1,70 @@
-"""The fingerprint match index: every published clip's hashes in memory, found by multi-index hashing.
+"""The fingerprint match index: FAISS finds candidate clips, exact scoring names the match.
 
-The ledger is the one source of truth (HMA's rule); this index is a cache of it that any process
-can rebuild. `refresh()` loads only rows with an id above the last one seen, so a clip published
-a second ago by another process is matchable on the next query. A refresh that fails (the
-database is down) leaves the index as it was and marks it stale; the first refresh that works
-again reloads everything, since the database that came back may not be the one that left (a
-restore, a fail-over): rows may have gone and ids may have restarted.
+The ledger is the one source of truth (HMA's rule); this index is derived from it and can be
+thrown away and rebuilt (`credence index rebuild`). It has three ways to get current:
+
+* a **snapshot** on disk (`provenance.index.store`): the stored hashes as memory-mapped flat
+  files plus the FAISS candidate index, written atomically; loading one is reading the FAISS
+  file (10M clips in seconds), never a pass over the ledger;
+* a **tail** of the ledger: `refresh()` loads only the fingerprint rows with an id above the last
+  one the index holds, so a clip published a moment ago by another process is matched by the
+  next query of every API process, without a rebuild;
+* a **full reload** when the ledger is not the one the index was built from (ids below the last
+  one seen: a restore, a fail-over) or after a refresh failed (the index is then stale).
 
 Search runs in two stages:
 
-1. Candidates. Each 64-bit pHash is split into `chunks` slices; an entry within Hamming
-   distance d of a query hash has (pigeonhole) at least one slice within floor(d / chunks) bits.
-   One sorted table per slice with a bucket-offset array turns "all entries whose slice is within
-   1 bit of the query's" into a few array look-ups. New entries wait in a small delta that is
-   scanned directly, until it is merged.
-2. Scoring. For the few candidate clips, every stored hash is compared with every query hash;
-   the matches of one hypothesis (stored region, query sub-crop, time offset) are counted per
-   stored second. An attack is the same edit for the whole clip, so true matches agree on one
-   hypothesis, while chance look-alikes scatter over many.
+1. Candidates: every query pHash (samples × sub-crop variants) is looked up in a FAISS
+   `IndexBinaryHash` over the stored pHashes (the entries within MAX_PHASH bits whose hash key,
+   20 middle bits of the DCT band, is within `nflip` bits of the query's); the dHash of each hit
+   is then checked too, and the clips with the most near entries are kept.
+2. Scoring: for those few clips every stored hash is compared with every query hash; matches of
+   one hypothesis (stored region, query sub-crop, time offset) are counted per stored second.
+   An attack is the same edit for the whole clip, so true matches agree on one hypothesis, while
+   chance look-alikes scatter over many.
+
+Why FAISS's hash index and not its multi-hash, IVF or pgvector: `bench/index_compare.py` and
+docs/architecture.md ("The fingerprint index at scale").
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 
 from .fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
+from .index.store import ClipStore, SnapshotError, SnapshotWriter, current_snapshot, open_snapshot
 from .ledger import Ledger
 
 #: A stored and a query hash "match" when their pHash and dHash are both this close.
 MAX_PHASH = 12
 MAX_COMBINED = 24
 
-#: New entries go to a small delta with its own tables (re-sorted on each load, cheap); the
-#: main tables are rebuilt when the delta passes this many entries or a tenth of the main.
-DELTA_LIMIT = 20_000
-
-#: Past this many entries, slices are probed exactly (radius 0) rather than within one bit:
-#: 22 times fewer candidates; a true clip is still found through its many samples and variants.
-EXACT_PROBE_ENTRIES = 30_000_000
-
 #: Candidate clips scored exactly per query.
 MAX_CANDIDATES = 32
+
+#: The FAISS hash key is this many bits of the pHash (at most): 2**20 buckets keep the bucket
+#: table small (a bucket costs ~100 bytes) while 240M entries give ~230 entries a bucket.
+MAX_HASH_BITS = 20
+#: The key's bits start this far into the pHash (imagehash order, DC coefficient first): the
+#: middle of the 8×8 DCT band, balanced bits that survive compression better than the last rows.
+KEY_SHIFT = 22
+#: Buckets probed: all keys within `nflip` bits of the query's. Two flips below this many
+#: entries, one above it (the cost of a probe grows with entries per bucket × C(bits, nflip)).
+NFLIP2_ENTRIES = 30_000_000
+
+#: The candidate index file inside a snapshot folder.
+CANDIDATES_FILE = "candidates.faiss"
+
+#: Ledger rows read per batch when loading or rebuilding.
+LOAD_BATCH = 20_000
 
 
 @dataclass(frozen=True)
@@ -68,228 +87,304 @@ class FingerprintMatch:
                 "matched_seconds": self.matched_seconds, "expected_seconds": self.expected_seconds,
                 "mean_distance": round(self.mean_distance, 2), "offset_s": self.offset_s}
 
+    def sort_key(self) -> tuple[float, float, float, int]:
+        """Best first: most matched seconds, then similarity, then the smallest distance."""
+        return (-self.matched_seconds, -self.similarity, self.mean_distance, self.row_id)
 
-class _Tables:
-    """Sorted slice tables over a fixed set of entries (rebuilt, never edited)."""
 
-    def __init__(self, phash: np.ndarray, chunks: int) -> None:
-        self.chunks = chunks
-        self.bits = 64 // chunks
-        self.order: list[np.ndarray] = []
-        self.offsets: list[np.ndarray] = []
-        mask = np.uint64((1 << self.bits) - 1)
-        for c in range(chunks):
-            key = ((phash >> np.uint64(c * self.bits)) & mask).astype(np.uint32)
-            order = np.argsort(key, kind="stable").astype(np.uint32)
-            counts = np.bincount(key, minlength=1 << self.bits)
-            offsets = np.zeros((1 << self.bits) + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            self.order.append(order)
-            self.offsets.append(offsets)
+def hash_codes(phash: np.ndarray) -> np.ndarray:
+    """pHashes as FAISS binary codes (n × 8 bytes) whose first bits are the hash key.
 
-    @property
-    def nbytes(self) -> int:
-        return sum(o.nbytes for o in self.order) + sum(o.nbytes for o in self.offsets)
+    FAISS's hash index keys a code by its first bits (least significant first): rotating the
+    pHash right by KEY_SHIFT puts DCT coefficients 22-41 there.
+    """
+    h = np.ascontiguousarray(phash, dtype=np.uint64).reshape(-1)
+    rotated = (h >> np.uint64(KEY_SHIFT)) | (h << np.uint64(64 - KEY_SHIFT))
+    return rotated.astype("<u8").view(np.uint8).reshape(-1, 8)
 
-    def candidates(self, queries: np.ndarray, radius: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(entry, query) pairs whose slice is within `radius` (0 or 1) bits of each other.
 
-        Pairs, not entries: each candidate is then compared with the one query hash that found
-        it, so the cost grows with the candidates, not with candidates × queries.
-        """
-        mask = np.uint64((1 << self.bits) - 1)
-        flips = np.array([0] + ([1 << b for b in range(self.bits)] if radius else []), dtype=np.int64)
-        entries, owners = [], []
-        for c in range(self.chunks):
-            key = ((queries >> np.uint64(c * self.bits)) & mask).astype(np.int64)
-            probes = (key[:, None] ^ flips[None, :]).reshape(-1)
-            probe_query = np.repeat(np.arange(queries.size), flips.size)
-            starts, ends = self.offsets[c][probes], self.offsets[c][probes + 1]
-            sizes = ends - starts
-            total = int(sizes.sum())
-            if total == 0:
-                continue
-            # Concatenate the ranges [start, end) without a Python loop.
-            idx = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(total)
-            entries.append(self.order[c][idx])
-            owners.append(np.repeat(probe_query, sizes))
-        if not entries:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(entries).astype(np.int64), np.concatenate(owners)
+def hash_bits_for(entries: int) -> int:
+    """Key bits for an index of `entries`: about 64 entries a bucket, at most MAX_HASH_BITS."""
+    return int(min(MAX_HASH_BITS, max(8, np.ceil(np.log2(max(entries, 1) / 64)))))
+
+
+def shard_of(key: str | int, shards: int) -> int:
+    """The shard that holds a clip: CRC-32 of its generation id (uniform over random UUIDs)."""
+    return zlib.crc32(str(key).encode()) % shards
 
 
 class FingerprintIndex:
-    """All stored fingerprints in memory, with multi-index hashing for candidate look-up."""
+    """Stored fingerprints (snapshot + tail) with a FAISS candidate index, kept fresh from the ledger.
 
-    def __init__(self, ledger: Ledger | None = None, *, chunks: int | None = None) -> None:
+    `snapshot_dir` is where `rebuild`/`write_snapshot` put snapshots and where the first load
+    looks for one. `shard` = (k, n) keeps only the clips whose generation falls in shard k of n.
+    """
+
+    def __init__(self, ledger: Ledger | None = None, *, snapshot_dir: Path | None = None,
+                 shard: tuple[int, int] | None = None, nflip: int | None = None) -> None:
+        import faiss  # imported here: `credence --help` and manifest-only verification never load it
+
+        self._faiss = faiss
         self.ledger = ledger
+        self.snapshot_dir = snapshot_dir
+        self.shard = shard
         self.regions = len(STORED_REGIONS)
-        self._chunks = chunks
-        self._lock = threading.Lock()
-        self._clear()
+        self._nflip = nflip
+        self._lock = threading.RLock()
+        self._generation: dict[int, str] = {}
+        self.loaded_from: str | None = None
+        self._reset()
+        self._needs_load = ledger is not None or snapshot_dir is not None
+
+    def _reset(self, hash_bits: int = 8) -> None:
+        self.store = ClipStore(self.regions)
+        self._stale = False
+        self._hash = self._faiss.IndexBinaryHash(64, hash_bits)
+        self._hash_bits_entries = 0  # entries the key size was chosen for
+        self._set_nflip()
+
+    def _set_nflip(self) -> None:
+        n = self.store.entries
+        self._hash.nflip = self._nflip if self._nflip is not None else (2 if n < NFLIP2_ENTRIES else 1)
 
     # -- loading -----------------------------------------------------------------------------
+    def _first_load(self) -> None:
+        """Open the snapshot if there is a usable one (then only the tail is read from the ledger)."""
+        self._needs_load = False
+        folder = current_snapshot(self.snapshot_dir) if self.snapshot_dir else None
+        if folder is None:
+            return
+        try:
+            self.load_snapshot(folder)
+        except SnapshotError:
+            self._reset()  # unusable: the ledger fills the index instead
+
+    def load_snapshot(self, folder: Path) -> None:
+        """Make a snapshot folder the base of the index (the tail is dropped)."""
+        segment, meta = open_snapshot(folder, self.regions)
+        if meta.get("algorithm") != ALGORITHM or meta.get("shard") != (list(self.shard) if self.shard else None):
+            raise SnapshotError(f"{folder.name}: algorithm {meta.get('algorithm')}, shard {meta.get('shard')}")
+        hash_file = folder / CANDIDATES_FILE
+        if not hash_file.exists():
+            raise SnapshotError(f"{folder.name}: no {CANDIDATES_FILE}")
+        index = self._faiss.read_index_binary(str(hash_file))
+        if index.ntotal != segment.entries:
+            raise SnapshotError(f"{folder.name}: the candidate index holds {index.ntotal} entries, "
+                                f"not {segment.entries}")
+        with self._lock:
+            self._reset()
+            self.store.base = segment
+            self.store.last_row = int(meta.get("last_row", 0))
+            self.store.meta = meta
+            self._hash = self._faiss.downcast_IndexBinary(index)
+            self._hash_bits_entries = max(1, segment.entries)
+            self._set_nflip()
+            self.loaded_from = folder.name
+
     def refresh(self) -> int:
-        """Load fingerprints recorded since the last refresh; returns how many clips were added.
+        """Load fingerprints recorded since the last refresh (the tail); returns how many clips were added.
 
         Raises the ledger's error when it cannot be read (the caller says "ledger unavailable");
         the index then stays as it was, marked stale, and the next refresh that works reloads it.
         """
-        if self.ledger is None:
-            return 0
-        from .ledger.models import Fingerprint
-
         with self._lock:
+            if self._needs_load:
+                self._first_load()
+            if self.ledger is None:
+                return 0
+            from .ledger.models import Fingerprint
+
             try:
                 with self.ledger.session() as s:
                     newest = s.scalar(select(func.max(Fingerprint.id))) or 0
-                    # Ids below the last one seen: this is not the database the index was built from.
-                    full = self._stale or newest < self._last_row
-                    since = 0 if full else self._last_row
-                    rows = s.execute(
-                        select(Fingerprint.id, Fingerprint.generation_id, Fingerprint.regions, Fingerprint.hashes,
-                               Fingerprint.informative)
-                        .where(Fingerprint.id > since, Fingerprint.algorithm == ALGORITHM)
-                        .order_by(Fingerprint.id)).all()
+                # Ids below the last one seen: this is not the database the index was built from.
+                # Start again from the snapshot if it is not ahead of this ledger, else from nothing.
+                if self._stale or newest < self.store.last_row:
+                    self._reset()
+                    self.loaded_from = None
+                    self._first_load()
+                    if self.store.last_row > newest:
+                        self._reset()
+                        self.loaded_from = None
+                added = 0
+                while True:
+                    batch = self._read_rows(self.store.last_row, LOAD_BATCH)
+                    if not batch:
+                        break
+                    added += self._add_rows(batch)
+                    if len(batch) < LOAD_BATCH:
+                        break
             except Exception:
                 self._stale = True
                 raise
-            if full:
-                self._clear()
-            for row_id, generation_id, regions, hashes, flags in rows:
-                if regions == self.regions:
-                    self._pending.append((row_id, generation_id, ClipFingerprint.from_blobs(hashes, flags, regions)))
-                self._last_row = max(self._last_row, row_id)
-            added = len(self._pending)
-            self._flush_pending()
             return added
 
-    def _clear(self) -> None:
-        """Start empty (at construction, and before a full reload from the ledger)."""
-        self._last_row = 0
-        # Set when a refresh failed: the next one that works reloads from scratch.
-        self._stale = False
-        # Per entry (one stored hash): pHash and dHash; a clip's entries are contiguous,
-        # seconds × regions in order, so the owner of an entry is found in `_start`.
-        self._phash = np.zeros(0, dtype=np.uint64)
-        self._dhash = np.zeros(0, dtype=np.uint64)
-        # Per clip: its ledger row, its first entry, its seconds and which are informative.
-        self._rows = np.zeros(0, dtype=np.int64)
-        self._start = np.zeros(1, dtype=np.int64)
-        self._seconds = np.zeros(0, dtype=np.int32)
-        self._informative = np.zeros(0, dtype=bool)  # per stored second, all clips in order
-        self._generation: dict[int, str] = {}
-        self._tables: _Tables | None = None
-        self._indexed = 0  # entries covered by the main tables; the rest is the delta
-        self._delta: _Tables | None = None
-        self._pending: list[tuple[int, str | None, ClipFingerprint]] = []
+    def _read_rows(self, after: int, limit: int) -> list[Any]:
+        from .ledger.models import Fingerprint
+
+        assert self.ledger is not None
+        with self.ledger.session() as s:
+            return list(s.execute(
+                select(Fingerprint.id, Fingerprint.generation_id, Fingerprint.regions, Fingerprint.hashes,
+                       Fingerprint.informative)
+                .where(Fingerprint.id > after, Fingerprint.algorithm == ALGORITHM)
+                .order_by(Fingerprint.id).limit(limit)).all())
+
+    def _keeps(self, row_id: int, generation_id: str | None) -> bool:
+        if self.shard is None:
+            return True
+        k, n = self.shard
+        return shard_of(generation_id if generation_id is not None else row_id, n) == k
+
+    def _add_rows(self, rows: list[Any]) -> int:
+        clips = []
+        for row_id, generation_id, regions, hashes, flags in rows:
+            self.store.last_row = max(self.store.last_row, int(row_id))
+            if regions == self.regions and self._keeps(row_id, generation_id):
+                clips.append((int(row_id), ClipFingerprint.from_blobs(hashes, flags, regions)))
+        self._append_clips(clips)
+        return len(clips)
+
+    def _append_clips(self, clips: list[tuple[int, ClipFingerprint]]) -> None:
+        if not clips:
+            return
+        rows = np.array([r for r, _ in clips], dtype=np.int64)
+        seconds = np.array([fp.seconds for _, fp in clips], dtype=np.int32)
+        ph = np.concatenate([fp.phash.reshape(-1) for _, fp in clips])
+        dh = np.concatenate([fp.dhash.reshape(-1) for _, fp in clips])
+        inf = np.concatenate([fp.informative for _, fp in clips])
+        self._append_arrays(rows, seconds, ph, dh, inf)
+
+    def _append_arrays(self, rows: np.ndarray, seconds: np.ndarray, ph: np.ndarray, dh: np.ndarray,
+                       inf: np.ndarray) -> None:
+        _, first_entry = self.store.append(rows, seconds, ph, dh, inf)
+        entries = self.store.entries
+        if entries > 4 * max(self._hash_bits_entries, 1) and hash_bits_for(entries) > self._hash.b:
+            self.rebuild()  # the key was sized for a much smaller index: re-key everything
+            return
+        self._hash.add_with_ids(hash_codes(ph), np.arange(first_entry, first_entry + ph.size, dtype=np.int64))
+        self._set_nflip()
 
     def add(self, row_id: int, generation_id: str | None, fingerprint: ClipFingerprint) -> None:
         """Add one clip (for tests and benchmarks that have no ledger)."""
         with self._lock:
-            self._pending.append((row_id, generation_id, fingerprint))
-            self._flush_pending()
+            if self._needs_load:
+                self._first_load()
+            if generation_id is not None:
+                self._generation[row_id] = generation_id
+            if self._keeps(row_id, generation_id):
+                self._append_clips([(row_id, fingerprint)])
 
-    def add_bulk(self, row_ids: np.ndarray, phash: np.ndarray, dhash: np.ndarray,
-                 informative: np.ndarray) -> None:
-        """Add many clips of equal length at once: arrays of clips × seconds × regions (benchmarks).
-
-        The tables are not touched: call `rebuild()` after the last batch.
-        """
+    def add_bulk(self, row_ids: np.ndarray, phash: np.ndarray, dhash: np.ndarray, informative: np.ndarray) -> None:
+        """Add many clips of equal length at once: arrays of clips × seconds × regions (benchmarks)."""
         n, seconds, regions = phash.shape
         assert regions == self.regions
         with self._lock:
-            self._append(row_ids.astype(np.int64), np.full(n, seconds, dtype=np.int32),
-                         phash.reshape(-1), dhash.reshape(-1), seconds * regions, maintain=False)
-            self._informative = np.concatenate([self._informative, informative.astype(bool).reshape(-1)])
-
-    def _flush_pending(self) -> None:
-        if not self._pending:
-            return
-        rows, secs, ph, dh, flags = [], [], [], [], []
-        for row_id, generation_id, fp in self._pending:
-            rows.append(row_id)
-            secs.append(fp.seconds)
-            ph.append(fp.phash.reshape(-1))
-            dh.append(fp.dhash.reshape(-1))
-            flags.append(fp.informative)
-            if generation_id is not None:
-                self._generation[row_id] = generation_id
-        self._pending = []
-        self._informative = np.concatenate([self._informative, *flags])
-        sizes = np.array([len(h) for h in ph], dtype=np.int64)
-        self._append(np.array(rows, dtype=np.int64), np.array(secs, dtype=np.int32), np.concatenate(ph),
-                     np.concatenate(dh), sizes)
-
-    def _append(self, rows: np.ndarray, seconds: np.ndarray, ph: np.ndarray, dh: np.ndarray,
-                sizes: np.ndarray | int, *, maintain: bool = True) -> None:
-        sizes = np.broadcast_to(np.asarray(sizes, dtype=np.int64), rows.shape)
-        self._phash = np.concatenate([self._phash, ph.astype(np.uint64)])
-        self._dhash = np.concatenate([self._dhash, dh.astype(np.uint64)])
-        self._rows = np.concatenate([self._rows, rows])
-        self._seconds = np.concatenate([self._seconds, seconds])
-        self._start = np.concatenate([self._start, self._start[-1] + np.cumsum(sizes)])
-        pending = self._phash.size - self._indexed
-        if not maintain:
-            return
-        if pending > max(DELTA_LIMIT, self._indexed // 10):
-            self.rebuild()
-        elif pending:
-            self._delta = _Tables(self._phash[self._indexed:], 4)
+            if self._needs_load:
+                self._first_load()
+            self._append_arrays(row_ids.astype(np.int64), np.full(n, seconds, dtype=np.int32), phash.reshape(-1),
+                                dhash.reshape(-1), informative.astype(bool).reshape(-1))
 
     def rebuild(self) -> None:
-        """Rebuild the sorted slice tables over every entry (the delta becomes empty)."""
-        n = self._phash.size
-        # Slices of 16 bits while buckets stay small, then 21: the candidates a probe returns
-        # grow with entries / 2**bits, and 21-bit slices still find every pair within 5 bits.
-        chunks = self._chunks or (4 if n < 500_000 else 3)
-        self._tables = _Tables(self._phash, chunks) if n else None
-        self._indexed = n
-        self._delta = None
+        """Re-create the candidate index over every stored entry, with a key sized for them."""
+        with self._lock:
+            entries = self.store.entries
+            index = self._faiss.IndexBinaryHash(64, hash_bits_for(entries))
+            start = 0
+            for part in self.store.all_phash():
+                for lo in range(0, part.size, 10_000_000):
+                    chunk = np.asarray(part[lo: lo + 10_000_000])
+                    ids = np.arange(start + lo, start + lo + chunk.size, dtype=np.int64)
+                    index.add_with_ids(hash_codes(chunk), ids)
+                start += part.size
+            self._hash = index
+            self._hash_bits_entries = max(1, entries)
+            self._set_nflip()
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def write_snapshot(self, folder: Path | None = None) -> Path:
+        """Write what the index holds now as the current snapshot of `folder` (atomically)."""
+        folder = folder or self.snapshot_dir
+        if folder is None:
+            raise ValueError("no snapshot folder: give one, or create the index with snapshot_dir")
+        with self._lock:
+            writer = SnapshotWriter(folder, self.regions)
+            try:
+                segments = [self.store.base] + ([self.store.tail] if self.store.clips > self.store.base.clips else [])
+                for seg in segments:
+                    step = 1_000_000
+                    for lo in range(0, seg.clips, step):
+                        hi = min(seg.clips, lo + step)
+                        e_lo, e_hi = int(seg.starts[lo]), int(seg.starts[hi])
+                        s_lo, s_hi = int(seg.second_starts[lo]), int(seg.second_starts[hi])
+                        writer.write(np.asarray(seg.rows[lo:hi]), np.asarray(seg.seconds[lo:hi]),
+                                     np.asarray(seg.phash[e_lo:e_hi]), np.asarray(seg.dhash[e_lo:e_hi]),
+                                     np.asarray(seg.informative[s_lo:s_hi]))
+                index = self._hash
+                return writer.commit(self._meta(), {CANDIDATES_FILE: lambda p: self._faiss.write_index_binary(
+                    index, str(p))})
+            except BaseException:
+                writer.abort()
+                raise
+
+    def _meta(self) -> dict[str, Any]:
+        return {"algorithm": ALGORITHM, "last_row": self.store.last_row, "hash_bits": int(self._hash.b),
+                "shard": list(self.shard) if self.shard else None}
 
     # -- figures -----------------------------------------------------------------------------
     @property
     def clips(self) -> int:
         """Clips in the index."""
-        return int(self._rows.size)
+        return self.store.clips
 
     @property
     def entries(self) -> int:
         """Stored hashes in the index."""
-        return int(self._phash.size)
+        return self.store.entries
+
+    @property
+    def last_row(self) -> int:
+        """The highest ledger fingerprint row the index has seen."""
+        return self.store.last_row
+
+    @property
+    def candidate_bytes(self) -> int:
+        """Approximate memory of the FAISS candidate index: an id and the rest of the code per
+        entry, plus the bucket table."""
+        b = int(self._hash.b)
+        return int(self.entries * (8 + (64 - b + 7) // 8) + min(self.entries, 2 ** b) * 100)
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the index arrays."""
-        arrays = (self._phash, self._dhash, self._rows, self._start, self._seconds, self._informative)
-        return sum(a.nbytes for a in arrays) + (self._tables.nbytes if self._tables else 0) + (
-            self._delta.nbytes if self._delta else 0)
+        """Resident memory the index needs: the candidate index and the in-memory tail (the
+        snapshot's arrays are mapped from disk and paged in only for the clips a query scores)."""
+        return self.candidate_bytes + self.store.nbytes
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every stored array, base then tail (to compare two indexes)."""
+        segs = [self.store.base] + ([self.store.tail] if self.store.clips > self.store.base.clips else [])
+        return {name: np.concatenate([np.asarray(getattr(s, name)) for s in segs])
+                for name in ("rows", "seconds", "phash", "dhash", "informative")}
 
     # -- search ------------------------------------------------------------------------------
     def candidates(self, query: QueryFingerprint, *, limit: int = MAX_CANDIDATES) -> np.ndarray:
         """Clip numbers with the most near entries to the query's hashes (stage 1)."""
         mask = query.informative
-        if not mask.any() or self._phash.size == 0:
+        if not mask.any() or self.store.entries == 0:
             return np.zeros(0, dtype=np.int64)
-        qp = query.phash[mask].reshape(-1)
-        qd = query.dhash[mask].reshape(-1)
-        hits = []
-        for tables, base in ((self._tables, 0), (self._delta, self._indexed)):
-            if tables is None:
-                continue
-            radius = 1 if self._phash.size < EXACT_PROBE_ENTRIES else 0
-            entry, which = tables.candidates(qp, radius)
-            entry += base
-            near = _close(self._phash[entry], self._dhash[entry], qp[which], qd[which])
-            hits.append(self._owner(entry[near]))
-        if not hits:
+        qp = np.ascontiguousarray(query.phash[mask].reshape(-1))
+        qd = np.ascontiguousarray(query.dhash[mask].reshape(-1))
+        # FAISS returns binary range hits strictly below the radius.
+        lims, dist, entry = self._hash.range_search(hash_codes(qp), MAX_PHASH + 1)
+        if entry.size == 0:
             return np.zeros(0, dtype=np.int64)
-        owners, counts = np.unique(np.concatenate(hits), return_counts=True)
+        which = np.repeat(np.arange(qp.size), np.diff(lims.astype(np.int64)))
+        entry = entry.astype(np.int64)
+        near = (dist <= MAX_PHASH) & (dist + hamming(self.store.dhash_of(entry), qd[which]) <= MAX_COMBINED)
+        if not near.any():
+            return np.zeros(0, dtype=np.int64)
+        owners, counts = np.unique(self.store.owners(entry[near]), return_counts=True)
         return owners[np.argsort(-counts, kind="stable")[:limit]].astype(np.int64)
-
-    def _owner(self, entries: np.ndarray) -> np.ndarray:
-        """The clip number of each entry."""
-        return np.searchsorted(self._start, entries, side="right") - 1
 
     def search(self, query: QueryFingerprint, *, limit: int = 5) -> list[FingerprintMatch]:
         """The stored clips the query matches, best first (stage 1 then exact scoring)."""
@@ -297,29 +392,24 @@ class FingerprintIndex:
         with self._lock:
             clips = self.candidates(query)
             results = [m for m in (self._score(int(c), query) for c in clips) if m is not None]
-        results.sort(key=lambda m: (-m.matched_seconds, -m.similarity, m.mean_distance))
-        results = results[:limit]
-        if self.ledger is not None and any(m.generation_id is None for m in results):
-            results = [self._with_generation(m) for m in results]
-        return results
+        results.sort(key=FingerprintMatch.sort_key)
+        return self.with_generations(results[:limit])
 
-    def _with_generation(self, match: FingerprintMatch) -> FingerprintMatch:
-        if match.generation_id is not None or self.ledger is None:
-            return match
-        from dataclasses import replace
-
+    def with_generations(self, matches: list[FingerprintMatch]) -> list[FingerprintMatch]:
+        """The matches with their generation ids (asked of the ledger in one query when unknown)."""
+        missing = [m.row_id for m in matches if m.generation_id is None]
+        if not missing or self.ledger is None:
+            return matches
         from .ledger.models import Fingerprint
 
         with self.ledger.session() as s:
-            generation_id = s.scalar(select(Fingerprint.generation_id).where(Fingerprint.id == match.row_id))
-        return replace(match, generation_id=generation_id)
+            found = dict(s.execute(select(Fingerprint.id, Fingerprint.generation_id)
+                                   .where(Fingerprint.id.in_(missing))).all())
+        return [m if m.generation_id is not None else replace(m, generation_id=found.get(m.row_id))
+                for m in matches]
 
     def _score(self, clip: int, query: QueryFingerprint) -> FingerprintMatch | None:
-        lo, hi = int(self._start[clip]), int(self._start[clip + 1])
-        seconds = int(self._seconds[clip])
-        stored_ok = self._informative[lo // self.regions: hi // self.regions]
-        ph = self._phash[lo:hi].reshape(seconds, self.regions)
-        dh = self._dhash[lo:hi].reshape(seconds, self.regions)
+        row_id, seconds, ph, dh, stored_ok = self.store.clip(clip)
         qmask = query.informative
         qp, qd, qt = query.phash[qmask], query.dhash[qmask], query.times[qmask]
         # distances: query samples × query variants × stored seconds × regions
@@ -348,25 +438,58 @@ class FingerprintIndex:
         span = (np.arange(seconds) + 0.25 - offset_s)
         inside = (span >= -0.25) & (span <= query.duration - 0.25)
         expected = max(1, int((inside & stored_ok).sum()))
-        row_id = int(self._rows[clip])
         return FingerprintMatch(row_id, self._generation.get(row_id), matched, expected,
                                 min(1.0, matched / expected), -neg_mean, r, v, offset_s)
 
 
-def _close(p1: np.ndarray, d1: np.ndarray, p2: np.ndarray, d2: np.ndarray) -> np.ndarray:
-    """Which pairs of (pHash, dHash) are a match under MAX_PHASH and MAX_COMBINED (broadcasting)."""
-    p = hamming(p1, p2)
-    return (p <= MAX_PHASH) & (p + hamming(d1, d2) <= MAX_COMBINED)
+def build_snapshot(ledger: Ledger, folder: Path, *, shard: tuple[int, int] | None = None,
+                   batch: int = LOAD_BATCH) -> FingerprintIndex:
+    """Rebuild from the ledger alone: every fingerprint row, written as a new current snapshot.
+
+    Rows are read in id order, batch by batch; the new snapshot replaces the old one only once
+    it is complete (a rebuild that fails leaves the old one current). Returns the index, loaded
+    from the snapshot it wrote.
+    """
+    index = FingerprintIndex(ledger, shard=shard)
+    index._needs_load = False
+    while True:
+        rows = index._read_rows(index.store.last_row, batch)
+        if not rows:
+            break
+        index._add_rows(rows)
+        if len(rows) < batch:
+            break
+    index.rebuild()
+    path = index.write_snapshot(folder)
+    fresh = FingerprintIndex(ledger, snapshot_dir=folder, shard=shard)
+    fresh.load_snapshot(path)
+    fresh._needs_load = False
+    return fresh
+
+
+def default_snapshot_dir(ledger: Ledger) -> Path | None:
+    """Where a ledger's index snapshot lives by default: `index/` beside a SQLite ledger file.
+
+    A server ledger (PostgreSQL) has no folder of its own: its API processes are given one
+    (`index_for(..., snapshot_dir=)`), or start from the ledger.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(ledger.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / "index"
+    return None
 
 
 _INDEXES: weakref.WeakKeyDictionary[Ledger, FingerprintIndex] = weakref.WeakKeyDictionary()
 _INDEXES_LOCK = threading.Lock()
 
 
-def index_for(ledger: Ledger) -> FingerprintIndex:
-    """The process-wide index over `ledger` (built on first use, refreshed on every search)."""
+def index_for(ledger: Ledger, *, snapshot_dir: Path | None = None) -> FingerprintIndex:
+    """The process-wide index over `ledger` (snapshot + tail on first use, tail on every search)."""
     with _INDEXES_LOCK:
         index = _INDEXES.get(ledger)
         if index is None:
-            index = _INDEXES[ledger] = FingerprintIndex(ledger)
+            index = _INDEXES[ledger] = FingerprintIndex(
+                ledger, snapshot_dir=snapshot_dir or default_snapshot_dir(ledger))
         return index
