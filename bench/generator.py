@@ -8,10 +8,13 @@ Alignment: every held-out combination (never in training) and as many seen ones,
 model's native size and delivered size, then read by the analytic checker of `generator.scorer`
 (background from the border, object colour from the foreground mask, direction from the centroid
 track, shape from the fill ratio). The checker's own accuracy on real procedural clips is the
-sanity row. Speed: wall seconds per clip at native size (17 x 64 x 64, 20 steps, CFG), on this
-CPU with `--threads` torch threads, and the share of wall time that publishing (watermark,
-H.264 encode, fingerprints, C2PA signing and the ledger commit, into a throw-away CREDENCE_HOME)
-adds to generation. Writes bench/results/generator.json.
+sanity row. The README's main job ("a red circle moving left on a blue background", seeds 0-9) is
+generated and screened by the shipped policy's output screens exactly as `credence generate` does:
+published (not held) and read right. Speed: wall seconds per clip at native size (17 x 64 x 64, 20
+steps, CFG) with `--time-threads` torch threads, timed under /tmp/credence-timing.lock so helpers on
+a shared box never time at once (the load average is recorded beside it), and the share of wall
+time that publishing (watermark, H.264 encode, fingerprints, C2PA signing and the ledger commit,
+into a throw-away CREDENCE_HOME) adds to generation. Writes bench/results/generator.json.
 """
 
 from __future__ import annotations
@@ -31,12 +34,61 @@ from generator.data import HELD_OUT, TRAIN_COMBOS, all_combos, render_clip
 from generator.scorer import score_clips
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator.json"
-TARGETS = {"colour": 0.90, "background": 0.90, "direction": 0.80, "shape": 0.60, "all": 0.50}
+TARGETS = {"colour": 0.90, "background": 0.95, "direction": 0.80, "shape": 0.60, "all": 0.50}
 SPEED_TARGET_S = 20.0
+README_PROMPT = "a red circle moving left on a blue background"
+TIMING_LOCK = "/tmp/credence-timing.lock"  # helpers on a shared box never time at once
+
+
+def readme_job(model: TextToVideoModel, seeds: list[int]) -> dict:
+    """The README's main job, as `credence generate` runs it: generate, screen the output, read it.
+
+    Published = the shipped policy's output screens neither block nor hold the clip for review.
+    """
+    from generator.data import Combo
+    from generator.scorer import read_clip
+    from moderation import Moderator, load_policy
+
+    moderator = Moderator.load(load_policy())
+    combo = Combo("red", "circle", "left", "blue")
+    rows = []
+    for seed in seeds:
+        clip = model.generate(GenerationRequest(README_PROMPT, seed=seed))
+        decision = moderator.screen_frames(clip.frames)
+        reading = read_clip(clip.frames)
+        ok = reading.matches(combo)
+        rows.append({"seed": seed, "action": decision.action, "scores": decision.to_dict().get("scores"),
+                     "read": reading.__dict__, "ok": ok})
+    published = sum(r["action"] not in ("block", "review") for r in rows)
+    colour_bg = sum(r["ok"]["colour"] and r["ok"]["background"] for r in rows)
+    return {"prompt": README_PROMPT, "seeds": seeds, "screens": [s.name for s in moderator.frame_screens],
+            "published": published, "colour_and_background_right": colour_bg,
+            "all_four_right": sum(r["ok"]["all"] for r in rows), "clips": rows}
+
+
+def time_clips(model: TextToVideoModel, threads: int, n: int) -> dict:
+    """Wall seconds per clip at the model's defaults with `threads` torch threads, under the timing lock."""
+    import fcntl
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with open(TIMING_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load = os.getloadavg()
+        times = []
+        for seed in range(n):
+            start = time.perf_counter()
+            model.generate(GenerationRequest(README_PROMPT, seed=seed))
+            times.append(time.perf_counter() - start)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    torch.set_num_threads(before)
+    return {"threads": threads, "clips": n, "mean": float(np.mean(times)), "median": float(np.median(times)),
+            "max": float(np.max(times)), "target": SPEED_TARGET_S, "load_average_1_5_15": [round(v, 2) for v in load]}
 
 
 def run_set(model: TextToVideoModel, combos: list, seeds: list[int], steps: int | None,
             guidance: float | None) -> tuple[dict, list[float], list[dict]]:
+    """Generate every combo at every seed and score the clips (untimed: the timing row is separate)."""
     clips, times, rows = [], [], []
     for combo in combos:
         for seed in seeds:
@@ -90,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seen", type=int, default=len(HELD_OUT), help="seen (training) prompts to score too")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the alignment clips")
+    parser.add_argument("--time-threads", type=int, default=2, help="torch threads for the timed clips")
+    parser.add_argument("--time-clips", type=int, default=5)
+    parser.add_argument("--readme-seeds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="half the held-out prompts, no seen ones")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -107,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     seen_n = 0 if args.quick else args.seen
     seen = [TRAIN_COMBOS[i] for i in np.random.default_rng(7).choice(len(TRAIN_COMBOS), seen_n, replace=False)]
 
-    held_scores, held_times, held_rows = run_set(model, held, seeds, args.steps, args.guidance)
-    seen_scores, seen_times, _ = run_set(model, seen, seeds, args.steps, args.guidance) if seen else ({}, [], [])
-    times = held_times + seen_times
+    held_scores, _, held_rows = run_set(model, held, seeds, args.steps, args.guidance)
+    seen_scores, _, _ = run_set(model, seen, seeds, args.steps, args.guidance) if seen else ({}, [], [])
+    readme = readme_job(model, list(range(args.readme_seeds))) if args.readme_seeds else {}
+    timing = time_clips(model, args.time_threads, args.time_clips)
     publishing = publish_share(model, held[:3], seeds[:1], args.steps)
     settings = model.resolve(GenerationRequest("x", steps=args.steps, guidance=args.guidance))
 
@@ -125,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "seen": {"prompts": len(seen), "clips": len(seen) * len(seeds), **seen_scores},
         "scorer_sanity_real_clips": {"clips": len(real), **sanity},
         "targets": TARGETS,
-        "seconds_per_clip": {"mean": float(np.mean(times)), "median": float(np.median(times)),
-                             "max": float(np.max(times)), "target": SPEED_TARGET_S},
+        "readme_job": readme,
+        "seconds_per_clip": timing,
         "load_seconds": load_s,
         "publishing": publishing,
         "held_out_readings": held_rows,
@@ -142,9 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{label:<22}{block.get('clips', ''):>6}" + "".join(
             f"{block[k]:>8.2f}" for k in ("colour", "background", "direction", "shape", "all")))
+    if readme:
+        print(f"README job '{README_PROMPT}', seeds 0-{args.readme_seeds - 1} (screens {readme['screens']}): "
+              f"published {readme['published']}/{args.readme_seeds} (target 10/10), colour + background right "
+              f"{readme['colour_and_background_right']}/{args.readme_seeds} (target >= 9/10), all four "
+              f"{readme['all_four_right']}/{args.readme_seeds}")
     s = result["seconds_per_clip"]
     print(f"seconds per clip ({settings['num_frames']}x{settings['height']}x{settings['width']}, "
-          f"{settings['steps']} steps, {args.threads} threads): mean {s['mean']:.2f}, median {s['median']:.2f}, "
+          f"{settings['steps']} steps, {s['threads']} threads, {s['clips']} clips under {TIMING_LOCK}, load "
+          f"{s['load_average_1_5_15']}): mean {s['mean']:.2f}, median {s['median']:.2f}, "
           f"max {s['max']:.2f} (target <= {SPEED_TARGET_S:.0f}); load {load_s:.2f} s")
     p = publishing
     print(f"publishing ({p['frames']} frames {p['delivered_size'][0]}x{p['delivered_size'][1]}, watermark "

@@ -137,9 +137,10 @@ def motion_mask(shape: str, direction: str, along: int, ortho: int, size: int = 
     return mask
 
 
-def sample_position(rng: np.random.Generator) -> tuple[int, int]:
-    """A random (along, ortho) jitter for one clip."""
-    return int(rng.integers(-ALONG_JITTER, ALONG_JITTER + 1)), int(rng.integers(-ORTHO_JITTER, ORTHO_JITTER + 1))
+def sample_position(rng: np.random.Generator, along_jitter: int = ALONG_JITTER,
+                    ortho_jitter: int = ORTHO_JITTER) -> tuple[int, int]:
+    """A random (along, ortho) jitter for one clip; the default model trains on a narrower range."""
+    return int(rng.integers(-along_jitter, along_jitter + 1)), int(rng.integers(-ortho_jitter, ortho_jitter + 1))
 
 
 def compose(mask: np.ndarray, combo: Combo) -> np.ndarray:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,9 @@ from transformers import PreTrainedTokenizerFast
 
 from generator import default_arch as arch
 from generator.data import (
+    ALONG_JITTER,
     NUM_FRAMES,
+    ORTHO_JITTER,
     SIZE,
     TRAIN_COMBOS,
     Combo,
@@ -53,6 +55,8 @@ from generator.data import (
 )
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "default_model"
+# Training state lives outside the installed package, at the repository's top level.
+DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints" / "default_model"
 GENERATION_DEFAULTS = {
     # Read by generator.model when loading this folder; diffusers ignores the file.
     "name": "credence-default-t2v",
@@ -79,8 +83,13 @@ class DitConfig:
     batch: int = 16
     lr: float = 8e-4
     warmup: int = 100
-    ema: float = 0.999
+    ema: float = 0.998
     cfg_dropout: float = 0.1
+    # Position jitter of the training clips (pixels): narrower than the data module's, so that each
+    # caption names nearly one clip and the model spends its samples on colour, shape and motion.
+    along_jitter: int = 1
+    ortho_jitter: int = 3
+    fg_weight: float = 3.0  # extra loss weight on latent pixels the object covers (a few % of the frame)
     num_layers: int = 6
     heads: int = 4
     head_dim: int = 32
@@ -91,10 +100,12 @@ class DitConfig:
 @dataclass
 class VaeConfig:
     steps: int = 800
-    batch: int = 4
+    batch: int = 2
     lr: float = 1e-3
-    frames: int = 9  # three latent frames: the first chunk, and two chunks that use the causal cache
+    frames: int = 17  # all five latent frames, so the last one's causal cache is trained too
+    enc_frames: int = 9
     latent_noise: float = 0.03  # decoder sees slightly noisy latents, as it will from the transformer
+    fg_weight: float = 8.0  # extra loss weight on object pixels
     base_dim: int = 24
     seed: int = 1
 
@@ -106,6 +117,9 @@ class RunConfig:
     checkpoint_every: int = 500
     vae_checkpoint_every: int = 200
     max_minutes: float | None = None
+    checkpoint_dir: Path = DEFAULT_CHECKPOINTS
+    checkpoint_minutes: float = 5.0
+    init: Path | None = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -125,12 +139,13 @@ def sample_combos(rng: np.random.Generator, n: int) -> list[Combo]:
     return [TRAIN_COMBOS[i] for i in rng.integers(0, len(TRAIN_COMBOS), n)]
 
 
-def sample_latents(rng: np.random.Generator, n: int, combos: list[Combo] | None = None) -> torch.Tensor:
+def sample_latents(rng: np.random.Generator, n: int, combos: list[Combo] | None = None,
+                   along_jitter: int = ALONG_JITTER, ortho_jitter: int = ORTHO_JITTER) -> torch.Tensor:
     """Pooled latents (un-normalised, B x 12 x 5 x 16 x 16) of random training clips, built from cached masks."""
     combos = combos if combos is not None else sample_combos(rng, n)
     clips = []
     for combo in combos:
-        along, ortho = sample_position(rng)
+        along, ortho = sample_position(rng, along_jitter, ortho_jitter)
         pooled = compose(pooled_motion_mask(combo.shape, combo.direction, along, ortho), combo)  # T x h x w x 3
         clips.append(pooled)
     x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3) / 127.5 - 1.0
@@ -215,8 +230,48 @@ def _out_of_time(start: float, run: RunConfig) -> bool:
     return run.max_minutes is not None and time.time() - start > run.max_minutes * 60
 
 
-def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True) -> list[float]:
-    """Train transformer + text encoder; returns the per-step losses."""
+# ----------------------------------------------------------------- resumable checkpoints
+def checkpoint_path(run: RunConfig, part: str) -> Path:
+    """Where a part's full training state lives (outside the installed package)."""
+    return run.checkpoint_dir / f"{part}.pt"
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """torch.save into a temp file, then rename, so a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _init_from(folder: Path | None, name: str, module: torch.nn.Module) -> None:
+    """Warm start one component from a saved pipeline folder (e.g. the previous release)."""
+    if folder is None:
+        return
+    from safetensors.torch import load_file
+
+    files = sorted((folder / name).glob("*.safetensors"))
+    if not files:
+        raise SystemExit(f"--init: {folder / name} has no safetensors")
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    module.load_state_dict(state)
+
+
+def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True, resume: bool = False) -> list[float]:
+    """Train transformer + text encoder; returns the per-step losses (all of them, across resumes).
+
+    Deterministic for a config: every random draw comes from one numpy Generator whose state is saved
+    in the checkpoint with the weights, the EMA weights, the optimiser and the step, so a resumed run
+    continues exactly where an uninterrupted one would be.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = run.device
@@ -226,18 +281,46 @@ def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True) -> list[floa
     tokenizer = arch.build_tokenizer()
     text_encoder = arch.build_text_encoder(len(tokenizer)).to(device).train()
     transformer = arch.build_transformer(cfg.num_layers, cfg.heads, cfg.head_dim, cfg.ffn).to(device).train()
+    _init_from(run.init, "transformer", transformer)
+    _init_from(run.init, "text_encoder", text_encoder)
     ema_te = copy.deepcopy(text_encoder).eval().requires_grad_(False)
     ema_tr = copy.deepcopy(transformer).eval().requires_grad_(False)
     params = [*transformer.parameters(), *text_encoder.parameters()]
     ema_params = [*ema_tr.parameters(), *ema_te.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     losses: list[float] = []
-    start = time.time()
+    first = 0
+    if resume:
+        state = _load_state(checkpoint_path(run, "dit"))
+        transformer.load_state_dict(state["transformer"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema_tr.load_state_dict(state["ema_transformer"])
+        ema_te.load_state_dict(state["ema_text_encoder"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        losses = list(state["losses"])
+        first = int(state["step"])
+        run.log(f"dit: resumed at step {first} from {checkpoint_path(run, 'dit')}")
+
+    def checkpoint(done: int) -> None:
+        _save_state(checkpoint_path(run, "dit"), {
+            "part": "dit", "step": done, "config": asdict(cfg), "transformer": transformer.state_dict(),
+            "text_encoder": text_encoder.state_dict(), "ema_transformer": ema_tr.state_dict(),
+            "ema_text_encoder": ema_te.state_dict(), "optimizer": opt.state_dict(),
+            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses})
+        _atomic_save(ema_tr, run.out / "transformer")
+        _atomic_save(ema_te, run.out / "text_encoder")
+        _write_progress(run.out, "dit", done, losses)
+        run.log(f"dit checkpoint at step {done}")
+
+    start = last_save = time.time()
     run.log(f"dit: {sum(p.numel() for p in transformer.parameters())/1e6:.2f}M transformer, "
             f"{sum(p.numel() for p in text_encoder.parameters())/1e6:.2f}M text encoder, {cfg}")
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
         combos = sample_combos(rng, cfg.batch)
-        x0 = ((sample_latents(rng, cfg.batch, combos).to(device)) - mean_t) / std_t
+        x0 = ((sample_latents(rng, cfg.batch, combos, cfg.along_jitter, cfg.ortho_jitter).to(device))
+              - mean_t) / std_t
         prompts = [c.caption if rng.random() >= cfg.cfg_dropout else "" for c in combos]
         t = torch.sigmoid(torch.from_numpy(rng.standard_normal(cfg.batch)).float()).to(device)
         noise = torch.from_numpy(rng.standard_normal(x0.shape)).float().to(device)
@@ -245,7 +328,7 @@ def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True) -> list[floa
         xt = (1 - tb) * x0 + tb * noise
         ctx = encode_prompts(tokenizer, text_encoder, prompts, device)
         pred = transformer(xt, t * 1000, ctx, return_dict=False)[0]
-        loss = (pred.float() - (noise - x0)).pow(2).mean()
+        loss = ((pred.float() - (noise - x0)).pow(2) * _object_weight(x0, cfg.fg_weight)).mean()
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.lr, cfg.warmup)
         opt.zero_grad(set_to_none=True)
@@ -259,41 +342,85 @@ def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True) -> list[floa
         done = step + 1
         if done % 50 == 0:
             run.log(f"dit step {done}/{cfg.steps} loss {np.mean(losses[-50:]):.4f} "
-                    f"{(time.time() - start) / done:.2f}s/step elapsed {(time.time() - start) / 60:.1f} min")
+                    f"{(time.time() - start) / (done - first):.2f}s/step elapsed {(time.time() - start) / 60:.1f} min")
         stop = _out_of_time(start, run)
-        if save and (done % run.checkpoint_every == 0 or done == cfg.steps or stop):
-            _atomic_save(ema_tr, run.out / "transformer")
-            _atomic_save(ema_te, run.out / "text_encoder")
-            _write_progress(run.out, "dit", done, losses)
-            run.log(f"dit checkpoint at step {done}")
+        due = time.time() - last_save > run.checkpoint_minutes * 60 or done % run.checkpoint_every == 0
+        if save and (due or done == cfg.steps or stop):
+            checkpoint(done)
+            last_save = time.time()
         if stop:
             run.log("dit: minute cap reached, stopping")
             break
     return losses
 
 
-def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True) -> list[float]:
-    """Train the Wan VAE to invert (decoder) and produce (encoder) the pooled latent."""
+def _object_weight(x0: torch.Tensor, fg_weight: float) -> torch.Tensor:
+    """Per latent pixel: 1 on the background, 1 + fg_weight where the clean latent differs from its corner.
+
+    The background is most of every frame and is learned first; without this the object's colour,
+    outline and track are a few % of the loss.
+    """
+    if not fg_weight:
+        return torch.ones_like(x0[:, :1])
+    fg = ((x0 - x0[:, :, :, :1, :1]).abs().amax(dim=1, keepdim=True) > 0.25).float()
+    return 1.0 + fg_weight * fg
+
+
+def _vae_loss(recon: torch.Tensor, x: torch.Tensor, fg_weight: float) -> torch.Tensor:
+    """L2 + L1 with the object's pixels weighted up: it is a few % of the frame but all of the caption."""
+    bg = x[:, :, :, :1, :1]  # the corner is always background (objects stay centred)
+    fg = ((x - bg).abs().sum(dim=1, keepdim=True) > 0.05).float()
+    w = 1.0 + fg_weight * fg
+    return ((recon - x).pow(2) * w).mean() + 0.5 * ((recon - x).abs() * w).mean()
+
+
+def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True, resume: bool = False) -> list[float]:
+    """Train the Wan VAE to invert (decoder) and produce (encoder) the pooled latent; resumable like the DiT.
+
+    The decoder trains on whole clips (cfg.frames = 17 = five latent frames), so every step of its
+    causal cache that the pipeline uses is trained; the encoder on the first `enc_frames`.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = run.device
     mean, std = latent_stats()
     vae = arch.build_vae(mean, std, base_dim=cfg.base_dim).to(device).train()
+    _init_from(run.init, "vae", vae)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     losses: list[float] = []
-    start = time.time()
+    first = 0
+    if resume:
+        state = _load_state(checkpoint_path(run, "vae"))
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        losses = list(state["losses"])
+        first = int(state["step"])
+        run.log(f"vae: resumed at step {first}")
+
+    def checkpoint(done: int) -> None:
+        _save_state(checkpoint_path(run, "vae"), {
+            "part": "vae", "step": done, "config": asdict(cfg), "vae": vae.state_dict(),
+            "optimizer": opt.state_dict(), "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(), "losses": losses})
+        _atomic_save(vae.eval(), run.out / "vae")
+        vae.train()
+        _write_progress(run.out, "vae", done, losses)
+        run.log(f"vae checkpoint at step {done}")
+
+    start = last_save = time.time()
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1, 1)
     run.log(f"vae: {sum(p.numel() for p in vae.parameters())/1e6:.2f}M parameters, {cfg}")
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
         x = sample_clips(rng, cfg.batch, cfg.frames).to(device)
         z = arch.pooled_latent(x)
-        z_in = z + cfg.latent_noise * torch.from_numpy(rng.standard_normal(z.shape)).float().to(device) * torch.tensor(
-            std, device=device).view(1, -1, 1, 1, 1)
+        z_in = z + cfg.latent_noise * torch.from_numpy(rng.standard_normal(z.shape)).float().to(device) * std_t
         recon = vae.decode(z_in).sample
-        # clamp in decode hides errors beyond +-1; the background colours sit near the ends, so use
-        # both L2 (shape of edges) and L1 (exact flat colours).
-        dec_loss = (recon - x).pow(2).mean() + 0.5 * (recon - x).abs().mean()
-        mu = vae.encode(x).latent_dist.mean
-        enc_loss = (mu - z).pow(2).mean()
+        dec_loss = _vae_loss(recon, x, cfg.fg_weight)
+        xe = x[:, :, : cfg.enc_frames]
+        mu = vae.encode(xe).latent_dist.mean
+        enc_loss = (mu - arch.pooled_latent(xe)).pow(2).mean()
         loss = dec_loss + enc_loss
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.lr, 50) * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
@@ -305,13 +432,12 @@ def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True) -> list[floa
         done = step + 1
         if done % 20 == 0:
             run.log(f"vae step {done}/{cfg.steps} dec {np.mean(losses[-20:]):.4f} enc {float(enc_loss):.4f} "
-                    f"{(time.time() - start) / done:.2f}s/step")
+                    f"{(time.time() - start) / (done - first):.2f}s/step")
         stop = _out_of_time(start, run)
-        if save and (done % run.vae_checkpoint_every == 0 or done == cfg.steps or stop):
-            _atomic_save(vae.eval(), run.out / "vae")
-            vae.train()
-            _write_progress(run.out, "vae", done, losses)
-            run.log(f"vae checkpoint at step {done}")
+        due = time.time() - last_save > run.checkpoint_minutes * 60 or done % run.vae_checkpoint_every == 0
+        if save and (due or done == cfg.steps or stop):
+            checkpoint(done)
+            last_save = time.time()
         if stop:
             run.log("vae: minute cap reached, stopping")
             break
@@ -330,22 +456,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=["all", "dit", "vae"], default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the box is shared)")
-    parser.add_argument("--dit-steps", type=int, default=DitConfig.steps)
-    parser.add_argument("--vae-steps", type=int, default=VaeConfig.steps)
+    parser.add_argument("--dit-steps", type=int, default=DitConfig.steps, help="total DiT steps (across resumes)")
+    parser.add_argument("--vae-steps", type=int, default=VaeConfig.steps, help="total VAE steps (across resumes)")
     parser.add_argument("--batch", type=int, default=DitConfig.batch, help="DiT batch size")
     parser.add_argument("--vae-batch", type=int, default=VaeConfig.batch)
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between save_pretrained")
+    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS,
+                        help="full training state (weights, EMA, optimiser, step, RNG) for --resume")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="save the training state this often")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="and every this many DiT steps")
     parser.add_argument("--vae-checkpoint-every", type=int, default=200)
+    parser.add_argument("--resume", action="store_true", help="continue each part from --checkpoint-dir")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="warm start new runs from this pipeline folder's weights (e.g. the last release)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop each part after this many minutes")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = RunConfig(out=args.out, device=args.device, checkpoint_every=args.checkpoint_every,
-                    vae_checkpoint_every=args.vae_checkpoint_every, max_minutes=args.max_minutes)
+                    vae_checkpoint_every=args.vae_checkpoint_every, max_minutes=args.max_minutes,
+                    checkpoint_dir=args.checkpoint_dir, checkpoint_minutes=args.checkpoint_minutes, init=args.init)
     _write_pipeline_skeleton(args.out, VaeConfig.base_dim)
-    if args.part in ("all", "vae"):
-        train_vae(VaeConfig(steps=args.vae_steps, batch=args.vae_batch), run)
-    if args.part in ("all", "dit"):
-        train_dit(DitConfig(steps=args.dit_steps, batch=args.batch), run)
+    for part in ("vae", "dit"):
+        if args.part not in ("all", part):
+            continue
+        resume = args.resume and checkpoint_path(run, part).is_file()
+        if resume:
+            done = int(_load_state(checkpoint_path(run, part))["step"])
+            total = args.vae_steps if part == "vae" else args.dit_steps
+            if done >= total:
+                run.log(f"{part}: checkpoint already at step {done} >= {total}, nothing to do")
+                continue
+        if part == "vae":
+            train_vae(VaeConfig(steps=args.vae_steps, batch=args.vae_batch), run, resume=resume)
+        else:
+            train_dit(DitConfig(steps=args.dit_steps, batch=args.batch), run, resume=resume)
     return 0
 
 

@@ -20,7 +20,7 @@ from generator import (
 from generator import default_arch as arch
 from generator.data import HELD_OUT, TRAIN_COMBOS, VOCABULARY, Combo, all_combos, caption, render_clip
 from generator.scorer import read_clip, score_clips
-from generator.train_default import DitConfig, RunConfig, VaeConfig, train_dit, train_vae
+from generator.train_default import DitConfig, RunConfig, VaeConfig, checkpoint_path, train_dit, train_vae
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -210,6 +210,37 @@ def test_vae_training_loss_falls(tmp_path):
     losses = train_vae(cfg, RunConfig(out=tmp_path, log=lambda msg: None), save=False)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def _tiny_dit(steps: int) -> DitConfig:
+    return DitConfig(steps=steps, batch=4, lr=2e-3, warmup=2, num_layers=1, heads=2, head_dim=16, ffn=32, seed=5)
+
+
+def test_dit_training_resumes_exactly_from_its_checkpoint(tmp_path):
+    """Stopped after 3 steps and resumed to 6 == 6 steps straight: weights, EMA, optimiser and RNG."""
+    torch.set_num_threads(1)
+    quiet = {"log": lambda msg: None, "checkpoint_every": 3}
+    straight = RunConfig(out=tmp_path / "a", checkpoint_dir=tmp_path / "ck-a", **quiet)
+    split = RunConfig(out=tmp_path / "b", checkpoint_dir=tmp_path / "ck-b", **quiet)
+    losses = train_dit(_tiny_dit(6), straight)
+    first = train_dit(_tiny_dit(3), split)
+    resumed = train_dit(_tiny_dit(6), split, resume=True)
+    assert first == losses[:3] and resumed == losses  # every loss the same, bit for bit
+    a = torch.load(checkpoint_path(straight, "dit"), weights_only=False)
+    b = torch.load(checkpoint_path(split, "dit"), weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in ("transformer", "ema_transformer", "text_encoder", "ema_text_encoder"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a["numpy_rng"] == b["numpy_rng"]
+    # the exported EMA weights form a loadable folder beside the checkpoint
+    assert (split.out / "transformer" / "config.json").is_file()
+    assert json.loads((split.out / "training_dit.json").read_text())["step"] == 6
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    run = RunConfig(out=tmp_path, checkpoint_dir=tmp_path / "none", log=lambda msg: None)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train_dit(_tiny_dit(2), run, resume=True)
 
 
 def test_pooled_latent_is_what_the_vae_config_promises():
