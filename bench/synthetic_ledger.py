@@ -166,3 +166,65 @@ def ledger_hashes(ledger: Ledger, *, synthetic: bool, limit: int = 5_000) -> np.
     out = [ClipFingerprint.from_blobs(h, f, r) for h, f, r in rows]
     kept = [fp.phash[fp.informative] for fp in out if fp.informative.any()]
     return np.concatenate(kept) if kept else np.zeros((0, len(STORED_REGIONS)), dtype=np.uint64)
+
+
+# -- bulk: millions of clips for the index at platform scale ----------------------------------
+def fingerprint_pool(n: int, *, seed: int = 16) -> list[ClipFingerprint]:
+    """`n` procedural clips hashed by the published side's code (the parents of the bulk clips)."""
+    rng = np.random.default_rng([seed, n])
+    return [synthetic_fingerprint(rng) for _ in range(n)]
+
+
+def bulk_batches(n: int, pool: list[ClipFingerprint], *, seed: int = 16, batch: int = 500_000,
+                 clip_bits: float = 0.2) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """`n` synthetic clips in batches: (seconds per clip, pHash, dHash, informative), entries flat.
+
+    Hashing ten million procedural scenes would take days, so each bulk clip is one of the pool's
+    real-like clips (same length, same informative seconds) with its hashes XORed by a mask of
+    its own, drawn once per clip (each bit set with probability `clip_bits`, about 13 of 64), plus
+    up to two bits of per-entry noise. The clip-wide mask keeps what makes the hashes
+    realistic: the distances between a clip's regions and seconds are unchanged, and bits that
+    are nearly constant in real pHashes stay strongly biased. Two clips from one parent sit about
+    20 bits apart: look-alikes, the hard case for false matches.
+    """
+    rng = np.random.default_rng([seed, n, len(pool)])
+    regions = len(STORED_REGIONS)
+    pool_seconds = np.array([fp.seconds for fp in pool], dtype=np.int64)
+    pool_starts = np.zeros(len(pool) + 1, dtype=np.int64)
+    np.cumsum(pool_seconds * regions, out=pool_starts[1:])
+    pool_sec_starts = np.zeros(len(pool) + 1, dtype=np.int64)
+    np.cumsum(pool_seconds, out=pool_sec_starts[1:])
+    pool_p = np.concatenate([fp.phash.reshape(-1) for fp in pool])
+    pool_d = np.concatenate([fp.dhash.reshape(-1) for fp in pool])
+    pool_i = np.concatenate([fp.informative for fp in pool])
+    bit_values = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    # Bits nearly constant in real pHashes (the DC term) are never flipped: they stay constant.
+    frequency = ((pool_p[:, None] & bit_values) > 0).mean(axis=0)
+    flippable = np.where((frequency > 0.1) & (frequency < 0.9), bit_values, np.uint64(0))
+
+    def masks(count: int, p: float) -> np.ndarray:
+        bits = rng.random((count, 64)) < p
+        return np.bitwise_or.reduce(np.where(bits, flippable, np.uint64(0)), axis=1)
+
+    def one_bit(count: int) -> np.ndarray:
+        return flippable[rng.integers(0, 64, count)]
+
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        parent = rng.integers(0, len(pool), m)
+        seconds = pool_seconds[parent]
+        per_clip = seconds * regions
+        # Entry k of clip c is entry k of its parent.
+        first = np.repeat(pool_starts[parent], per_clip)
+        within = np.arange(per_clip.sum()) - np.repeat(np.cumsum(per_clip) - per_clip, per_clip)
+        src = first + within
+        owner = np.repeat(np.arange(m), per_clip)
+        ph = pool_p[src] ^ masks(m, clip_bits)[owner]
+        dh = pool_d[src] ^ masks(m, clip_bits)[owner]
+        # Per-entry noise: every entry gets up to two more bits flipped.
+        for _ in range(2):
+            ph ^= one_bit(src.size)
+            dh ^= one_bit(src.size)
+        s_first = np.repeat(pool_sec_starts[parent], seconds)
+        s_within = np.arange(seconds.sum()) - np.repeat(np.cumsum(seconds) - seconds, seconds)
+        yield seconds.astype(np.int32), ph, dh, pool_i[s_first + s_within]

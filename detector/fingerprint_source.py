@@ -9,9 +9,9 @@ but never accuses on its own. Flat and dark clips carry no informative samples a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from provenance.fingerprint import ALGORITHM, query_fingerprint
+from provenance.fingerprint import ALGORITHM, QueryFingerprint, query_fingerprint
 from provenance.fingerprint_index import FingerprintMatch, index_for
 
 from .evidence import LEDGER_ERRORS, Evidence, VerificationContext, claim, unchecked
@@ -35,13 +35,25 @@ def is_strong(match: FingerprintMatch) -> bool:
     return match.expected_seconds == 1 and match.matched_seconds == 1 and match.mean_distance <= MAX_SINGLE_DISTANCE
 
 
+class MatchIndex(Protocol):
+    """What the source searches: this process's `FingerprintIndex`, or a `ShardedIndex` of servers."""
+
+    def search(self, query: QueryFingerprint, *, limit: int = 5) -> list[FingerprintMatch]: ...
+
+
 class FingerprintSource:
-    """Looks the upload up in the fingerprint index built from the ledger."""
+    """Looks the upload up in the fingerprint index built from the ledger.
+
+    `index` is the index to search; by default the process-wide one over the context's ledger
+    (`index_for`: its snapshot, then the ledger's tail). A deployment past one box passes a
+    `provenance.index.shards.ShardedIndex`.
+    """
 
     name = "fingerprint"
 
-    def __init__(self, max_seconds: float | None = None) -> None:
+    def __init__(self, max_seconds: float | None = None, index: MatchIndex | None = None) -> None:
         self.max_seconds = max_seconds
+        self.index = index
 
     def inspect(self, path: Path, context: VerificationContext) -> Evidence:
         """Evidence from the nearest published clips (survives crops, bars, flips, re-encodes)."""
@@ -59,14 +71,17 @@ class FingerprintSource:
         if not query.informative.any():
             details["reason"] = "the clip is too flat or dark to fingerprint"
             return Evidence(self.name, None, "absent", 0.0, details)
+        details["samples"] = int(query.times.size)
         try:
-            matches = index_for(context.ledger).search(query, limit=3)
+            index = self.index if self.index is not None else index_for(context.ledger)
+            matches = index.search(query, limit=3)
         except LEDGER_ERRORS:
             return unchecked(self.name, details)
         if not matches:
             return Evidence(self.name, None, "absent", 0.0, details)
         best = matches[0]
         details.update(best.to_dict())
+        details["strong"] = is_strong(best)
         details["candidates"] = [m.to_dict() for m in matches[1:]]
         strong = [m for m in matches if is_strong(m)]
         if strong and any(m.generation_id != best.generation_id for m in strong):

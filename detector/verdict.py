@@ -38,7 +38,7 @@ from .evidence import (
     VerificationContext,
     unchecked,
 )
-from .fingerprint_source import FingerprintSource
+from .fingerprint_source import FingerprintSource, MatchIndex
 from .watermark_source import WatermarkSource
 
 log = logging.getLogger("detector")
@@ -64,9 +64,13 @@ class Verdict:
         return out
 
 
-def default_sources(max_seconds: float | None = None) -> list[EvidenceSource]:
-    """The sources a verification consults, cheapest first."""
-    return [C2paSource(), WatermarkSource(), FingerprintSource(max_seconds)]
+def default_sources(max_seconds: float | None = None, fingerprint_index: MatchIndex | None = None
+                    ) -> list[EvidenceSource]:
+    """The sources a verification consults, cheapest first.
+
+    `fingerprint_index` replaces the process's own index (e.g. a `ShardedIndex` of shard servers).
+    """
+    return [C2paSource(), WatermarkSource(), FingerprintSource(max_seconds, fingerprint_index)]
 
 
 def _agreement(strengths: Sequence[float]) -> float:
@@ -149,7 +153,8 @@ def verify(path: Path, context: VerificationContext,
     """The whole verification flow: every source inspects the clip, then `combine` decides.
 
     Sources run side by side (decoding and hashing release the GIL): the watermark's 3 s window
-    hides behind the fingerprint pass over the whole clip. Evidence keeps the sources' order.
+    hides behind the fingerprint pass over the clip's sampled frames. Evidence keeps the
+    sources' order, and every source's evidence is in the answer.
     """
     chosen = list(sources or default_sources())
     if len(chosen) == 1:
