@@ -306,6 +306,7 @@ def _register_subcommands() -> None:
     """Sub-commands of each area: always part of Credence, so a missing one is an error."""
     from .cli_audit import audit_app
     from .cli_clients import clients_app, keys_app
+    from .cli_index import index_app
     from .cli_moderate import moderate
     from .cli_review import review_app
     from .cli_watermark import app as watermark_app
@@ -315,6 +316,7 @@ def _register_subcommands() -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
     app.add_typer(review_app, name="review")
+    app.add_typer(index_app, name="index")
     app.command("moderate")(handles_errors(moderate))
 
 
