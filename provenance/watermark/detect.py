@@ -41,16 +41,21 @@ from ..video import _open
 from . import ecc
 from ._threads import one_thread as _one_thread
 from .embed import MIN_SIDE
-from .layout import TILE, WatermarkKey, cell_px, layout_for
+from .layout import GEOMETRIES, TILE, WatermarkKey, cell_px, layout_for
 
 DETECTION_P = 1e-6
 WORK_SHORT = 256
 BINS = 2  # fold bins per cell side
-WINDOW_S = 3.0  # seconds of video the detector reads
-MAX_FRAMES = 24  # frames it uses, spread over that window
+WINDOW_S = 3.0  # seconds of video one look reads
+MAX_FRAMES = 24  # frames one look uses, spread over its window
+MAX_LOOKS = 4  # windows a long clip is sampled in, at most (each one more look: a factor in the bound)
+LOOK_MIN_SPAN = 1.5  # a clip shorter than this many windows gets one look (its first window)
 SCALE_RANGE = (0.45, 2.1)  # tile period relative to the unattacked one, searched in the autocorrelation
 ANGLE_DEG = 12.0
 WHITEN_CELLS = 1.5
+WHITEN_POWER = 0.5
+WHITEN_REF = 1.0
+COMB_OVERLAP = 0.2  # least overlap (share of the frame) for a lag the period comb scores
 
 
 @dataclass
@@ -95,7 +100,10 @@ def _whiten(luma: torch.Tensor, cell: float) -> torch.Tensor:
     mean = F.avg_pool2d(F.pad(y, (k // 2,) * 4, mode="replicate"), k, stride=1)
     r = y - mean
     act = F.avg_pool2d(F.pad(r.abs(), (4, 4, 4, 4), mode="replicate"), 9, stride=1)
-    return (r / (act + 1.0)).clamp_(-3.0, 3.0)[0, 0]
+    white = (r / (act + 1.0)).clamp_(-3.0, 3.0)
+    if WHITEN_POWER:
+        white = white / (act + 1.0).pow(WHITEN_POWER) * (1.0 + WHITEN_REF) ** WHITEN_POWER
+    return white[0, 0]
 
 
 class _Accumulator:
@@ -179,12 +187,13 @@ def _lattice_from_acf(a: torch.Tensor, period: float) -> list[np.ndarray]:
     in_ring = (radius >= SCALE_RANGE[0] * period) & (radius <= SCALE_RANGE[1] * period) & overlap_ok
     tan = math.tan(math.radians(ANGLE_DEG))
     sectors = [(dx > 0) & (dy.abs() <= tan * dx), (dy > 0) & (dx.abs() <= tan * dy)]
-    vectors = []
+    vectors: list[np.ndarray | None] = []
     for sector in sectors:
         masked = torch.where(in_ring & sector, acf, torch.full_like(acf, -math.inf))
         flat = int(torch.argmax(masked))
         if not math.isfinite(float(masked.view(-1)[flat])):
-            return []
+            vectors.append(None)  # no lag this long fits (a short side after a crop): inferred below
+            continue
         iy, ix = divmod(flat, acf.shape[1])
         peak = float(acf[iy, ix])
         # A peak at twice the true period can beat the true one: prefer the half lag if it is a peak too.
@@ -218,7 +227,60 @@ def _lattice_from_acf(a: torch.Tensor, period: float) -> list[np.ndarray]:
             pk = np.array([float(dx[jy, jx]) + ox, float(dy[jy, jx]) + oy])
             num, den = num + k * pk, den + k * k
         vectors.append(num / den)
-    return [np.stack(vectors, axis=1)]
+    u, v = vectors
+    if u is None and v is None:
+        return []
+    # Cells are square and platforms scale both axes alike: one vector gives the other, turned 90°.
+    if u is None:
+        u = np.array([v[1], -v[0]])
+    if v is None:
+        v = np.array([-u[1], u[0]])
+    return [np.stack([u, v], axis=1)]
+
+
+def _comb_period(a: torch.Tensor, periods: Sequence[float]) -> list[np.ndarray]:
+    """An axis-aligned square lattice from a comb over the autocorrelation (scaling and cropping only).
+
+    The separate peak search in `_lattice_from_acf` can lock onto the picture's own structure
+    (a half or a third of the period, a texture's repeat), and it needs two tile repeats along each
+    axis, which a crop then a 0.5× resize of a small frame leaves on the long side only. The
+    common platform edits (rescale, crop) keep the lattice square and axis-aligned, so score every
+    candidate period P by the high-passed autocorrelation at (P, 0), (0, P), (P, ±P), (2P, 0),
+    (0, 2P) where the overlap is large enough, and keep the best. No key is used.
+    """
+    h, w = a.shape
+    acf = _acf(a)
+    hp = acf - F.avg_pool2d(F.pad(acf[None, None], (4, 4, 4, 4), mode="circular"), 9, stride=1)[0, 0]
+    hp_np = hp.cpu().numpy().astype(np.float64)
+    lo, hi = min(periods) * SCALE_RANGE[0], max(periods) * SCALE_RANGE[1]
+    cand = np.arange(max(6.0, lo), hi, 0.25)
+    if cand.size == 0:
+        return []
+    offsets = np.array([(0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0)], dtype=np.float64)
+    ys = cand[:, None] * offsets[None, :, 0]
+    xs = cand[:, None] * offsets[None, :, 1]
+    valid = (h - np.abs(ys)).clip(0) * (w - np.abs(xs)).clip(0) >= COMB_OVERLAP * h * w
+    y0, x0 = np.floor(ys), np.floor(xs)
+    fy, fx = ys - y0, xs - x0
+    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+    H, W = hp_np.shape
+
+    def g(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        return hp_np[yy % H, xx % W]
+
+    vals = ((1 - fy) * (1 - fx) * g(y0, x0) + (1 - fy) * fx * g(y0, x0 + 1)
+            + fy * (1 - fx) * g(y0 + 1, x0) + fy * fx * g(y0 + 1, x0 + 1))
+    count = valid.sum(axis=1)
+    score = np.where(count > 0, (vals * valid).sum(axis=1) / np.sqrt(count.clip(1)), -np.inf)
+    best = int(np.argmax(score))
+    if not np.isfinite(score[best]) or score[best] <= 0:
+        return []
+    period = float(cand[best])
+    if 0 < best < cand.size - 1 and np.isfinite(score[best - 1]) and np.isfinite(score[best + 1]):
+        den = score[best - 1] - 2 * score[best] + score[best + 1]
+        if den < 0:
+            period += 0.25 * max(-0.5, min(0.5, 0.5 * (score[best - 1] - score[best + 1]) / den))
+    return [np.array([[period, 0.0], [0.0, period]])]
 
 
 # -- folding and correlation -------------------------------------------------------------------
@@ -327,29 +389,72 @@ def _log_p(z: float, tests: int) -> float:
     return math.log(tests) - z * z / 2 if z > 0 else 0.0
 
 
-def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[WatermarkKey],
-             frames: int, kept: Sequence[torch.Tensor] = ()) -> WatermarkResult:
+def _candidate_lattices(total: torch.Tensor, frame_size: tuple[int, int]) -> list[np.ndarray]:
+    """Every lattice to fold under: each tile geometry's unattacked one, and what the autocorrelation finds.
+
+    Both geometries are always tried, so clips marked with v1's smaller cells (before the adaptive
+    period) still decode; the lattice search around each expected period uses no key either.
+    """
     scale = total.shape[0] / frame_size[0]
-    period = TILE * cell_px(*frame_size) * scale
-    lattices = [np.array([[period, 0.0], [0.0, period]])]
-    found = _lattice_from_acf(total, period)
-    for lat in found:
-        if abs(np.linalg.det(lat)) > 1e-3 and not np.allclose(lat, lattices[0], atol=0.15):
+    lattices: list[np.ndarray] = []
+
+    def add(lat: np.ndarray) -> None:
+        if abs(np.linalg.det(lat)) > 1e-3 and not any(np.allclose(lat, x, atol=0.15) for x in lattices):
             lattices.append(lat)
+
+    periods = [TILE * cell_px(*frame_size, geometry) * scale for geometry in GEOMETRIES]
+    for period in periods:
+        add(np.array([[period, 0.0], [0.0, period]]))
+    searched: list[np.ndarray] = []
+    for period in sorted(set(round(p, 3) for p in periods)):
+        for lat in _lattice_from_acf(total, period):
+            if not any(np.allclose(lat, x, atol=0.15) for x in searched):
+                searched.append(lat)
+    for lat in _comb_period(total, periods):
+        if not any(np.allclose(lat, x, atol=0.15) for x in searched):
+            searched.append(lat)
+    for lat in searched:
+        add(lat)
+    return lattices
+
+
+def key_free_variants(total: torch.Tensor, frame_size: tuple[int, int],
+                      kept: Sequence[torch.Tensor] = ()) -> tuple[list[torch.Tensor], int]:
+    """Everything detection does before it looks at a key: the folded tiles, and the shifts tested per key.
+
+    Returns the matched-filtered folds (per lattice, plain and frame-aligned, each also mirrored)
+    and the number of (variant, cyclic shift) tests one key makes on them: the union bound's count.
+    """
+    lattices = _candidate_lattices(total, frame_size)
     n = TILE * BINS
     folds = 2 if len(kept) > 1 else 1
-    tests = max(1, len(keys)) * len(lattices) * folds * 2 * n * n
-    templates = [_templates(k, total.device) for k in keys]
-    best: tuple[float, int, int, int, torch.Tensor] | None = None  # z, key index, ty, tx, g
+    variants = []
     for lattice, aligned in itertools.product(lattices, (False, True)[:folds]):
         g = _matched(_aligned_fold(kept, lattice) if aligned else _fold(total, lattice))
-        for g_variant in (g, torch.roll(g.flip(1), 1, dims=1)):
-            for ki, tpl in enumerate(templates):
-                z = _zscores(g_variant, tpl)
-                flat = int(torch.argmax(z))
-                zmax = float(z.view(-1)[flat])
-                if best is None or zmax > best[0]:
-                    best = (zmax, ki, flat // n, flat % n, g_variant)
+        variants += [g, torch.roll(g.flip(1), 1, dims=1)]
+    return variants, len(variants) * n * n
+
+
+def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[WatermarkKey],
+             frames: int, kept: Sequence[torch.Tensor] = (), looks: int = 1) -> WatermarkResult:
+    """Best key, shift and variant; the p-value is a union bound over all of them and over `looks`.
+
+    `looks` is how many times this clip's (growing) sample may be analysed, fixed before any frame
+    is read (from the clip's duration): reporting the best of up to that many looks costs a factor
+    `looks` in the bound (Bonferroni), so stopping at the first decisive look keeps p valid.
+    """
+    variants, per_key = key_free_variants(total, frame_size, kept)
+    n = TILE * BINS
+    tests = max(1, len(keys)) * per_key * max(1, looks)
+    templates = [_templates(k, total.device) for k in keys]
+    best: tuple[float, int, int, int, torch.Tensor] | None = None  # z, key index, ty, tx, g
+    for g_variant in variants:
+        for ki, tpl in enumerate(templates):
+            z = _zscores(g_variant, tpl)
+            flat = int(torch.argmax(z))
+            zmax = float(z.view(-1)[flat])
+            if best is None or zmax > best[0]:
+                best = (zmax, ki, flat // n, flat % n, g_variant)
     assert best is not None
     zmax, ki, ty, tx, g = best
     log_p = _log_p(zmax, tests)
@@ -365,17 +470,74 @@ def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[Wa
                            frames, None, soft)
 
 
+def channel_snr(luma: torch.Tensor, frame_size: tuple[int, int], key: WatermarkKey, payload: int,
+                geometry: int) -> float:
+    """Signal-to-noise ratio of the channel bits one marked frame gives the detector (payload known).
+
+    The embedder calls this on a frame it has just marked, to see how well the picture hides the
+    mark *from the detector* (busy texture swamps it, flat areas carry it cleanly): the mean of the
+    soft bits' agreement with the codeword over its spread, on working-size luma, folded at the
+    unattacked lattice. One frame, no codec: optimistic, but it ranks clips by how hard they are.
+    """
+    scale = luma.shape[0] / frame_size[0]
+    white = _whiten(luma, cell_px(*frame_size) * scale)
+    period = TILE * cell_px(*frame_size, geometry) * scale
+    g = _matched(_fold(white, np.array([[period, 0.0], [0.0, period]])))
+    z = _zscores(g, _templates(key, luma.device))
+    flat = int(torch.argmax(z))
+    n = TILE * BINS
+    soft = _soft_bits(key, _cell_values(g, flat // n, flat % n))
+    agree = soft * (1.0 - 2.0 * ecc.encode(payload))
+    return float(agree.mean() / max(float(agree.std()), 1e-6))
+
+
 def _not_detected(reason: str, frames: int = 0) -> WatermarkResult:
     return WatermarkResult(False, 1.0, None, None, 0.0, None, frames, reason)
+
+
+def looks_for(duration_s: float | None, window_s: float = WINDOW_S) -> list[float]:
+    """Start times (s) of the windows the detector may read, fixed by the clip's duration alone.
+
+    One window when the duration is unknown or short; otherwise up to `MAX_LOOKS` windows spread
+    evenly over the whole clip. The list is decided before any frame is seen, which is what lets
+    the p-value pay for it with a plain factor len(list) (see `_analyse`).
+    """
+    if duration_s is None or not math.isfinite(duration_s) or duration_s <= window_s * LOOK_MIN_SPAN:
+        return [0.0]
+    count = min(MAX_LOOKS, math.ceil(duration_s / window_s))
+    return [duration_s * k / count for k in range(count)]
+
+
+class _Looks:
+    """Aggregates windows into one accumulator and analyses after each, stopping once decisive."""
+
+    def __init__(self, keys: Sequence[WatermarkKey], dev: torch.device, looks: int) -> None:
+        self.keys, self.looks = keys, looks
+        self.acc = _Accumulator(dev)
+        self.result: WatermarkResult | None = None
+        self.done = 0
+
+    def analyse(self) -> bool:
+        """Analyse everything read so far; True when the answer is decisive (stop reading)."""
+        if self.acc.total is None or self.acc.size is None:
+            return False
+        self.done += 1
+        res = _analyse(self.acc.total, self.acc.size, self.keys, self.acc.frames, self.acc.kept, self.looks)
+        better_payload = res.payload is not None and self.result is not None and self.result.payload is None
+        same_kind = self.result is not None and (res.payload is None) == (self.result.payload is None)
+        if self.result is None or better_payload or (same_kind and res.p_value < self.result.p_value):
+            self.result = res
+        return res.detected and res.payload is not None
 
 
 def detect_watermark(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], fps: float | None = None, *,
                      device: str | torch.device = "cpu", window_s: float = WINDOW_S,
                      max_frames: int = MAX_FRAMES) -> WatermarkResult:
-    """Look for the mark of any of `keys` in the first `window_s` seconds of `frames` (RGB uint8).
+    """Look for the mark of any of `keys` in `frames` (RGB uint8).
 
-    Reads at most `window_s`·fps frames from the iterable (all of it when fps is None and it is
-    short) and uses up to `max_frames` of them, evenly spaced.
+    A plain iterable is read for its first `window_s` seconds only (its length is unknown, so one
+    look); a sequence (a list of frames) with `fps` gets the same windows over the whole clip as
+    `detect_watermark_file`. Each window uses up to `max_frames` evenly spaced frames.
     """
     dev = torch.device(device)
     with _one_thread(dev):
@@ -387,54 +549,123 @@ def _detect_frames(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], f
     """`detect_watermark` proper."""
     if not keys:
         return _not_detected("no watermark keys")
-    acc = _Accumulator(dev)
     window = max(1, round(window_s * fps)) if fps else max_frames * 3
     stride = max(1, math.ceil(window / max_frames))
-    for index, frame in enumerate(frames):
-        if index >= window:
+    if isinstance(frames, Sequence) and fps:
+        starts = [round(t * fps) for t in looks_for(len(frames) / fps, window_s)]
+    else:
+        starts = [0]
+    looks = _Looks(keys, dev, len(starts))
+    if len(starts) == 1:
+        chunks: Iterable[Iterable[np.ndarray]] = [frames]
+    else:
+        seq = frames  # a Sequence here
+        chunks = (seq[a: a + window] for a in starts)  # type: ignore[index]
+    for chunk in chunks:
+        for index, frame in enumerate(chunk):
+            if index >= window:
+                break
+            if index % stride:
+                continue
+            if min(frame.shape[:2]) < MIN_SIDE:
+                return _not_detected(f"frames are {frame.shape[1]}x{frame.shape[0]}, below the {MIN_SIDE}px minimum")
+            looks.acc.add_rgb(frame)
+        if looks.analyse():
             break
-        if index % stride:
-            continue
-        if min(frame.shape[:2]) < MIN_SIDE:
-            return _not_detected(f"frames are {frame.shape[1]}x{frame.shape[0]}, below the {MIN_SIDE}px minimum")
-        acc.add_rgb(frame)
-    if acc.total is None or acc.size is None:
+    if looks.result is None:
         return _not_detected("the clip has no frames")
-    return _analyse(acc.total, acc.size, keys, acc.frames, acc.kept)
+    return looks.result
 
 
-def _file_lumas(path: Path, window_s: float, max_frames: int) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
-    """Working-size luma of up to `max_frames` frames spread over the first `window_s` seconds.
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+              fps: float) -> float | None:
+    """The clip's duration in seconds from its header (None when the header does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    if stream.frames:
+        return stream.frames / fps
+    return None
 
-    Scaling to the working size and taking luma happen in FFmpeg (swscale), so a 720p frame costs
-    a fraction of an RGB conversion; frames outside the sample are decoded but never converted.
-    """
+
+def _keyframe_times(path: Path) -> list[float]:
+    """Presentation times (s) of the clip's key frames, from the packets alone (no decoding)."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        window = max(1, round(window_s * fps))
-        stride = max(1, math.ceil(window / max_frames))
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if index >= window:
-                    break
-                if index % stride:
-                    continue
-                h, w = frame.height, frame.width
-                hw, ww = _work_size(h, w)
-                gray = frame.reformat(width=ww, height=hw, format="gray", interpolation="AREA")
-                yield gray.to_ndarray(), (h, w)
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+        base = float(stream.time_base)
+        return sorted(float(p.pts) * base for p in container.demux(stream)
+                      if p.is_keyframe and p.pts is not None)
     finally:
         container.close()
 
 
+class _WindowReader:
+    """Reads look windows from one open clip, seeking to a key frame when one lies ahead.
+
+    A window starts at the first key frame at or after its planned start when there is one beyond
+    what was already read (a seek there costs no decoding in between); otherwise decoding simply
+    continues, skipping frames up to the planned start. Either way no frame is decoded twice, so
+    reading every look costs at most one pass over the clip. Scaling to the working size and
+    taking luma happen in FFmpeg (swscale); frames outside the sample are decoded, never converted.
+    """
+
+    def __init__(self, path: Path, container: av.container.InputContainer,
+                 stream: av.video.stream.VideoStream, fps: float) -> None:
+        self.path, self.container, self.stream, self.fps = path, container, stream, fps
+        self.frames: Iterator[av.VideoFrame] = container.decode(stream)
+        self.keyframes: list[float] | None = None
+        self.covered = -math.inf  # everything before this time has been read
+
+    def window(self, start_s: float, window_s: float, max_frames: int
+               ) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
+        fps = self.fps
+        begin = max(start_s, self.covered)
+        if start_s > 0:
+            if self.keyframes is None:
+                self.keyframes = _keyframe_times(self.path)
+            ahead = [k for k in self.keyframes if k >= start_s - 0.5 / fps and k > self.covered + 0.5 / fps]
+            if ahead:
+                begin = ahead[0]
+                self.container.seek(round(begin / float(self.stream.time_base)), stream=self.stream,
+                                    backward=True)
+                self.frames = self.container.decode(self.stream)
+        window = max(1, round(window_s * fps))
+        stride = max(1, math.ceil(window / max_frames))
+        first: float | None = None
+        for frame in self.frames:
+            t = float(frame.time) if frame.time is not None else self.covered + 1.0 / fps
+            if t < begin - 0.5 / fps:
+                continue
+            if first is None:
+                first = t
+            self.covered = max(self.covered, t + 0.5 / fps)
+            index = round((t - first) * fps)
+            if index >= window - 1:
+                if index == window - 1 and index % stride == 0:
+                    yield self._luma(frame)
+                break
+            if index % stride:
+                continue
+            yield self._luma(frame)
+
+    @staticmethod
+    def _luma(frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int]]:
+        h, w = frame.height, frame.width
+        hw, ww = _work_size(h, w)
+        gray = frame.reformat(width=ww, height=hw, format="gray", interpolation="AREA")
+        return gray.to_ndarray(), (h, w)
+
+
 def detect_watermark_file(path: Path | str, keys: Sequence[WatermarkKey], *, device: str | torch.device = "cpu",
                           window_s: float = WINDOW_S, max_frames: int = MAX_FRAMES) -> WatermarkResult:
-    """`detect_watermark` on a video file (PyAV), reading only its first `window_s` seconds."""
+    """`detect_watermark` on a video file (PyAV): windows spread over the whole clip, until decisive.
+
+    The first window is the clip's first `window_s` seconds; longer clips get up to `MAX_LOOKS`
+    windows in all (`looks_for`), read one after another into the same accumulator and analysed
+    after each; reading stops at the first look that detects the mark and decodes its payload.
+    """
     dev = torch.device(device)
     with _one_thread(dev):
         return _detect_file(Path(path), keys, dev, window_s, max_frames)
@@ -445,11 +676,26 @@ def _detect_file(path: Path, keys: Sequence[WatermarkKey], dev: torch.device, wi
     """`detect_watermark_file` proper."""
     if not keys:
         return _not_detected("no watermark keys")
-    acc = _Accumulator(dev)
-    for luma, size in _file_lumas(path, window_s, max_frames):
-        if min(size) < MIN_SIDE:
-            return _not_detected(f"frames are {size[1]}x{size[0]}, below the {MIN_SIDE}px minimum")
-        acc.add_luma(torch.from_numpy(luma.astype(np.float32)), size)
-    if acc.total is None or acc.size is None:
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        starts = looks_for(_duration(container, stream, fps), window_s)
+        looks = _Looks(keys, dev, len(starts))
+        reader = _WindowReader(path, container, stream, fps)
+        try:
+            for start in starts:
+                for luma, size in reader.window(start, window_s, max_frames):
+                    if min(size) < MIN_SIDE:
+                        return _not_detected(f"frames are {size[1]}x{size[0]}, below the {MIN_SIDE}px minimum")
+                    looks.acc.add_luma(torch.from_numpy(luma.astype(np.float32)), size)
+                if looks.analyse():
+                    break
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+    finally:
+        container.close()
+    if looks.result is None:
         raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
-    return _analyse(acc.total, acc.size, keys, acc.frames, acc.kept)
+    return looks.result

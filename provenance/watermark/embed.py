@@ -1,16 +1,35 @@
-"""Embedding: add the keyed tile pattern to the luma, scaled by a cheap texture mask.
+"""Embedding: add the keyed tile pattern to the luma, shaped by a perceptual (JND) mask, at a fixed quality.
 
 The same pattern goes into every frame (the mark is static in frame coordinates), so frame
 drops, frame-rate changes and temporal crops cannot desynchronise it, and the detector can
 average frames before it decodes. The delta is added equally to R, G and B, which changes luma
 by the delta and leaves chroma alone.
 
-Strength: `STRENGTH` grey levels RMS at mask 1. The mask follows local activity (the standard
-deviation of luma in ~8 px neighbourhoods, computed on a 4× subsampled luma so it costs little)
-between a floor, so flat skies still carry a faint mark, and a ceiling, so edges do not ring.
+Where the energy goes (the JND mask, computed on a 4× subsampled luma so it costs little):
+
+* texture masking: local activity (luma standard deviation over ~12 px) hides a pattern, between a
+  floor (flat skies still carry a faint mark) and a ceiling;
+* edges: a lone straight edge is *not* texture: a pattern beside it shows as ringing, so the
+  texture gain is cut where the local gradients all point one way (structure-tensor coherence);
+* luminance masking: the eye's threshold rises in dark and in very bright regions (the Chou-Li
+  background-luminance JND curve), so those regions carry more;
+* temporal masking: where the picture changes from the previous frame (motion), the eye cannot
+  fixate, so moving regions carry more (state: one 4×-subsampled luma of the previous frame).
+
+How much energy in all: the mask is only a shape. The gain is set per frame as a Y-PSNR of the
+mark alone (after rounding to integers), not one global strength: `TARGET_PSNR` at the reference,
+moved per clip within [`PSNR_FLOOR`, `PSNR_CEIL`] by how hard the picture makes the mark to read.
+Every `REASSESS_FRAMES` frames the embedder marks a frame at the reference gain, asks the
+detector's own arithmetic how clean the channel bits come out (`detect.channel_snr`), and aims
+the gain at `TARGET_SNR`: an easy clip (flat, dark, smooth) gets a fainter mark than the
+reference, a busy one (foliage, water, woven texture, where the texture swamps the mark in the
+detector) a stronger one, never below the floor. The gain ramps toward each new value so that
+the mark's strength never steps visibly.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -19,66 +38,145 @@ import torch.nn.functional as F
 from ..errors import ProvenanceError
 from . import ecc
 from ._threads import one_thread as _one_thread
-from .layout import WatermarkKey, cell_px, render_pattern, tile_values
+from .layout import GEOMETRY, WatermarkKey, cell_px, render_pattern, tile_values
 
-STRENGTH = 1.6
-MASK_FLOOR = 0.8
+#: Y-PSNR of the mark alone (dB) at the reference gain; the clip's gain then moves within
+#: [PSNR_FLOOR, PSNR_CEIL] to give the detector `TARGET_SNR` (see `WatermarkEmbedder`).
+TARGET_PSNR = 46.5
+PSNR_FLOOR = 42.5
+PSNR_CEIL = 48.5
+#: Channel-bit SNR (one marked frame, no codec, as `detect.channel_snr` measures it) the gain aims at.
+TARGET_SNR = 1.8
+#: Frames between two looks at the picture's difficulty (a scene may change).
+REASSESS_FRAMES = 48
+#: Share of the way the gain moves toward a new assessment per frame (no visible step).
+GAIN_RAMP = 0.15
+#: The mark's RMS never exceeds this (grey levels), whatever the PSNR budget would allow.
+MAX_RMS = 2.5
+#: Per-pixel cap on |delta| (grey levels): no single spot may stand out.
+MAX_DELTA = 7.0
+MASK_FLOOR = 0.5
 MASK_CEIL = 2.5
-ACTIVITY_REF = 6.0  # luma std (grey levels) at which the mask reaches 1
+ACTIVITY_REF = 6.0  # luma std (grey levels) at which the texture mask reaches 1
+EDGE_CUT = 0.6  # share of the texture gain removed on a perfectly coherent (straight) edge
+TEMPORAL_REF = 10.0  # mean frame difference (grey levels) at which temporal masking saturates
+TEMPORAL_GAIN = 0.6  # extra gain on fully moving regions
+LUMA_GAIN_CAP = 2.0
+RAIL_GREY = 14.0  # grey levels from black or white over which the mask fades out
 MIN_SIDE = 64
-#: Frames smaller than this area get a stronger mark (up to SMALL_BOOST×): robustness comes from
-#: the number of pixels each bit is spread over, and a 256×192 clip has 1/19 of a 720p frame's.
-REF_AREA = 1280 * 720
-SMALL_BOOST = 1.6
 _MASK_STRIDE = 4
+# v1's fixed strength, kept for `strength=` callers: a per-frame RMS instead of a PSNR target.
+STRENGTH = 1.6
 
 
 class WatermarkError(ProvenanceError, ValueError):
     """A payload, key or frame the watermark cannot work with (a user's mistake: CLI exit 2)."""
 
 
-def _activity_mask(frame: torch.Tensor) -> torch.Tensor:
-    """Texture mask at full size from a strided luma (H×W float32 in [MASK_FLOOR, MASK_CEIL])."""
-    h, w = frame.shape[:2]
-    small = frame[::_MASK_STRIDE, ::_MASK_STRIDE].to(torch.float32)
-    luma = (small[..., 0] * 0.299 + small[..., 1] * 0.587 + small[..., 2] * 0.114)[None, None]
-    mean = F.avg_pool2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    sq = F.avg_pool2d(F.pad((luma - mean).square(), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    mask = (sq.sqrt() / ACTIVITY_REF).clamp(MASK_FLOOR, MASK_CEIL)
-    return F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+def _pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
+
+
+def _luminance_jnd(bg: torch.Tensor) -> torch.Tensor:
+    """Chou & Li (1995) visibility threshold (grey levels) for a background luminance `bg`."""
+    dark = 17.0 * (1.0 - torch.sqrt(bg.clamp_min(0) / 127.0)) + 3.0
+    bright = 3.0 / 128.0 * (bg - 127.0) + 3.0
+    return torch.where(bg <= 127.0, dark, bright)
+
+
+def jnd_mask(small_luma: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """The perceptual mask on a subsampled luma (h×w float32): texture × edges × luminance × motion.
+
+    Unnormalised: only its shape matters, the per-frame gain sets the energy.
+    """
+    y = small_luma[None, None]
+    mean = _pool(y, 3)
+    activity = _pool((y - mean).square(), 3).sqrt()
+    texture = (activity / ACTIVITY_REF).clamp(MASK_FLOOR, MASK_CEIL)
+    # Edge coherence from the structure tensor: 1 on a lone straight edge, 0 in isotropic texture.
+    gy = F.pad(y, (0, 0, 1, 1), mode="replicate")
+    gx = F.pad(y, (1, 1, 0, 0), mode="replicate")
+    dy = (gy[..., 2:, :] - gy[..., :-2, :]) * 0.5
+    dx = (gx[..., :, 2:] - gx[..., :, :-2]) * 0.5
+    jxx, jyy, jxy = _pool(dx * dx, 3), _pool(dy * dy, 3), _pool(dx * dy, 3)
+    coherence = torch.sqrt((jxx - jyy).square() + 4 * jxy.square()) / (jxx + jyy + 1.0)
+    texture = (texture * (1.0 - EDGE_CUT * coherence)).clamp_min(MASK_FLOOR)
+    luminance = (_luminance_jnd(mean) / 3.0).sqrt().clamp(1.0, LUMA_GAIN_CAP)
+    # ...but not at the rails: at black or white half the mark is clipped away (and the codec's
+    # studio range clips more), so energy put there is lost to the detector and costs SSIM.
+    rails = ((mean - 2.0) / RAIL_GREY).clamp(0.0, 1.0) * ((253.0 - mean) / RAIL_GREY).clamp(0.0, 1.0)
+    luminance = luminance * (0.15 + 0.85 * rails)
+    mask = texture * luminance
+    if previous is not None and previous.shape == small_luma.shape:
+        motion = _pool((small_luma - previous).abs()[None, None], 3)
+        mask = mask * (1.0 + TEMPORAL_GAIN * (motion / TEMPORAL_REF).clamp(0.0, 1.0))
+    return mask[0, 0]
 
 
 class WatermarkEmbedder:
-    """Marks frames with one key and one 64-bit payload; deterministic and stateless per frame.
+    """Marks frames with one key and one 64-bit payload, in order (frame `index` 0, 1, 2, ...).
 
-    The pattern for a frame size is rendered once and reused; nothing else is kept between
-    frames, so memory does not grow with the clip.
+    The pattern for a frame size is rendered once and reused; between frames only a 4×-subsampled
+    luma of the previous frame is kept (temporal masking), so memory does not grow with the clip.
+    The output is deterministic for a given frame sequence; a frame whose `index` does not follow
+    the previous one is marked without temporal masking.
     """
 
     def __init__(self, key: WatermarkKey, payload: int, *, device: str | torch.device = "cpu",
-                 strength: float = STRENGTH) -> None:
+                 target_psnr: float = TARGET_PSNR, target_snr: float = TARGET_SNR, strength: float | None = None,
+                 geometry: int = GEOMETRY) -> None:
         if not isinstance(payload, int | np.integer) or not 0 <= int(payload) < (1 << ecc.PAYLOAD_BITS):
             raise WatermarkError(f"payload must be a 64-bit unsigned integer, got {payload!r}")
+        if not 20.0 <= target_psnr <= 70.0:
+            raise WatermarkError(f"target_psnr must be between 20 and 70 dB, got {target_psnr!r}")
         self.key = key
         self.payload = int(payload)
         self.device = torch.device(device)
+        self.target_psnr = target_psnr
+        self.target_snr = target_snr
         self.strength = strength
+        self.geometry = geometry
         self._tile = torch.from_numpy(tile_values(key.secret, self.payload)).to(self.device)
         self._pattern: torch.Tensor | None = None
         self._size: tuple[int, int] | None = None
+        self._previous: torch.Tensor | None = None
+        self._last_index: int | None = None
+        self._amp = 1.0  # current amplitude relative to the reference gain
+        self._amp_goal: float | None = None
+        self._since_assessed = 0
 
     def pattern(self, height: int, width: int) -> torch.Tensor:
-        """The pattern for this frame size at mask 1, in grey levels (rendered once per size)."""
+        """The unit-RMS pattern for this frame size (rendered once per size)."""
         if self._size != (height, width) or self._pattern is None:
-            boost = min(SMALL_BOOST, max(1.0, (REF_AREA / (height * width)) ** 0.25))
-            pattern = render_pattern(self._tile, height, width, cell_px(height, width))
-            self._pattern = pattern * (self.strength * boost)
+            self._pattern = render_pattern(self._tile, height, width, cell_px(height, width, self.geometry))
             self._size = (height, width)
+            self._previous = None
         return self._pattern
 
+    def target_rms(self) -> float:
+        """RMS of the mark (grey levels) at the reference gain, rounding included."""
+        if self.strength is not None:
+            return float(self.strength)
+        mse = 255.0**2 / 10 ** (self.target_psnr / 10)
+        return min(MAX_RMS, math.sqrt(mse))
+
+    def _assess(self, pixels: torch.Tensor, pattern: torch.Tensor, full_ref: torch.Tensor) -> float:
+        """Amplitude (relative to the reference) that gives the detector `TARGET_SNR` on this picture."""
+        from .detect import _work_size, channel_snr  # detect imports this module: import late
+
+        h, w = pixels.shape[:2]
+        rgb = pixels.to(torch.float32)
+        luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114 + pattern * full_ref
+        hw, ww = _work_size(h, w)
+        if (hw, ww) != (h, w):
+            luma = F.interpolate(luma[None, None], size=(hw, ww), mode="area")[0, 0]
+        snr = channel_snr(luma.clamp(0, 255), (h, w), self.key, self.payload, self.geometry)
+        lo = 10 ** ((self.target_psnr - PSNR_CEIL) / 20)
+        hi = 10 ** ((self.target_psnr - PSNR_FLOOR) / 20)
+        return hi if snr <= 0 else min(hi, max(lo, self.target_snr / snr))
+
     def embed(self, frame: np.ndarray, index: int) -> np.ndarray:
-        """Return `frame` (H×W×3 uint8 RGB) with the mark; `index` is unused: every frame is the same."""
-        del index
+        """Return `frame` (H×W×3 uint8 RGB) with the mark."""
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise WatermarkError(f"expected an H×W×3 uint8 RGB frame, got {getattr(frame, 'dtype', type(frame))} "
                                  f"{getattr(frame, 'shape', '')}")
@@ -86,8 +184,29 @@ class WatermarkEmbedder:
         if min(h, w) < MIN_SIDE:
             raise WatermarkError(f"a {w}x{h} frame is below the {MIN_SIDE}px minimum the watermark needs")
         with _one_thread(self.device):
+            pattern = self.pattern(h, w)
             pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
-            delta = self.pattern(h, w) * _activity_mask(pixels)
-            delta = torch.round(delta).to(torch.int16)
+            small = pixels[::_MASK_STRIDE, ::_MASK_STRIDE].to(torch.float32)
+            small_luma = small[..., 0] * 0.299 + small[..., 1] * 0.587 + small[..., 2] * 0.114
+            follows = self._last_index is not None and index == self._last_index + 1
+            mask = jnd_mask(small_luma, self._previous if follows else None)
+            self._previous, self._last_index = small_luma, index
+            # Gain: the pattern has unit RMS and is independent of the mask, so E[delta²] ≈ g²·E[m²];
+            # rounding to integers adds ~1/12, which the budget pays for first.
+            rms = self.target_rms()
+            gain = math.sqrt(max(rms * rms - 1.0 / 12.0, 0.05) / max(float(mask.square().mean()), 1e-9))
+            full = F.interpolate(mask[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            if self.strength is None:
+                if self._amp_goal is None or not follows or self._since_assessed >= REASSESS_FRAMES:
+                    goal = self._assess(pixels, pattern, (full * gain).clamp_(max=MAX_DELTA))
+                    if self._amp_goal is None or not follows:
+                        self._amp = goal  # a new clip (or a jump): start at the assessed strength
+                    self._amp_goal, self._since_assessed = goal, 0
+                self._amp += GAIN_RAMP * (self._amp_goal - self._amp)
+                self._since_assessed += 1
+                rms_now = rms * self._amp
+                gain = math.sqrt(max(rms_now * rms_now - 1.0 / 12.0, 0.05) / max(float(mask.square().mean()), 1e-9))
+            full = (full * gain).clamp_(max=MAX_DELTA)
+            delta = torch.round(pattern * full).to(torch.int16)
             out = (pixels.to(torch.int16) + delta[..., None]).clamp_(0, 255).to(torch.uint8)
             return out.cpu().numpy()

@@ -24,11 +24,18 @@ ALGORITHM = "org.credence.watermark.v1"
 #: Cells per tile side. 32×32 = 1024 cells: a quarter sync, the rest the 306 channel bits (2-3 each).
 TILE = 32
 SYNC_CELLS = TILE * TILE // 4
-#: The frame's short side holds this many cells (3 tiles), so the mark scales with the frame.
-CELLS_PER_SHORT_SIDE = 96
-#: ...but a cell is never smaller than this (small frames get a coarser, sturdier mark), unless
-#: the frame is so small that a tile would not fit: a cell is at most a 32nd of the short side.
-MIN_CELL_PX = 6.0
+#: Tile geometry: how big a cell is for a frame size. v1 (clips marked up to commit cdd8ebe): the
+#: short side holds 96 cells (3 tiles), a cell at least 6 px unless a tile would not fit. v2 (the
+#: default): the short side holds `CELLS_PER_SHORT_SIDE` cells, a cell at least `MIN_CELL_PX`: a
+#: coarser cell is a lower spatial frequency, which H.264 quantises less and a 0.5× downscale does
+#: not under-sample (a 6 px cell on a 360p clip is 3 px after it, and ~2 px at the detector's size).
+#: The key's tile (which cells, which signs) is the same in both; the detector tries both periods.
+GEOMETRY = 2
+GEOMETRIES = (1, 2)
+_CELLS = {1: 96, 2: 64}
+_MIN_CELL = {1: 6.0, 2: 8.0}
+CELLS_PER_SHORT_SIDE = _CELLS[GEOMETRY]
+MIN_CELL_PX = _MIN_CELL[GEOMETRY]
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,12 @@ def tile_values(secret: bytes, payload: int) -> np.ndarray:
     return values.reshape(TILE, TILE)
 
 
-def cell_px(height: int, width: int) -> float:
-    """Side of one cell in pixels for a frame of this size."""
+def cell_px(height: int, width: int, geometry: int = GEOMETRY) -> float:
+    """Side of one cell in pixels for a frame of this size, under tile geometry `geometry` (1 or 2)."""
+    if geometry not in _CELLS:
+        raise ValueError(f"unknown watermark tile geometry {geometry!r}")
     short = min(height, width)
-    return max(short / CELLS_PER_SHORT_SIDE, min(MIN_CELL_PX, short / TILE))
+    return max(short / _CELLS[geometry], min(_MIN_CELL[geometry], short / TILE))
 
 
 def render_pattern(tile: torch.Tensor, height: int, width: int, cell: float) -> torch.Tensor:
