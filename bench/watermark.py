@@ -298,6 +298,7 @@ def build_attacks(seed: int = DEFAULT_SEED, clip: str = "") -> Attacks:
         "h264_crf35": (None, [{"crf": 35}]),
         "h264_crf40": (None, [{"crf": 40}]),
         "h265_crf28": (None, [{"codec": "libx265", "crf": 28}]),
+        "h265_crf32": (None, [{"codec": "libx265", "crf": 32}]),
         "h265_crf35": (None, [{"codec": "libx265", "crf": 35}]),
         "vp9_crf40": (None, [{"codec": "libvpx-vp9", "crf": 40}]),
         "chain_720_540": (per_frame(to_height(720)), [{"crf": 23}, {"crf": 23, "height": 540}]),
@@ -333,6 +334,9 @@ def build_attacks(seed: int = DEFAULT_SEED, clip: str = "") -> Attacks:
 
 #: The attack table with the default seed: its names, for the command line and other benches.
 ATTACKS = build_attacks()
+#: The rows of issue 15's table (python -m bench.watermark --issue).
+ISSUE = ["identity", "h264_crf28", "h264_crf35", "h264_crf40", "resize_0.5", "crop_0.8", "crop0.8_resize0.5_crf28",
+         "h265_crf32", "crf30_crop0.71_bright0.5"]
 QUICK = ["identity", "h264_crf23", "h264_crf28", "h264_crf40", "resize_0.5", "crop_0.8", "jpeg_50",
          "brightness_0.8", "drop_every_3rd", "crop0.8_resize0.5_crf28", "crf30_crop0.71_bright0.5"]
 
@@ -486,6 +490,7 @@ class Baseline:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 real + 3 procedural clips, must-hit attacks")
+    parser.add_argument("--issue", action="store_true", help="every clip, the attacks of issue 15's table")
     parser.add_argument("--attacks", help="comma-separated attack names (default: all, or the quick set)")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -495,7 +500,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "watermark.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    names = args.attacks.split(",") if args.attacks else (QUICK if args.quick else list(ATTACKS))
+    names = args.attacks.split(",") if args.attacks else (
+        QUICK if args.quick else ISSUE if args.issue else list(ATTACKS))
     real = REAL[:2] if args.quick else REAL
     kinds = ["flat", "fast_pan", "text"] if args.quick else ["flat", "dark", "low_texture", "fast_pan", "text",
                                                               "scene_cut"]
@@ -527,10 +533,14 @@ def main() -> None:
             quality = {"y_psnr": float(np.mean([y_psnr(m, f) for m, f in zip(marked, frames, strict=True)])),
                        "ssim": float(np.mean([ssim(m, f) for m, f in zip(marked[::6], frames[::6], strict=True)])),
                        "embed_fps": embed_fps, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}"}
-            results["clips"][name] = quality  # type: ignore[index]
-            print(f"{name:28s} {quality['size']:>10s}  Y-PSNR {quality['y_psnr']:.2f} dB  SSIM {quality['ssim']:.4f}"
-                  f"  embed {embed_fps:.0f} fps", flush=True)
             shipped = encode(marked, work / f"{name}.mp4", fps, {"crf": 18})
+            quality.update(shipped_quality(shipped, frames, fps, work))
+            quality["y_psnr_worst_frame"] = float(min(y_psnr(m, f) for m, f in zip(marked, frames, strict=True)))
+            results["clips"][name] = quality  # type: ignore[index]
+            print(f"{name:28s} {quality['size']:>10s}  Y-PSNR {quality['y_psnr']:.2f} dB (worst frame "
+                  f"{quality['y_psnr_worst_frame']:.2f}; after CRF 18, codec loss subtracted "
+                  f"{quality['y_psnr_crf18_excess']:.2f})  SSIM {quality['ssim']:.4f}  embed {embed_fps:.0f} fps",
+                  flush=True)
             for attack_name in names:
                 attacked = attack(shipped, fps, attack_name, work, attacks)
                 t0 = time.perf_counter()
@@ -572,6 +582,8 @@ def main() -> None:
     worst = min(q.items(), key=lambda kv: kv[1]["y_psnr"])  # type: ignore[union-attr]
     print(f"\nY-PSNR mean {mean_psnr:.2f} dB, worst {worst[1]['y_psnr']:.2f} dB ({worst[0]}); "
           f"negatives: {results['negatives']}")
+    results["summary"] = summary(q, table)  # type: ignore[arg-type]
+    print_summary(results["summary"])  # type: ignore[arg-type]
     for bname, rows in results["baselines"].items():  # type: ignore[union-attr]
         print(f"baseline {bname}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in rows.items()))
@@ -581,6 +593,72 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
+
+
+def shipped_quality(shipped: Path, frames: Frames, fps: float, work: Path) -> dict[str, float]:
+    """Y-PSNR of the mark after the CRF 18 deliverable encode, with the codec's own loss subtracted.
+
+    The unmarked frames go through the same encode; the mark's share of the shipped error is
+    MSE(shipped marked, source) - MSE(shipped unmarked, source), per frame, averaged as PSNR. The
+    plain PSNR between the two decoded deliverables is reported too.
+    """
+    plain = encode(frames, work / "quality-plain.mp4", fps, {"crf": 18})
+    excess, between = [], []
+    for a, b, src in zip(iter_frames(shipped), iter_frames(plain), frames, strict=False):
+        ys = luma(src)
+        mse_m = float(np.mean((luma(a) - ys) ** 2))
+        mse_p = float(np.mean((luma(b) - ys) ** 2))
+        excess.append(10 * math.log10(255 ** 2 / max(mse_m - mse_p, 1e-3)))
+        between.append(y_psnr(a, b))
+    plain.unlink()
+    return {"y_psnr_crf18_excess": float(np.mean(excess)), "y_psnr_crf18_vs_plain": float(np.mean(between))}
+
+
+#: Issue 15's table: (label, "q:<quality key>:mean|min" | "a:<attack>:<measure>" | "w", target).
+TARGETS = [
+    ("Y-PSNR mean (clean)", "q:y_psnr:mean", 46.0), ("Y-PSNR worst clip (clean)", "q:y_psnr:min", 42.0),
+    ("Y-PSNR mean (CRF 18, codec loss subtracted)", "q:y_psnr_crf18_excess:mean", 46.0),
+    ("Y-PSNR worst clip (CRF 18, codec loss subtracted)", "q:y_psnr_crf18_excess:min", 42.0),
+    ("SSIM worst clip", "q:ssim:min", 0.99),
+    ("exact payload, H.264 CRF 28", "a:h264_crf28:exact", 0.99),
+    ("exact payload, H.264 CRF 35", "a:h264_crf35:exact", 0.95),
+    ("bit accuracy, H.264 CRF 40", "a:h264_crf40:bit_acc", 0.90),
+    ("exact payload, resize 0.5", "a:resize_0.5:exact", 0.95),
+    ("exact payload, centre crop 0.8", "a:crop_0.8:exact", 0.98),
+    ("exact payload, crop 0.8 + resize 0.5 + CRF 28", "a:crop0.8_resize0.5_crf28:exact", 0.90),
+    ("exact payload, H.265 CRF 32", "a:h265_crf32:exact", 0.95),
+    ("bit accuracy, crop 0.8 + resize 0.5 + CRF 28", "a:crop0.8_resize0.5_crf28:bit_acc", 0.95),
+    ("bit accuracy, CRF 30 + crop 0.71 + brightness 0.5", "a:crf30_crop0.71_bright0.5:bit_acc", 0.90),
+    ("wrong payloads (any attack)", "w", 0.0),
+]
+
+
+def summary(quality: dict[str, dict[str, float]], table: dict[str, dict[str, float]]) -> list[dict[str, object]]:
+    """Every row of the issue's table that this run measured: figure, target, met."""
+    rows: list[dict[str, object]] = []
+    for label, spec, target in TARGETS:
+        parts = spec.split(":")
+        if parts[0] == "q":
+            values = [c[parts[1]] for c in quality.values() if parts[1] in c]
+            if not values:
+                continue
+            value = float(np.mean(values) if parts[2] == "mean" else np.min(values))
+            met = value >= target
+        elif parts[0] == "a":
+            if parts[1] not in table:
+                continue
+            value, met = table[parts[1]][parts[2]], table[parts[1]][parts[2]] >= target
+        else:
+            value = float(sum(r["wrong_payload"] for r in table.values()))
+            met = value <= target
+        rows.append({"measure": label, "value": value, "target": target, "met": bool(met)})
+    return rows
+
+
+def print_summary(rows: list[dict[str, object]]) -> None:
+    print(f"\n{'issue 15 target':52s} {'measured':>9s} {'target':>7s}  met")
+    for r in rows:
+        print(f"{r['measure']:52s} {r['value']:9.3f} {r['target']:7.2f}  {'yes' if r['met'] else 'NO'}")
 
 
 def run_baselines(clip: tuple[str, Frames, float], names: list[str], work: Path, *, quick: bool,

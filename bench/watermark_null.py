@@ -278,25 +278,12 @@ def accumulate(win: Window) -> D._Accumulator:
 def key_free(acc: D._Accumulator) -> tuple[list[torch.Tensor], int]:
     """Everything `_analyse` does before it looks at a key: lattices, folds, mirrored folds.
 
-    Mirrors `provenance/watermark/detect.py::_analyse` line for line; returns the folded tiles the
-    keys are correlated with and the union-bound count M for a single key.
+    Calls the detector's own `key_free_variants` (the very code `_analyse` runs); returns the
+    folded tiles the keys are correlated with and the union-bound count M for a single key and
+    one look (a 3 s window is one look: `looks_for`).
     """
     assert acc.total is not None and acc.size is not None
-    total, frame_size, kept = acc.total, acc.size, acc.kept
-    scale = total.shape[0] / frame_size[0]
-    period = TILE * cell_px(*frame_size) * scale
-    lattices = [np.array([[period, 0.0], [0.0, period]])]
-    for lat in D._lattice_from_acf(total, period):
-        if abs(np.linalg.det(lat)) > 1e-3 and not np.allclose(lat, lattices[0], atol=0.15):
-            lattices.append(lat)
-    n = TILE * D.BINS
-    folds = 2 if len(kept) > 1 else 1
-    tests = len(lattices) * folds * 2 * n * n
-    variants: list[torch.Tensor] = []
-    for lattice, aligned in itertools.product(lattices, (False, True)[:folds]):
-        g = D._matched(D._aligned_fold(kept, lattice) if aligned else D._fold(total, lattice))
-        variants += [g, torch.roll(g.flip(1), 1, dims=1)]
-    return variants, tests
+    return D.key_free_variants(acc.total, acc.size, acc.kept)
 
 
 def p_of(z: float, tests: int) -> float:
@@ -533,7 +520,8 @@ def speed(real: dict, embed_frames: int, work: Path) -> dict[str, object]:
         t = time.perf_counter()
         res = detect_watermark_file(path, [key])
         runs.append(time.perf_counter() - t)
-    return {"size": "1920x1080", "embed_frames_timed": len(frames), "embed_fps": embed_fps,
+    long_clip = long_clip_timing(real, work)
+    return {"size": "1920x1080", "embed_frames_timed": len(frames), "embed_fps": embed_fps, "long_clip": long_clip,
             "embed_ms_median": 1000 * statistics.median(per_frame),
             "embed_fps_from_median": 1 / statistics.median(per_frame),
             "clip": {"seconds": seconds, "fps": fps, "frames": writer.frames_written, "bytes": path.stat().st_size,
@@ -542,6 +530,30 @@ def speed(real: dict, embed_frames: int, work: Path) -> dict[str, object]:
             "detected": res.detected, "payload_ok": res.payload == payload, "p_value": res.p_value,
             "frames_used": res.frames_used, "load_before": load_before, "load_after_embed": load_after_embed,
             "load_after_detect": os.getloadavg()}
+
+
+def long_clip_timing(real: dict, work: Path, seconds: float = 30.0, fps: float = 24.0) -> dict[str, object]:
+    """An unmarked 30 s 1080p clip (the worst case: every look is read): detect vs decoding every frame."""
+    import av
+
+    key = WatermarkKey("wm-speed", bytes(range(1, 33)))
+    path = work / "speed-1080p-30s-unmarked.mp4"
+    base = hd_frames(real, 48)
+    with VideoWriter(path, fps, crf=23, preset="ultrafast") as writer:
+        for i in range(round(seconds * fps)):
+            writer.write(base[i % len(base)])
+    t = time.perf_counter()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        decoded = sum(1 for _ in container.decode(stream))
+    decode_all_s = time.perf_counter() - t
+    t = time.perf_counter()
+    res = detect_watermark_file(path, [key])
+    detect_s = time.perf_counter() - t
+    return {"seconds": seconds, "frames": decoded, "decode_all_s": decode_all_s, "detect_s": detect_s,
+            "detected": res.detected, "p_value": res.p_value, "frames_used": res.frames_used,
+            "codec": "libx264 crf 23 preset ultrafast (keyint 250)"}
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -637,10 +649,13 @@ def print_table(r: dict) -> None:
     if sp:
         print(f"\n== speed (1 torch thread in the watermark code, {r['env']['cpus']} cpus) ==")
         print(f"embed 1920x1080: {sp['embed_fps']:.1f} frames/s over {sp['embed_frames_timed']} frames "
-              f"(median {sp['embed_ms_median']:.1f} ms/frame = {sp['embed_fps_from_median']:.1f} fps)  target >= 30")
+              f"(median {sp['embed_ms_median']:.1f} ms/frame = {sp['embed_fps_from_median']:.1f} fps)  target >= 60")
         print(f"detect 10 s 1080p 24 fps MP4: {sp['detect_s_median']:.2f} s median of "
               f"{', '.join(f'{x:.2f}' for x in sp['detect_s_runs'])} (detected {sp['detected']}, payload ok "
-              f"{sp['payload_ok']}, {sp['frames_used']} frames used)  target <= 5")
+              f"{sp['payload_ok']}, {sp['frames_used']} frames used)  target <= 1")
+        lc = sp["long_clip"]
+        print(f"detect 30 s 1080p unmarked MP4 (every look read): {lc['detect_s']:.2f} s vs decoding all "
+              f"{lc['frames']} frames {lc['decode_all_s']:.2f} s ({lc['frames_used']} frames used)")
         print(f"load average: before embed {fmt_load(sp['load_before'])}, "
               f"after embed {fmt_load(sp['load_after_embed'])}, after detect {fmt_load(sp['load_after_detect'])}")
     print(f"load average start {fmt_load(r['env']['load_start'])}, end {fmt_load(r['env']['load_end'])}; "

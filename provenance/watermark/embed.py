@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -73,44 +74,42 @@ class WatermarkError(ProvenanceError, ValueError):
     """A payload, key or frame the watermark cannot work with (a user's mistake: CLI exit 2)."""
 
 
-def _pool(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
+def _box(x: np.ndarray, k: int) -> np.ndarray:
+    return cv2.blur(x, (k, k), borderType=cv2.BORDER_REPLICATE)
 
 
-def _luminance_jnd(bg: torch.Tensor) -> torch.Tensor:
+def _luminance_jnd(bg: np.ndarray) -> np.ndarray:
     """Chou & Li (1995) visibility threshold (grey levels) for a background luminance `bg`."""
-    dark = 17.0 * (1.0 - torch.sqrt(bg.clamp_min(0) / 127.0)) + 3.0
+    dark = 17.0 * (1.0 - np.sqrt(np.clip(bg, 0, None) / 127.0)) + 3.0
     bright = 3.0 / 128.0 * (bg - 127.0) + 3.0
-    return torch.where(bg <= 127.0, dark, bright)
+    return np.where(bg <= 127.0, dark, bright).astype(np.float32)
 
 
-def jnd_mask(small_luma: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     """The perceptual mask on a subsampled luma (h×w float32): texture × edges × luminance × motion.
 
-    Unnormalised: only its shape matters, the per-frame gain sets the energy.
+    Unnormalised: only its shape matters, the per-frame gain sets the energy. OpenCV box filters
+    (a 1080p frame's 270×480 luma in well under a millisecond each).
     """
-    y = small_luma[None, None]
-    mean = _pool(y, 3)
-    activity = _pool((y - mean).square(), 3).sqrt()
-    texture = (activity / ACTIVITY_REF).clamp(MASK_FLOOR, MASK_CEIL)
+    y = small_luma
+    mean = _box(y, 3)
+    activity = np.sqrt(_box(np.square(y - mean), 3))
+    texture = np.clip(activity / ACTIVITY_REF, MASK_FLOOR, MASK_CEIL)
     # Edge coherence from the structure tensor: 1 on a lone straight edge, 0 in isotropic texture.
-    gy = F.pad(y, (0, 0, 1, 1), mode="replicate")
-    gx = F.pad(y, (1, 1, 0, 0), mode="replicate")
-    dy = (gy[..., 2:, :] - gy[..., :-2, :]) * 0.5
-    dx = (gx[..., :, 2:] - gx[..., :, :-2]) * 0.5
-    jxx, jyy, jxy = _pool(dx * dx, 3), _pool(dy * dy, 3), _pool(dx * dy, 3)
-    coherence = torch.sqrt((jxx - jyy).square() + 4 * jxy.square()) / (jxx + jyy + 1.0)
-    texture = (texture * (1.0 - EDGE_CUT * coherence)).clamp_min(MASK_FLOOR)
-    luminance = (_luminance_jnd(mean) / 3.0).sqrt().clamp(1.0, LUMA_GAIN_CAP)
+    dx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    dy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    jxx, jyy, jxy = _box(dx * dx, 3), _box(dy * dy, 3), _box(dx * dy, 3)
+    coherence = np.sqrt(np.square(jxx - jyy) + 4 * np.square(jxy)) / (jxx + jyy + 1.0)
+    texture = np.maximum(texture * (1.0 - EDGE_CUT * coherence), MASK_FLOOR)
+    luminance = np.clip(np.sqrt(_luminance_jnd(mean) / 3.0), 1.0, LUMA_GAIN_CAP)
     # ...but not at the rails: at black or white half the mark is clipped away (and the codec's
     # studio range clips more), so energy put there is lost to the detector and costs SSIM.
-    rails = ((mean - 2.0) / RAIL_GREY).clamp(0.0, 1.0) * ((253.0 - mean) / RAIL_GREY).clamp(0.0, 1.0)
-    luminance = luminance * (0.15 + 0.85 * rails)
-    mask = texture * luminance
+    rails = np.clip((mean - 2.0) / RAIL_GREY, 0.0, 1.0) * np.clip((253.0 - mean) / RAIL_GREY, 0.0, 1.0)
+    mask = texture * luminance * (0.15 + 0.85 * rails)
     if previous is not None and previous.shape == small_luma.shape:
-        motion = _pool((small_luma - previous).abs()[None, None], 3)
-        mask = mask * (1.0 + TEMPORAL_GAIN * (motion / TEMPORAL_REF).clamp(0.0, 1.0))
-    return mask[0, 0]
+        motion = _box(np.abs(small_luma - previous), 3)
+        mask = mask * (1.0 + TEMPORAL_GAIN * np.clip(motion / TEMPORAL_REF, 0.0, 1.0))
+    return np.ascontiguousarray(mask, dtype=np.float32)
 
 
 class WatermarkEmbedder:
@@ -141,6 +140,7 @@ class WatermarkEmbedder:
         self._size: tuple[int, int] | None = None
         self._previous: torch.Tensor | None = None
         self._last_index: int | None = None
+        self._pattern_cache: tuple[torch.Tensor, np.ndarray] | None = None
         self._amp = 1.0  # current amplitude relative to the reference gain
         self._amp_goal: float | None = None
         self._since_assessed = 0
@@ -160,12 +160,12 @@ class WatermarkEmbedder:
         mse = 255.0**2 / 10 ** (self.target_psnr / 10)
         return min(MAX_RMS, math.sqrt(mse))
 
-    def _assess(self, pixels: torch.Tensor, pattern: torch.Tensor, full_ref: torch.Tensor) -> float:
-        """Amplitude (relative to the reference) that gives the detector `TARGET_SNR` on this picture."""
+    def _assess(self, frame: np.ndarray, pattern: torch.Tensor, full_ref: torch.Tensor) -> float:
+        """Amplitude (relative to the reference) that gives the detector `target_snr` on this picture."""
         from .detect import _work_size, channel_snr  # detect imports this module: import late
 
-        h, w = pixels.shape[:2]
-        rgb = pixels.to(torch.float32)
+        h, w = frame.shape[:2]
+        rgb = torch.from_numpy(frame).to(self.device, torch.float32)
         luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114 + pattern * full_ref
         hw, ww = _work_size(h, w)
         if (hw, ww) != (h, w):
@@ -185,28 +185,37 @@ class WatermarkEmbedder:
             raise WatermarkError(f"a {w}x{h} frame is below the {MIN_SIDE}px minimum the watermark needs")
         with _one_thread(self.device):
             pattern = self.pattern(h, w)
-            pixels = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
-            small = pixels[::_MASK_STRIDE, ::_MASK_STRIDE].to(torch.float32)
-            small_luma = small[..., 0] * 0.299 + small[..., 1] * 0.587 + small[..., 2] * 0.114
+            frame = np.ascontiguousarray(frame)
+            small = frame[::_MASK_STRIDE, ::_MASK_STRIDE].astype(np.float32)
+            small_luma = small @ np.array([0.299, 0.587, 0.114], np.float32)
             follows = self._last_index is not None and index == self._last_index + 1
             mask = jnd_mask(small_luma, self._previous if follows else None)
             self._previous, self._last_index = small_luma, index
             # Gain: the pattern has unit RMS and is independent of the mask, so E[delta²] ≈ g²·E[m²];
             # rounding to integers adds ~1/12, which the budget pays for first.
             rms = self.target_rms()
-            gain = math.sqrt(max(rms * rms - 1.0 / 12.0, 0.05) / max(float(mask.square().mean()), 1e-9))
-            full = F.interpolate(mask[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            mask_ms = max(float(np.mean(np.square(mask))), 1e-9)
+            gain = math.sqrt(max(rms * rms - 1.0 / 12.0, 0.05) / mask_ms)
             if self.strength is None:
                 if self._amp_goal is None or not follows or self._since_assessed >= REASSESS_FRAMES:
-                    goal = self._assess(pixels, pattern, (full * gain).clamp_(max=MAX_DELTA))
+                    ref = cv2.resize(np.minimum(mask * gain, MAX_DELTA), (w, h), interpolation=cv2.INTER_LINEAR)
+                    goal = self._assess(frame, pattern, torch.from_numpy(ref).to(self.device))
                     if self._amp_goal is None or not follows:
                         self._amp = goal  # a new clip (or a jump): start at the assessed strength
                     self._amp_goal, self._since_assessed = goal, 0
                 self._amp += GAIN_RAMP * (self._amp_goal - self._amp)
                 self._since_assessed += 1
                 rms_now = rms * self._amp
-                gain = math.sqrt(max(rms_now * rms_now - 1.0 / 12.0, 0.05) / max(float(mask.square().mean()), 1e-9))
-            full = (full * gain).clamp_(max=MAX_DELTA)
-            delta = torch.round(pattern * full).to(torch.int16)
-            out = (pixels.to(torch.int16) + delta[..., None]).clamp_(0, 255).to(torch.uint8)
-            return out.cpu().numpy()
+                gain = math.sqrt(max(rms_now * rms_now - 1.0 / 12.0, 0.05) / mask_ms)
+            # OpenCV's SIMD loops: upsample the mask, scale the pattern, add to R, G and B with
+            # rounding and saturation in one pass (3× faster than the same in torch at 1080p).
+            full = cv2.resize(np.minimum(mask * gain, MAX_DELTA), (w, h), interpolation=cv2.INTER_LINEAR)
+            delta = cv2.multiply(self._pattern_np(), full, dtype=cv2.CV_16S)  # rounds to nearest
+            return cv2.add(frame, cv2.merge((delta, delta, delta)), dtype=cv2.CV_8U)
+
+    def _pattern_np(self) -> np.ndarray:
+        """The current pattern as a float32 array (cached with it)."""
+        if self._pattern_cache is None or self._pattern_cache[0] is not self._pattern:
+            assert self._pattern is not None
+            self._pattern_cache = (self._pattern, np.ascontiguousarray(self._pattern.cpu().numpy(), np.float32))
+        return self._pattern_cache[1]
