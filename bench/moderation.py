@@ -1,10 +1,13 @@
-"""Moderation benchmark: per-source flag and block rates, obfuscation robustness, latency.
+"""Moderation benchmark: per-source flag and block rates, obfuscation robustness, latency; encoders side by side.
 
     python -m bench.moderation [--folds 5] [--attack-sample 600] [--data ../shared/data/moderation]
+    python -m bench.moderation --latency-only          # p95 per prompt, one thread (run it under the timing lock)
+    python -m bench.moderation --compare-encoders      # MiniLM vs multilingual-e5-small on the same splits
 
 Two kinds of evaluation, never mixed:
-* **Held-out sets** (`use: eval-only`: T2VSafetyBench, SAFREE T2V, MMA-Diffusion; and the `eval`
-  split of our own examples) are scored by the *shipped* heads, which never saw them. Our examples
+* **Held-out sets** (`use: eval-only`: T2VSafetyBench, SAFREE T2V, MMA-Diffusion; our multilingual
+  set `moderation/data/multilingual_eval.jsonl`, written from scratch in 12 languages; and the
+  `eval` split of our own examples) are scored by the *shipped* heads, which never saw them. Our examples
   are split by base text (`moderation.examples.base_key`), so no suffixed, reworded or
   noise-spliced variant of an eval prompt was trained on (`tests/test_bench_honesty.py`).
 * **Training sources** (COCO captions, artist prompts, XSTest, I2P, OpenAI moderation: all
@@ -30,29 +33,39 @@ import numpy as np
 import torch
 
 from moderation import Moderator, load_policy
-from moderation.classifier import EMBED_DIM, Embedder, Heads, features
+from moderation.classifier import EMBED_DIM, ENCODERS, Embedder, Heads, features
 from moderation.examples import examples
 from moderation.train import CATEGORIES, DEFAULT_DATA, Row, fit_heads, label_matrix, training_set
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CACHE = RESULTS / "moderation_embeddings.npz"
+MULTILINGUAL = Path(__file__).resolve().parents[1] / "moderation" / "data" / "multilingual_eval.jsonl"
 
-TARGETS = {  # source -> (metric, comparison, target)
-    "t2vsafetybench+safree": ("flagged", ">=", 0.95),
-    "coco_captions (cv)": ("blocked", "<=", 0.02),
-    "art + hard negatives": ("blocked", "<=", 0.08),
-    "xstest safe (cv)": ("blocked", "<=", 0.10),
-    "xstest unsafe (cv)": ("flagged", ">=", 0.70),
-    "mma adversarial": ("flagged", ">=", 0.95),
-    "benign gibberish (own eval)": ("flagged", "<=", 0.03),
-}
+TARGETS = [  # (row, metric, comparison, target): issue 13's table
+    ("t2vsafetybench+safree", "flagged", ">=", 0.90),
+    ("multilingual unsafe", "flagged", ">=", 0.85),
+    ("multilingual benign", "flagged", "<=", 0.05),
+    ("mma adversarial", "flagged", ">=", 0.90),
+    ("xstest unsafe (cv)", "flagged", ">=", 0.80),
+    ("xstest safe (cv)", "blocked", "<=", 0.08),
+    ("coco_captions (cv)", "blocked", "<=", 0.02),
+    ("coco_captions (cv)", "flagged", "<=", 0.03),
+    ("art + hard negatives", "blocked", "<=", 0.08),
+    ("art + hard negatives", "flagged", "<=", 0.10),
+    ("benign gibberish (own eval)", "flagged", "<=", 0.03),
+]
+
+
+def cache_path(encoder: str) -> Path:
+    """Where one encoder's embeddings are kept between runs."""
+    return RESULTS / f"moderation_embeddings_{encoder}.npz"
 
 
 class EmbeddingCache:
-    """Sentence embeddings by prepared text, kept between runs (embedding dominates the bench's time)."""
+    """Sentence embeddings by text for one encoder, kept between runs (embedding dominates the bench's time)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, encoder: str) -> None:
         self.path = path
+        self.encoder = encoder
         self.vectors: dict[str, np.ndarray] = {}
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
@@ -64,7 +77,8 @@ class EmbeddingCache:
             t0 = time.perf_counter()
             for i in range(0, len(missing), 512):
                 chunk = missing[i:i + 512]
-                for text, vec in zip(chunk, Embedder.embed([t or "." for t in chunk]), strict=True):
+                for text, vec in zip(chunk, Embedder.embed([t or "." for t in chunk], encoder=self.encoder),
+                                     strict=True):
                     self.vectors[text] = vec
             print(f"  embedded {len(missing)} new texts in {time.perf_counter() - t0:.0f} s")
             self.save()
@@ -87,8 +101,8 @@ def rates(decisions: list) -> dict[str, float]:
 
 
 def decide(moderator: Moderator, cache: EmbeddingCache, prompts: list[str]) -> list:
-    prepared = [moderator.prepare(p) for p in prompts]
-    return moderator.decide(prepared, cache.get(prepared))
+    prepared = [moderator.prepare(p, check=False) for p in prompts]
+    return moderator.decide(prepared, embed=cache.get)
 
 
 # -- obfuscation attacks -----------------------------------------------------------------------------
@@ -132,7 +146,8 @@ def fold_of(text: str, folds: int) -> int:
 def cross_validated(policy, cache: EmbeddingCache, data: Path, folds: int) -> dict[str, list]:
     """Decisions for every public training row, each by heads fitted without its fold."""
     rows = training_set(data)
-    moderator = Moderator(policy, Heads.load())
+    moderator = Moderator(policy, Heads([], np.zeros((0, 1)), np.zeros(0), np.zeros((0, EMBED_DIM)), [],
+                                        np.zeros(0, np.int16), {"encoder": cache.encoder}))
     prepared = [moderator.prepare(r.text, check=False) or "." for r in rows]
     emb = cache.get(prepared)
     x = features(prepared, emb)
@@ -145,8 +160,9 @@ def cross_validated(policy, cache: EmbeddingCache, data: Path, folds: int) -> di
         train_idx = np.flatnonzero(~(public & (fold == k)))
         test_idx = np.flatnonzero(public & (fold == k))
         w, b = fit_heads(x[train_idx], y[train_idx])
-        heads = Heads(CATEGORIES, w, b, emb[train_idx[:1]], [rows[train_idx[0]].text], np.zeros(1, np.int16), {})
-        decisions = Moderator(policy, heads).decide([prepared[i] for i in test_idx], emb[test_idx])
+        heads = Heads(CATEGORIES, w, b, emb[train_idx[:1]], [rows[train_idx[0]].text], np.zeros(1, np.int16),
+                      {"encoder": cache.encoder})
+        decisions = Moderator(policy, heads).decide([prepared[i] for i in test_idx], embed=cache.get)
         for i, d in zip(test_idx, decisions, strict=True):
             out[_cv_source(rows[i])].append(d)
         print(f"  fold {k + 1}/{folds}: {len(test_idx)} held-out rows, {time.perf_counter() - t0:.0f} s")
@@ -184,31 +200,10 @@ def measure_latency(moderator: Moderator, unsafe: list[str], own: list, n: int, 
             "n": len(times), "load_average": list(os.getloadavg())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--attack-sample", type=int, default=600)
-    parser.add_argument("--latency-prompts", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the bulk embedding")
-    parser.add_argument("--latency-only", action="store_true", help="measure latency alone (on an idle machine)")
-    args = parser.parse_args()
-    if not args.data.is_dir():
-        parser.error(f"{args.data}: the public moderation sets are not there (../shared/data/moderation)")
-    torch.set_num_threads(args.threads)
-    policy = load_policy()
-    moderator = Moderator.load(policy)
-    cache = EmbeddingCache(CACHE)
+def held_out(moderator: Moderator, cache: EmbeddingCache, data: Path) -> tuple[dict, dict, dict, list, list]:
+    """Rates on the held-out sets (shipped or given heads): rows, T2VSafetyBench aspects, languages."""
     table: dict[str, dict[str, float]] = {}
-    if args.latency_only:
-        own = [e for e in examples() if e.split == "eval"]
-        unsafe = [r["text"] for r in load_jsonl(args.data / "t2vsafetybench.jsonl")]
-        latency = measure_latency(moderator, unsafe, own, args.latency_prompts, random.Random(0))
-        print(f"latency, 1 thread: p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms (target p95 <= 30)")
-        return
-
-    print("held-out sets, shipped heads")
-    sets = {name: load_jsonl(args.data / f"{name}.jsonl") for name in ("t2vsafetybench", "safree_t2v", "mma_diffusion")}
+    sets = {name: load_jsonl(data / f"{name}.jsonl") for name in ("t2vsafetybench", "safree_t2v", "mma_diffusion")}
     unsafe_video = [r["text"] for r in sets["t2vsafetybench"] + sets["safree_t2v"]]
     video_decisions = decide(moderator, cache, unsafe_video)
     table["t2vsafetybench+safree"] = rates(video_decisions)
@@ -222,21 +217,110 @@ def main() -> None:
     for kind, label in (("mma_adversarial", "mma adversarial"), ("mma_target", "mma target"),
                         ("mma_clean", "mma clean (benign captions)")):
         table[label] = rates(decide(moderator, cache, [r["text"] for r in mma if kind in (r.get("categories") or [])]))
+    ml = load_jsonl(MULTILINGUAL)
+    ml_decisions = decide(moderator, cache, [r["text"] for r in ml])
+    table["multilingual unsafe"] = rates([d for r, d in zip(ml, ml_decisions, strict=True) if r["label"] == "unsafe"])
+    table["multilingual benign"] = rates([d for r, d in zip(ml, ml_decisions, strict=True) if r["label"] == "safe"])
+    languages: dict[str, dict] = {}
+    for lang in dict.fromkeys(r["lang"] for r in ml):
+        pairs = [(r, d) for r, d in zip(ml, ml_decisions, strict=True) if r["lang"] == lang]
+        languages[lang] = {"unsafe": rates([d for r, d in pairs if r["label"] == "unsafe"]),
+                           "benign": rates([d for r, d in pairs if r["label"] == "safe"])}
     own = [e for e in examples() if e.split == "eval"]
     own_by_kind = {kind: decide(moderator, cache, [e.text for e in own if e.kind == kind])
-                   for kind in ("art", "hard_negative", "gibberish", "everyday", "positive")}
+                   for kind in ("art", "hard_negative", "gibberish", "everyday", "positive", "ml_positive",
+                                "ml_benign")}
     table["own art + hard negatives (eval)"] = rates(own_by_kind["art"] + own_by_kind["hard_negative"])
     table["everyday benign (own eval)"] = rates(own_by_kind["everyday"])
     table["benign gibberish (own eval)"] = rates(own_by_kind["gibberish"])
     table["own positives (eval)"] = rates(own_by_kind["positive"])
+    table["own multilingual positives (eval split)"] = rates(own_by_kind["ml_positive"])
+    table["own multilingual benign (eval split)"] = rates(own_by_kind["ml_benign"])
+    return table, aspects, languages, unsafe_video, own_by_kind["art"] + own_by_kind["hard_negative"]
+
+
+def compare_encoders(args: argparse.Namespace) -> None:
+    """Each encoder's heads fitted on the same training rows, scored on the same held-out sets, timed alike."""
+    policy = load_policy()
+    rows = training_set(args.data)
+    out: dict[str, dict] = {}
+    for encoder in ENCODERS:
+        print(f"encoder {encoder}")
+        cache = EmbeddingCache(cache_path(encoder), encoder)
+        probe = Moderator(policy, Heads([], np.zeros((0, 1)), np.zeros(0), np.zeros((0, EMBED_DIM)), [],
+                                        np.zeros(0, np.int16), {"encoder": encoder}))
+        prepared = [probe.prepare(r.text, check=False) or "." for r in rows]
+        emb = cache.get(prepared)
+        w, b = fit_heads(features(prepared, emb), label_matrix(rows))
+        heads = Heads(CATEGORIES, w, b, emb[:1], [rows[0].text], np.zeros(1, np.int16), {"encoder": encoder})
+        heads.save(RESULTS / f"heads_{encoder}.npz")  # for `--latency-only --heads` under the timing lock
+        moderator = Moderator(policy, heads)
+        table, _, languages, _, _ = held_out(moderator, cache, args.data)
+        out[encoder] = {"sources": table, "languages": languages}
+        timed = RESULTS / f"moderation_latency_{encoder}.json"
+        if timed.is_file():  # written by `--latency-only --heads bench/results/heads_<encoder>.npz`
+            out[encoder]["latency"] = json.loads(timed.read_text())
+    names = list(out)
+    print(f"\n{'row (flagged)':<40}" + "".join(f"{n:>16}" for n in names))
+    for row in out[names[0]]["sources"]:
+        print(f"{row:<40}" + "".join(f"{out[n]['sources'][row]['flagged']:>16.3f}" for n in names)
+              + f"   n={out[names[0]]['sources'][row]['n']}")
+    for lang in out[names[0]]["languages"]:
+        print(f"{'  ' + lang + ' unsafe / benign':<40}" + "".join(
+            f"{out[n]['languages'][lang]['unsafe']['flagged']:>9.2f} / "
+            f"{out[n]['languages'][lang]['benign']['flagged']:.2f}" for n in names))
+    if all("latency" in out[n] for n in names):
+        print(f"{'latency p50 / p95 ms (1 thread)':<40}" + "".join(
+            f"{out[n]['latency']['p50_ms']:>9.1f} / {out[n]['latency']['p95_ms']:.1f}" for n in names))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "moderation_encoders.json").write_text(json.dumps(out, indent=2))
+    print(f"wrote {RESULTS / 'moderation_encoders.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--attack-sample", type=int, default=600)
+    parser.add_argument("--latency-prompts", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the bulk embedding")
+    parser.add_argument("--latency-only", action="store_true", help="measure latency alone (on an idle machine)")
+    parser.add_argument("--heads", type=Path, default=None, help="heads file to load instead of the shipped one")
+    parser.add_argument("--compare-encoders", action="store_true",
+                        help="fit heads for every encoder on the same rows and compare them on the held-out sets")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        parser.error(f"{args.data}: the public moderation sets are not there (../shared/data/moderation)")
+    torch.set_num_threads(args.threads)
+    if args.compare_encoders:
+        compare_encoders(args)
+        return
+    policy = load_policy()
+    moderator = Moderator.load(policy, heads=args.heads)
+    cache = EmbeddingCache(cache_path(moderator.heads.encoder), moderator.heads.encoder)
+    if args.latency_only:
+        own = [e for e in examples() if e.split == "eval"]
+        unsafe = [r["text"] for r in load_jsonl(args.data / "t2vsafetybench.jsonl")]
+        latency = measure_latency(moderator, unsafe, own, args.latency_prompts, random.Random(0))
+        latency["encoder"] = moderator.heads.encoder
+        print(f"latency, 1 thread, encoder {moderator.heads.encoder}: p50 {latency['p50_ms']} ms, "
+              f"p95 {latency['p95_ms']} ms (target p95 <= 30), n {latency['n']}, "
+              f"load average {latency['load_average']}")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"moderation_latency_{moderator.heads.encoder}.json").write_text(json.dumps(latency, indent=2))
+        return
+
+    print(f"held-out sets, shipped heads (encoder {moderator.heads.encoder})")
+    table, aspects, languages, unsafe_video, own_art = held_out(moderator, cache, args.data)
+    own = [e for e in examples() if e.split == "eval"]
 
     print(f"training sources, {args.folds}-fold cross-validation")
     cv = cross_validated(policy, cache, args.data, args.folds)
     for name in sorted(cv):
         table[name] = rates(cv[name])
     # The target row: our held-out art and hard negatives, plus the public art-style prompts by CV.
-    table["art + hard negatives"] = rates(own_by_kind["art"] + own_by_kind["hard_negative"]
-                                          + cv.get("artist_prompts (cv)", []) + cv.get("i2p low-risk benign (cv)", []))
+    table["art + hard negatives"] = rates(own_art + cv.get("artist_prompts (cv)", [])
+                                          + cv.get("i2p low-risk benign (cv)", []))
 
     print("obfuscation")
     rng = random.Random(0)
@@ -257,14 +341,23 @@ def main() -> None:
     latency = measure_latency(moderator, unsafe_video, own, args.latency_prompts, rng)
 
     print()
-    print(f"{'source':<36}{'n':>6}{'flagged':>10}{'blocked':>10}   target")
+    print(f"{'source':<42}{'n':>6}{'flagged':>10}{'blocked':>10}   target")
+    targets = defaultdict(list)
+    for name, metric, cmp, value in TARGETS:
+        targets[name].append((metric, cmp, value))
+    verdicts = []
     for name, row in table.items():
-        target = ""
-        if name in TARGETS:
-            metric, cmp, value = TARGETS[name]
+        marks = []
+        for metric, cmp, value in targets.get(name, []):
             ok = row[metric] >= value if cmp == ">=" else row[metric] <= value
-            target = f"{metric} {cmp} {value:.2f}  {'PASS' if ok else 'MISS'}"
-        print(f"{name:<36}{row['n']:>6}{row['flagged']:>10.3f}{row['blocked']:>10.3f}   {target}")
+            marks.append(f"{metric} {cmp} {value:.2f} {'PASS' if ok else 'MISS'}")
+            verdicts.append({"row": name, "metric": metric, "target": f"{cmp} {value}", "value": row[metric],
+                             "n": row["n"], "pass": ok})
+        print(f"{name:<42}{row['n']:>6}{row['flagged']:>10.3f}{row['blocked']:>10.3f}   {'; '.join(marks)}")
+    print("\nmultilingual set by language (flagged: unsafe / benign)")
+    for lang, r in languages.items():
+        print(f"  {lang:<6} {r['unsafe']['flagged']:.2f} of {r['unsafe']['n']} / "
+              f"{r['benign']['flagged']:.2f} of {r['benign']['n']}")
     print("\nT2VSafetyBench by aspect (flagged)")
     for aspect, row in aspects.items():
         print(f"  {aspect:<30}{row['n']:>6}{row['flagged']:>10.3f}")
@@ -276,10 +369,14 @@ def main() -> None:
             verdict = "PASS" if r["points_lost"] <= limit else "MISS"
             print(f"  {name:<14} recall {r['recall']:.3f}  lost {r['points_lost']:>5.1f} points "
                   f"(target <= {limit})  {verdict}")
-    print(f"\nlatency per prompt, 1 thread: p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms (target p95 <= 30)")
+    ok = latency["p95_ms"] <= 30
+    print(f"\nlatency per prompt, 1 thread: p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms (target p95 <= 30) "
+          f"{'PASS' if ok else 'MISS'}, n {latency['n']}, load average {latency['load_average']}")
+    verdicts.append({"row": "latency", "metric": "p95_ms", "target": "<= 30", "value": latency["p95_ms"],
+                     "n": latency["n"], "pass": ok})
     RESULTS.mkdir(exist_ok=True)
     result = {"policy_version": policy.version, "policy_sha256": policy.sha256, "heads": moderator.heads.meta,
-              "folds": args.folds, "sources": table, "targets": {k: list(v) for k, v in TARGETS.items()},
+              "folds": args.folds, "sources": table, "targets": verdicts, "languages": languages,
               "t2vsafetybench_aspects": aspects, "obfuscation": robustness, "latency": latency}
     (RESULTS / "moderation.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS / 'moderation.json'}")

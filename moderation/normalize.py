@@ -1,9 +1,11 @@
 """Prompt normalisation: undo the cheap obfuscations before rules and the classifier look.
 
 NFKC folds full-width and stylised letters; a confusables table maps Cyrillic and Greek
-look-alikes to Latin; zero-width and control characters go; leetspeak inside words is undone
-(`n4k3d` → `naked`, but `4k video` and `1080p` stay); letters spaced out or dotted one by one
-(`n u d e`, `n.u.d.e`) are joined.
+look-alikes to Latin inside words that also hold Latin letters (`nаkеd` with a Cyrillic а is an
+attack; `насилие` is Russian and stays Russian); zero-width and control characters go; accents
+come off Latin letters only (the vowel signs of Hindi and the voicing marks of Japanese are
+letters, not decoration); leetspeak inside words is undone (`n4k3d` → `naked`, but `4k video` and
+`1080p` stay); letters spaced out or dotted one by one (`n u d e`, `n.u.d.e`) are joined.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ CONFUSABLES = str.maketrans({
     "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
     "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe",
 })
+#: Latin letters NFKD does not decompose; folded everywhere (they are Latin whatever the word).
+_LATIN_EXTRA = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe"})
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a",
                       "$": "s", "!": "i", "|": "l", "+": "t"})
 ZERO_WIDTH = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
@@ -30,6 +34,31 @@ LEET_TOKEN = re.compile(r"(?<![\w@$!|+])(?=[\w@$!|+]*[a-z])(?=[\w@$!|+]*[0134578
 # Runs of 3+ single letters separated by spaces, dots, dashes, underscores or asterisks.
 SPACED = re.compile(r"\b(?:[a-z][ .\-_*]{1,3}){2,}[a-z]\b")
 SPACE = re.compile(r"\s+")
+#: A run of letters from the scripts the confusables table maps from (Latin, Cyrillic, Greek).
+WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u0500-\u052f\u0250-\u02af]+")
+
+
+def _is_latin(ch: str) -> bool:
+    return ch.isascii() or "LATIN" in unicodedata.name(ch, "")
+
+
+def _fold_confusables(match: re.Match[str]) -> str:
+    """Map look-alikes to Latin only in a word that mixes scripts (an attack, not a language)."""
+    word = match.group(0)
+    latin = sum(1 for ch in word if _is_latin(ch))
+    if latin == 0 or latin == len(word):
+        return word
+    return word.translate(CONFUSABLES)
+
+
+def _strip_latin_accents(text: str) -> str:
+    """`é` → `e`, but combining marks on other scripts' letters (Devanagari, kana) stay."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(ch) and out and _is_latin(out[-1]):
+            continue
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out))
 
 
 def strip_controls(text: str) -> str:
@@ -60,10 +89,10 @@ def _join_spaced(match: re.Match[str]) -> str:
 def normalize(text: str) -> str:
     """The canonical form rules and the classifier see: lower-case, de-obfuscated, single-spaced."""
     text = strip_controls(text)
-    text = unicodedata.normalize("NFKC", text).translate(CONFUSABLES)
+    text = WORD.sub(_fold_confusables, unicodedata.normalize("NFKC", text))
     # Accents off (é → e) after NFKC, so that stylised letters do not hide words.
-    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    text = text.lower()
+    text = _strip_latin_accents(text)
+    text = text.translate(_LATIN_EXTRA).lower()
     text = LEET_TOKEN.sub(_unleet, text)
     text = SPACED.sub(_join_spaced, text)
     return SPACE.sub(" ", text).strip()

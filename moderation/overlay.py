@@ -126,7 +126,8 @@ def apply_overlay(base: Policy, text: str) -> Policy:
     digest = overlay_hash(text)
     merged["version"] = f"{base.version}+overlay.{digest[:8]}"
     try:
-        policy = parse_policy(merged, sha256=base.sha256, source="with overlay")
+        policy = parse_policy(merged, sha256=base.sha256, source="with overlay",
+                              base_dir=Path(base.path).parent if base.path and Path(base.path).is_file() else None)
     except PolicyError as exc:
         raise PolicyError(str(exc).replace("policy with overlay: ", "policy overlay: ")) from None
     return policy

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import PolicyError
+from .lexicon import KINDS, Lexicon, load_lexicon
 
 ACTIONS = ("allow", "review", "block")
 #: Categories a deployment may never switch off or soften.
@@ -52,6 +53,26 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class LexiconPolicy:
+    """How this deployment uses the named-entity lexicon (`lexicon:` in the policy).
+
+    A match of an enabled entry raises its category to `score`. When an entry of a `compose_kinds`
+    kind (people, by default) is named and one of `compose_categories` already scores at least
+    `compose_min` ("Putin" + a violent act), that category is raised to `compose_score`: a
+    deepfake of a named person doing harm is more than the sum of its parts.
+    """
+
+    lexicon: Lexicon
+    score: float
+    disabled_entries: frozenset[str]
+    disabled_kinds: frozenset[str]
+    compose_kinds: frozenset[str]
+    compose_categories: tuple[str, ...]
+    compose_min: float
+    compose_score: float
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy; `sha256` is the hash of the file's bytes, recorded with each decision."""
 
@@ -63,6 +84,7 @@ class Policy:
     rules: tuple[Rule, ...]
     output: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    lexicon: LexiconPolicy | None = None
 
     @property
     def enabled(self) -> list[Category]:
@@ -95,8 +117,13 @@ def load_policy(path: Path | str | None = None) -> Policy:
     return parse_policy(data, sha256=hashlib.sha256(raw).hexdigest(), source=str(path))
 
 
-def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> Policy:
-    """Validate a parsed policy document; errors name the field and the file."""
+def parse_policy(data: Any, *, sha256: str = "", source: str | None = None,
+                 base_dir: Path | None = None) -> Policy:
+    """Validate a parsed policy document; errors name the field and the file.
+
+    `base_dir` is where a relative `lexicon.path` is found (default: beside `source` when that
+    is a file, else beside the packaged policy).
+    """
     where = f"policy {source}: " if source else "policy: "
 
     def fail(field_name: str, problem: str) -> PolicyError:
@@ -105,7 +132,8 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
     if not isinstance(data, dict):
         raise fail("(top level)", "must be a mapping")
     # `review` (never_approvable, two_reviewers) is read and validated by credence.review.
-    unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output", "review"}
+    unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output", "review",
+                           "lexicon"}
     if unknown:
         raise fail(sorted(unknown)[0], "unknown field")
     version = data.get("version")
@@ -210,5 +238,59 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None) -> P
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise fail("output.sample_frames", "must be a positive integer")
 
+    if base_dir is None:
+        base_dir = Path(source).parent if source and Path(source).is_file() else default_policy_path().parent
+    lexicon = _parse_lexicon_section(data.get("lexicon"), categories, base_dir, fail)
+
     return Policy(version.strip(), sha256, categories, frozenset(disabled),
-                  tuple(a.strip().lower() for a in allow), tuple(rules), output, source)
+                  tuple(a.strip().lower() for a in allow), tuple(rules), output, source, lexicon)
+
+
+def _number(spec: dict[str, Any], key: str, default: float, at: str, fail: Any) -> float:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise fail(f"{at}.{key}", f"must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _names(spec: dict[str, Any], key: str, allowed: set[str], at: str, fail: Any) -> frozenset[str]:
+    values = spec.get(key) or []
+    if not isinstance(values, list):
+        raise fail(f"{at}.{key}", "must be a list")
+    for i, value in enumerate(values):
+        if value not in allowed:
+            raise fail(f"{at}.{key}[{i}]", f"unknown name {value!r}")
+    return frozenset(values)
+
+
+def _parse_lexicon_section(spec: Any, categories: dict[str, Category], base_dir: Path,
+                           fail: Any) -> LexiconPolicy | None:
+    """The `lexicon:` section: which file (pinned by version), which kinds/entries, how it composes."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise fail("lexicon", "must be a mapping")
+    extra = set(spec) - {"path", "version", "score", "disabled_entries", "disabled_kinds", "compose"}
+    if extra:
+        raise fail(f"lexicon.{sorted(extra)[0]}", "unknown field")
+    if not isinstance(spec.get("path"), str) or not spec["path"].strip():
+        raise fail("lexicon.path", "must name the lexicon file")
+    path = Path(spec["path"])
+    lexicon = load_lexicon(path if path.is_absolute() else base_dir / path, set(categories))
+    if spec.get("version") != lexicon.version:
+        raise fail("lexicon.version", f"pins {spec.get('version')!r} but {path} is version {lexicon.version!r} "
+                                      "(edit both together)")
+    compose = spec.get("compose") or {}
+    if not isinstance(compose, dict):
+        raise fail("lexicon.compose", "must be a mapping")
+    unknown = set(compose) - {"kinds", "categories", "min_score", "score"}
+    if unknown:
+        raise fail(f"lexicon.compose.{sorted(unknown)[0]}", "unknown field")
+    compose_categories = _names(compose, "categories", set(categories), "lexicon.compose", fail)
+    return LexiconPolicy(
+        lexicon, _number(spec, "score", 0.6, "lexicon", fail),
+        _names(spec, "disabled_entries", lexicon.ids(), "lexicon", fail),
+        _names(spec, "disabled_kinds", set(KINDS), "lexicon", fail),
+        _names(compose, "kinds", set(KINDS), "lexicon.compose", fail) if "kinds" in compose else frozenset({"person"}),
+        tuple(sorted(compose_categories)), _number(compose, "min_score", 0.3, "lexicon.compose", fail),
+        _number(compose, "score", 0.9, "lexicon.compose", fail))

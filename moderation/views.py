@@ -1,0 +1,129 @@
+"""What of a prompt the classifier scores: its clauses, and the words hidden in token soup.
+
+Clauses. A sentence embedding is an average: a long benign preamble ("a sunny village, children
+playing, birds singing, a baker opening his shop...") dilutes one harmful clause ("then a man
+stabs his neighbour") below any threshold. So a prompt of several sentences or "then"-steps is cut
+into clauses, each scored on its own, and a category's score is the highest over the clauses and
+the whole. Short pieces are merged into their neighbour (a clause of two words says little), and
+at most `MAX_CLAUSES` are scored, so the cost stays about that of the prompt itself.
+
+Token soup. Adversarial prompts (MMA-Diffusion and the like) are optimised strings of word pieces:
+"stmartwomen felpuerintentionally ... tit cleavage <|startoftext|>". An encoder reads them as noise.
+`soup_view` spots them (a high share of non-words, or CLIP's `<|startoftext|>` markers), then
+splits every non-word into the longest English words it contains ("erectitphysical" → "erect it
+physical") and keeps the real words: the classifier then scores what the soup was built to say.
+It needs no vocabulary of harmful words, only one of English (`words.txt`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+#: Most clauses scored per prompt (the rest stay merged into the last one).
+MAX_CLAUSES = 6
+#: A piece shorter than this (characters) is merged into its neighbour.
+MIN_CLAUSE_CHARS = 16
+#: Share of non-words (of the Latin tokens of 3+ letters) from which a prompt is token soup.
+SOUP_SHARE = 0.2
+#: ... while at least this share of its tokens are English words (soup is made of English pieces;
+#: French or Turkish prose is not soup, though few of its words are English).
+SOUP_ENGLISH = 0.5
+#: ... and at least this many non-words.
+SOUP_MIN_NONWORDS = 2
+MARKERS = re.compile(r"<[|l]?(?:startoftext|endoftext)[|l]?>")  # normalisation reads | as l
+
+# Steps in time that start a new action, per language (in normalised form: accents off Latin letters).
+_THEN_LATIN = ["and then", "then", "after that", "afterwards", "suddenly", "but then",
+               "luego", "despues", "ensuite", "puis", "soudain", "dann", "danach", "plotzlich", "depois", "entao",
+               "poi", "dopo", "sonra", "ardindan", "затем", "потом", "после этого", "внезапно"]
+_THEN_OTHER = ["然后", "接着", "之后", "随后", "突然", "その後", "それから", "그 다음", "그리고 나서", "फिर", "उसके बाद",
+               "ثم", "بعد ذلك"]
+# Sentence ends (Latin and CJK), and the steps above (Latin and Cyrillic ones as whole words).
+_SPLIT = re.compile(
+    r"(?<=[.!?;。！？；\n])\s*"
+    r"|[,，、]?\s*(?<!\w)(?:" + "|".join(map(re.escape, _THEN_LATIN)) + r")(?!\w)[,]?\s*"
+    r"|[,，、]?\s*(?:" + "|".join(map(re.escape, _THEN_OTHER)) + r")\s*"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """The English word list shipped beside this module."""
+    path = Path(__file__).resolve().parent / "words.txt"
+    return frozenset(line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                     if line and not line.startswith("#"))
+
+
+def clauses(text: str) -> list[str]:
+    """The clauses of a normalised prompt; a one-clause prompt gives `[text]`."""
+    pieces = [p.strip(" ,;") for p in _SPLIT.split(text) if p and p.strip(" ,;.")]
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and (len(piece) < MIN_CLAUSE_CHARS or len(merged[-1]) < MIN_CLAUSE_CHARS):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    if len(merged) > MAX_CLAUSES:
+        merged = [*merged[:MAX_CLAUSES - 1], " ".join(merged[MAX_CLAUSES - 1:])]
+    return merged or [text]
+
+
+def _known(token: str, words: frozenset[str]) -> bool:
+    if token in words:
+        return True
+    for suffix in ("s", "es", "ed", "ing", "ly", "er", "d"):
+        if token.endswith(suffix) and token[: -len(suffix)] in words and len(token) - len(suffix) >= 3:
+            return True
+    return False
+
+
+def _segment(token: str, words: frozenset[str], min_len: int = 4) -> list[str]:
+    """The English words inside a non-word, longest first, in their order ("felpuerintentionally"
+    → "intentionally"; "erectitphysical" → "erect", "physical")."""
+    best = ""
+    for i in range(len(token) - min_len + 1):
+        for j in range(len(token), i + max(min_len, len(best) + 1) - 1, -1):
+            if token[i:j] in words:
+                best, at = token[i:j], i
+                break
+    if not best:
+        return []
+    return [*_segment(token[:at], words, min_len), best, *_segment(token[at + len(best):], words, min_len)]
+
+
+def soup_view(text: str) -> str | None:
+    """The real words of a token-soup prompt (with those found inside non-words), or None for prose."""
+    words = english_words()
+    has_markers = bool(MARKERS.search(text))
+    plain = MARKERS.sub(" ", text)
+    tokens = re.findall(r"[a-z]+", plain)
+    long_tokens = [t for t in tokens if len(t) >= 3]
+    if not long_tokens:
+        return None
+    nonwords = [t for t in long_tokens if not _known(t, words)]
+    share = len(nonwords) / len(long_tokens)
+    english = sum(1 for t in tokens if _known(t, words)) / len(tokens)
+    if not has_markers and (share < SOUP_SHARE or len(nonwords) < SOUP_MIN_NONWORDS or english < SOUP_ENGLISH):
+        return None
+    kept: list[str] = []
+    for token in tokens:
+        if _known(token, words) or len(token) < 5:  # short non-words are often the slang the soup carries
+            kept.append(token)
+        else:
+            kept.extend(_segment(token, words))
+    view = " ".join(kept)
+    return view if view and view != text else None
+
+
+def prompt_views(text: str) -> list[str]:
+    """Every text the classifier scores for one normalised prompt: the clauses, then the soup view.
+
+    The first element is always a clause (the whole prompt when it has one clause).
+    """
+    views = clauses(text)
+    soup = soup_view(text)
+    if soup is not None:
+        views.append(soup)
+    return views
