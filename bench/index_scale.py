@@ -36,6 +36,16 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def rss_parts_mb() -> dict[str, float]:
+    """Resident memory split: anonymous (the process's own) and file-backed (mapped snapshot pages,
+    page cache the kernel can drop and re-read)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("RssAnon:", "RssFile:")):
+            out[line.split(":")[0]] = round(int(line.split()[1]) / 1024)
+    return out
+
+
 def peak_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -106,6 +116,7 @@ def load(folder: Path, queries: int, nflip: int | None) -> dict:
     index.refresh()  # no ledger: opens the snapshot only
     load_s = time.perf_counter() - t
     after_load = rss_mb()
+    load_parts = rss_parts_mb()
     rng = np.random.default_rng(7)
     lat, found, scored_rss = [], 0, []
     for _ in range(queries):
@@ -116,10 +127,13 @@ def load(folder: Path, queries: int, nflip: int | None) -> dict:
         lat.append((time.perf_counter() - t) * 1000)
         found += bool(matches) and matches[0].row_id == int(index.store.base.rows[clip])
     scored_rss.append(rss_mb())
+    parts = rss_parts_mb()
     return {"snapshot": index.loaded_from, "clips": index.clips, "entries": index.entries,
             "nflip": int(index._hash.nflip), "hash_bits": int(index._hash.b), "load_s": round(load_s, 2),
             "rss_before_mb": round(before), "rss_after_load_mb": round(after_load),
-            "rss_after_queries_mb": round(scored_rss[-1]), "peak_rss_mb": round(peak_mb()),
+            "rss_anon_after_load_mb": load_parts.get("RssAnon"), "rss_file_after_load_mb": load_parts.get("RssFile"),
+            "rss_after_queries_mb": round(scored_rss[-1]), "rss_anon_after_queries_mb": parts.get("RssAnon"),
+            "rss_file_after_queries_mb": parts.get("RssFile"), "peak_rss_mb": round(peak_mb()),
             "index_resident_mb_estimate": round(index.nbytes / 2**20),
             "queries": queries, "lookup_p50_ms": round(float(np.percentile(lat, 50)), 2),
             "lookup_p95_ms": round(float(np.percentile(lat, 95)), 2), "recall": round(found / queries, 4)}

@@ -50,9 +50,10 @@ MAX_COMBINED = 24
 #: Candidate clips scored exactly per query.
 MAX_CANDIDATES = 32
 
-#: The FAISS hash key is this many bits of the pHash (at most): 2**20 buckets keep the bucket
-#: table small (a bucket costs ~100 bytes) while 240M entries give ~230 entries a bucket.
-MAX_HASH_BITS = 20
+#: The FAISS hash key is this many bits of the pHash (at most): 2**21 buckets keep the bucket
+#: table small (a bucket costs ~140 bytes) while 227M entries (10M clips) give ~110 a bucket; 21
+#: and 20 bits leave the same 6 bytes of code per entry beside its 8-byte id.
+MAX_HASH_BITS = 21
 #: The key's bits start this far into the pHash (imagehash order, DC coefficient first): the
 #: middle of the 8×8 DCT band, balanced bits that survive compression better than the last rows.
 KEY_SHIFT = 22
@@ -130,6 +131,7 @@ class FingerprintIndex:
         self.shard = shard
         self.regions = len(STORED_REGIONS)
         self._nflip = nflip
+        self.candidate_dhash = True
         self._lock = threading.RLock()
         self._generation: dict[int, str] = {}
         self.loaded_from: str | None = None
@@ -176,7 +178,7 @@ class FingerprintIndex:
             self.store.base = segment
             self.store.last_row = int(meta.get("last_row", 0))
             self.store.meta = meta
-            self._hash = self._faiss.downcast_IndexBinary(index)
+            self._hash = index  # read_index_binary returns the concrete class (a downcast copy would not own it)
             self._hash_bits_entries = max(1, segment.entries)
             self._set_nflip()
             self.loaded_from = folder.name
@@ -378,9 +380,15 @@ class FingerprintIndex:
         lims, dist, entry = self._hash.range_search(hash_codes(qp), MAX_PHASH + 1)
         if entry.size == 0:
             return np.zeros(0, dtype=np.int64)
-        which = np.repeat(np.arange(qp.size), np.diff(lims.astype(np.int64)))
         entry = entry.astype(np.int64)
-        near = (dist <= MAX_PHASH) & (dist + hamming(self.store.dhash_of(entry), qd[which]) <= MAX_COMBINED)
+        near = dist <= MAX_PHASH
+        if self.candidate_dhash:
+            # The dHash of every hit is checked too: at 10M clips, ranking candidates on pHash
+            # hits alone lets look-alikes crowd the true clip out (recall 0.905 against 0.98 with
+            # the check, bench/index_scale.py). For a snapshot these are reads of the mapped
+            # dHash file, a page per hit: page cache the kernel keeps hot on a serving box.
+            which = np.repeat(np.arange(qp.size), np.diff(lims.astype(np.int64)))
+            near &= dist + hamming(self.store.dhash_of(entry), qd[which]) <= MAX_COMBINED
         if not near.any():
             return np.zeros(0, dtype=np.int64)
         owners, counts = np.unique(self.store.owners(entry[near]), return_counts=True)

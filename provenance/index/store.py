@@ -13,6 +13,7 @@ and never half of one; a crash while writing leaves a temporary folder the next 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -288,6 +289,11 @@ def open_snapshot(path: Path, regions: int) -> tuple[Segment, dict[str, Any]]:
             raise SnapshotError(f"{path.name}: {file.name} is not {expected} bytes")
         arrays[name] = (np.memmap(file, dtype=dt, mode="r", shape=(sizes[name],)) if sizes[name]
                         else np.zeros(0, dtype=dt))
+        mapped = getattr(arrays[name], "_mmap", None)
+        if mapped is not None and hasattr(mmap, "MADV_RANDOM"):
+            # Look-ups read a few entries here and there: no read-ahead (it would page in
+            # 128 KB around every hit, and fill memory with hashes no query asked for).
+            mapped.madvise(mmap.MADV_RANDOM)
     segment = Segment(arrays["rows"], arrays["seconds"], arrays["phash"], arrays["dhash"], arrays["informative"],
                       arrays["starts"], arrays["second_starts"])
     if int(segment.starts[-1]) != meta["entries"] or int(segment.second_starts[-1]) != meta["stored_seconds"]:
