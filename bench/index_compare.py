@@ -170,6 +170,11 @@ def main() -> None:
         print(f"{name:16s} {row['build_s']:>8.1f} {row['build_peak_rss_mb']:>8d} {row['resident_mb']:>7d} "
               f"{row['resident_bytes_per_clip']:>7.0f} {row['lookup_p50_ms']:>7.2f} {row['lookup_p95_ms']:>7.2f} "
               f"{row['recall']:>7.3f} {row['false_matches']:>5d}", flush=True)
+    if RESULTS.exists() and set(args.only.split(",")) != set(CONTENDERS):
+        # A partial run (--only) replaces its own rows and keeps the others'.
+        only = args.only.split(",")
+        kept = [r for r in json.loads(RESULTS.read_text()).get("rows", []) if r["contender"] not in only]
+        rows = kept + rows
     result = {"rows": rows, "args": vars(args), "load_average": os.getloadavg(),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "note": "pgvector: Debian's postgresql-15-pgvector is not installable on this machine (apt: Unable to "

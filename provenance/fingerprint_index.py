@@ -57,9 +57,13 @@ MAX_HASH_BITS = 21
 #: The key's bits start this far into the pHash (imagehash order, DC coefficient first): the
 #: middle of the 8×8 DCT band, balanced bits that survive compression better than the last rows.
 KEY_SHIFT = 22
-#: Buckets probed: all keys within `nflip` bits of the query's. Two flips below this many
-#: entries, one above it (the cost of a probe grows with entries per bucket × C(bits, nflip)).
-NFLIP2_ENTRIES = 30_000_000
+#: Buckets probed: all keys within `nflip` bits of the query's. A probe costs about (buckets
+#: probed) × (entries a bucket), and must stay near 3,000 compares a query hash (~25 ms for a
+#: 5 s query): two flips (232 buckets at 21 bits) while buckets hold ≤ 12 entries, one flip
+#: (22 buckets) above that. Two flips find more of the true pairs (bench/index_compare.py).
+NFLIP2_ENTRIES = 25_000_000
+#: Entries a bucket aimed at while the key can still grow (small indexes: cheap two-flip probes).
+BUCKET_ENTRIES = 8
 
 #: The candidate index file inside a snapshot folder.
 CANDIDATES_FILE = "candidates.faiss"
@@ -105,8 +109,8 @@ def hash_codes(phash: np.ndarray) -> np.ndarray:
 
 
 def hash_bits_for(entries: int) -> int:
-    """Key bits for an index of `entries`: about 64 entries a bucket, at most MAX_HASH_BITS."""
-    return int(min(MAX_HASH_BITS, max(8, np.ceil(np.log2(max(entries, 1) / 64)))))
+    """Key bits for an index of `entries`: about BUCKET_ENTRIES a bucket, at most MAX_HASH_BITS."""
+    return int(min(MAX_HASH_BITS, max(8, np.ceil(np.log2(max(entries, 1) / BUCKET_ENTRIES)))))
 
 
 def shard_of(key: str | int, shards: int) -> int:
