@@ -2,6 +2,7 @@
 
     python -m bench.index_scale build --clips 10000000 --out /tmp/idx10m     # build peak, snapshot size
     python -m bench.index_scale load --dir /tmp/idx10m --queries 200           # load time, RSS, p95, recall
+    python -m bench.index_scale shards --clips 200000                          # 2 shard processes vs 1 index
 
 Each step runs in its own process so that its peak and resident memory are its own (the build's
 peak is not the server's). Clips come from `bench.synthetic_ledger.bulk_batches` (real-like
@@ -139,6 +140,78 @@ def load(folder: Path, queries: int, nflip: int | None) -> dict:
             "lookup_p95_ms": round(float(np.percentile(lat, 95)), 2), "recall": round(found / queries, 4)}
 
 
+def serve(folder: Path) -> None:
+    """Serve a snapshot as one shard over HTTP (prints its URL, then serves until killed)."""
+    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index.shards import shard_server
+
+    index = FingerprintIndex(snapshot_dir=folder)
+    index.refresh()
+    server = shard_server(index)
+    print(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}", "clips": index.clips}), flush=True)
+    server.serve_forever()
+
+
+def shards(clips: int, queries: int, work: Path) -> dict:
+    """Two shard processes (clips split by `shard_of`) against one index over all: answers and fan-out latency."""
+    import subprocess
+    import sys
+
+    from bench.synthetic_ledger import bulk_batches, fingerprint_pool
+    from provenance.fingerprint_index import FingerprintIndex, shard_of
+    from provenance.index.shards import ShardedIndex
+
+    pool = fingerprint_pool(300)
+    seconds, ph, dh, inf = (np.concatenate(p) for p in zip(*bulk_batches(clips, pool), strict=True))
+    rows = np.arange(1, clips + 1, dtype=np.int64)
+    whole = FingerprintIndex()
+    whole.store.append(rows, seconds, ph, dh, inf)
+    whole.rebuild()
+    part = np.array([shard_of(int(r), 2) for r in rows])
+    starts = np.concatenate([[0], np.cumsum(seconds.astype(np.int64) * 6)])
+    s_starts = np.concatenate([[0], np.cumsum(seconds.astype(np.int64))])
+    procs, urls = [], []
+    try:
+        for k in (0, 1):
+            sel = np.nonzero(part == k)[0]
+            e = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in sel])
+            s = np.concatenate([np.arange(s_starts[i], s_starts[i + 1]) for i in sel])
+            index = FingerprintIndex()
+            index.store.append(rows[sel], seconds[sel], ph[e], dh[e], inf[s])
+            index.rebuild()
+            index.write_snapshot(work / f"shard-{k}")
+            proc = subprocess.Popen([sys.executable, "-m", "bench.index_scale", "serve", "--dir",
+                                     str(work / f"shard-{k}")], stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            assert proc.stdout is not None
+            urls.append(json.loads(proc.stdout.readline())["url"])
+        sharded = ShardedIndex(urls)
+        rng = np.random.default_rng(11)
+        one_ms, fan_ms, same = [], [], 0
+        for _ in range(queries):
+            clip = int(rng.integers(0, clips))
+            query = make_query(whole, clip, rng)
+            t = time.perf_counter()
+            a = whole.search(query, limit=3)
+            one_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            b = sharded.search(query, limit=3)
+            fan_ms.append((time.perf_counter() - t) * 1000)
+            same += [(m.row_id, m.matched_seconds, round(m.similarity, 6)) for m in a] == \
+                [(m.row_id, m.matched_seconds, round(m.similarity, 6)) for m in b]
+        sharded.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return {"clips": clips, "shards": 2, "transport": "HTTP (stdlib server, urllib client, one thread per shard)",
+            "queries": queries, "same_answer": same,
+            "one_index_p50_ms": round(float(np.percentile(one_ms, 50)), 2),
+            "one_index_p95_ms": round(float(np.percentile(one_ms, 95)), 2),
+            "scatter_gather_p50_ms": round(float(np.percentile(fan_ms, 50)), 2),
+            "scatter_gather_p95_ms": round(float(np.percentile(fan_ms, 95)), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
@@ -151,10 +224,22 @@ def main() -> None:
     ld.add_argument("--dir", type=Path, required=True)
     ld.add_argument("--queries", type=int, default=200)
     ld.add_argument("--nflip", type=int, default=None)
+    sv = sub.add_parser("serve")
+    sv.add_argument("--dir", type=Path, required=True)
+    sh = sub.add_parser("shards")
+    sh.add_argument("--clips", type=int, default=200_000)
+    sh.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.step == "serve":
+        serve(args.dir)
+        return
     if args.step == "build":
         result = build(args.clips, args.out, args.pool, args.batch)
+    elif args.step == "shards":
+        import tempfile
+
+        result = shards(args.clips, args.queries, Path(tempfile.mkdtemp(prefix="credence-shards-")))
     else:
         result = load(args.dir, args.queries, args.nflip)
     result["load_average"] = os.getloadavg()
