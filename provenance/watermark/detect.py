@@ -29,9 +29,11 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -93,17 +95,19 @@ def _whiten(luma: torch.Tensor, cell: float) -> torch.Tensor:
     """High-passed, activity-normalised, clipped luma: the mark survives, the picture mostly not.
 
     The local mean spans about two cells, so it removes the picture's slow variations and keeps
-    most of the mark's energy (which sits at the cell scale) whatever the working cell size.
+    most of the mark's energy (which sits at the cell scale) whatever the working cell size. The
+    result is then divided by the local activity to the power `WHITEN_POWER` as well: a busy
+    region's whitened values are mostly picture, a quiet region's mostly mark, so quiet regions
+    count for more. Box filters through OpenCV (the same replicate borders, 10× faster than torch).
     """
-    y = luma[None, None]
+    y = luma.detach().to("cpu", torch.float32).numpy()
     k = max(5, 2 * round(cell * WHITEN_CELLS / 2) + 1)
-    mean = F.avg_pool2d(F.pad(y, (k // 2,) * 4, mode="replicate"), k, stride=1)
-    r = y - mean
-    act = F.avg_pool2d(F.pad(r.abs(), (4, 4, 4, 4), mode="replicate"), 9, stride=1)
-    white = (r / (act + 1.0)).clamp_(-3.0, 3.0)
+    r = y - cv2.blur(y, (k, k), borderType=cv2.BORDER_REPLICATE)
+    act1 = cv2.blur(np.abs(r), (9, 9), borderType=cv2.BORDER_REPLICATE) + 1.0
+    white = np.clip(r / act1, -3.0, 3.0)
     if WHITEN_POWER:
-        white = white / (act + 1.0).pow(WHITEN_POWER) * (1.0 + WHITEN_REF) ** WHITEN_POWER
-    return white[0, 0]
+        white = white / act1**WHITEN_POWER * (1.0 + WHITEN_REF) ** WHITEN_POWER
+    return torch.from_numpy(np.ascontiguousarray(white, dtype=np.float32)).to(luma.device)
 
 
 class _Accumulator:
@@ -284,20 +288,29 @@ def _comb_period(a: torch.Tensor, periods: Sequence[float]) -> list[np.ndarray]:
 
 
 # -- folding and correlation -------------------------------------------------------------------
-def _fold(a: torch.Tensor, lattice: np.ndarray) -> torch.Tensor:
-    """Average every pixel onto one tile, TILE·BINS bins a side, under this lattice."""
-    h, w = a.shape
+@lru_cache(maxsize=16)
+def _fold_bins(h: int, w: int, lattice: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a frame shape and lattice: each pixel's bin on the folded tile, and each bin's pixel count."""
     n = TILE * BINS
-    inv = torch.from_numpy(np.linalg.inv(lattice / TILE)).to(a.device, torch.float64)
-    ys, xs = torch.meshgrid(torch.arange(h, device=a.device, dtype=torch.float64) + 0.5,
-                            torch.arange(w, device=a.device, dtype=torch.float64) + 0.5, indexing="ij")
+    lat = np.frombuffer(lattice, dtype=np.float64).reshape(2, 2)
+    inv = torch.from_numpy(np.linalg.inv(lat / TILE)).to(device, torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float64) + 0.5,
+                            torch.arange(w, device=device, dtype=torch.float64) + 0.5, indexing="ij")
     u = inv[0, 0] * xs + inv[0, 1] * ys
     v = inv[1, 0] * xs + inv[1, 1] * ys
     bu = torch.floor(u * BINS).to(torch.int64) % n
     bv = torch.floor(v * BINS).to(torch.int64) % n
     idx = (bv * n + bu).view(-1)
-    sums = torch.bincount(idx, weights=a.reshape(-1).to(torch.float64), minlength=n * n)
     counts = torch.bincount(idx, minlength=n * n).to(torch.float64)
+    return idx, counts
+
+
+def _fold(a: torch.Tensor, lattice: np.ndarray) -> torch.Tensor:
+    """Average every pixel onto one tile, TILE·BINS bins a side, under this lattice."""
+    h, w = a.shape
+    n = TILE * BINS
+    idx, counts = _fold_bins(h, w, np.ascontiguousarray(lattice, dtype=np.float64).tobytes(), str(a.device))
+    sums = torch.bincount(idx, weights=a.reshape(-1).to(torch.float64), minlength=n * n)
     folded = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
     return folded.view(n, n).to(torch.float32)
 
@@ -574,6 +587,7 @@ def _detect_frames(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], f
             break
     if looks.result is None:
         return _not_detected("the clip has no frames")
+    looks.result.frames_used = looks.acc.frames
     return looks.result
 
 
@@ -698,4 +712,5 @@ def _detect_file(path: Path, keys: Sequence[WatermarkKey], dev: torch.device, wi
         container.close()
     if looks.result is None:
         raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
+    looks.result.frames_used = looks.acc.frames
     return looks.result
