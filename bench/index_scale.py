@@ -58,7 +58,7 @@ def build(clips: int, out: Path, pool_size: int, batch: int) -> dict:
 
     from bench.synthetic_ledger import bulk_batches, fingerprint_pool
     from provenance.fingerprint import ALGORITHM, STORED_REGIONS
-    from provenance.fingerprint_index import CANDIDATES_FILE, NFLIP2_ENTRIES, hash_bits_for, hash_codes
+    from provenance.fingerprint_index import CANDIDATES_FILE, NFLIP, hash_bits_for, hash_codes
     from provenance.index.store import SnapshotWriter
 
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def build(clips: int, out: Path, pool_size: int, batch: int) -> dict:
         done += seconds.size
         print(f"  {done:>11,} clips  {writer.entries:>12,} entries  rss {rss_mb():8.0f} MB  "
               f"{time.perf_counter() - t1:6.0f} s", flush=True)
-    index.nflip = 2 if writer.entries < NFLIP2_ENTRIES else 1
+    index.nflip = NFLIP
     path = writer.commit({"algorithm": ALGORITHM, "last_row": 0, "hash_bits": bits, "shard": None,
                           "synthetic": {"clips": clips, "pool": pool_size}},
                          {CANDIDATES_FILE: lambda p: faiss.write_index_binary(index, str(p))})

@@ -16,7 +16,7 @@ Search runs in two stages:
 
 1. Candidates: every query pHash (samples × sub-crop variants) is looked up in a FAISS
    `IndexBinaryHash` over the stored pHashes (the entries within MAX_PHASH bits whose hash key,
-   20 middle bits of the DCT band, is within `nflip` bits of the query's); the dHash of each hit
+   21 middle bits of the DCT band, is within one bit of the query's); the dHash of each hit
    is then checked too, and the clips with the most near entries are kept.
 2. Scoring: for those few clips every stored hash is compared with every query hash; matches of
    one hypothesis (stored region, query sub-crop, time offset) are counted per stored second.
@@ -57,11 +57,12 @@ MAX_HASH_BITS = 21
 #: The key's bits start this far into the pHash (imagehash order, DC coefficient first): the
 #: middle of the 8×8 DCT band, balanced bits that survive compression better than the last rows.
 KEY_SHIFT = 22
-#: Buckets probed: all keys within `nflip` bits of the query's. A probe costs about (buckets
-#: probed) × (entries a bucket), and must stay near 3,000 compares a query hash (~25 ms for a
-#: 5 s query): two flips (232 buckets at 21 bits) while buckets hold ≤ 12 entries, one flip
-#: (22 buckets) above that. Two flips find more of the true pairs (bench/index_compare.py).
-NFLIP2_ENTRIES = 25_000_000
+#: Buckets probed: all keys within `nflip` bits of the query's. One flip: 22 probes a query
+#: hash. Two flips find every pair with ≤ 2 of its differing bits in the key, but cost 232
+#: probes a hash, and a probe (a hash-table look-up) costs as much as scanning ten entries:
+#: at 200k clips, 138 ms a look-up against 16 ms, for recall 1.0 against 0.983
+#: (bench/index_compare.py, the synthetic crop model).
+NFLIP = 1
 #: Entries a bucket aimed at while the key can still grow (small indexes: cheap two-flip probes).
 BUCKET_ENTRIES = 8
 
@@ -150,8 +151,7 @@ class FingerprintIndex:
         self._set_nflip()
 
     def _set_nflip(self) -> None:
-        n = self.store.entries
-        self._hash.nflip = self._nflip if self._nflip is not None else (2 if n < NFLIP2_ENTRIES else 1)
+        self._hash.nflip = self._nflip if self._nflip is not None else NFLIP
 
     # -- loading -----------------------------------------------------------------------------
     def _first_load(self) -> None:
