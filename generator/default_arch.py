@@ -74,6 +74,73 @@ def build_vae(latents_mean: list[float], latents_std: list[float], base_dim: int
     )
 
 
+EXACT_OFFSET = 16.0  # carried on value channels so the head's SiLU is linear (SiLU(x) = x to 1e-5 for x > 14)
+EXACT_CONST = 1.0e4  # one constant channel that dominates the head's RMS norm, so the norm is a fixed scale
+
+
+def set_exact_decoder(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Set the Wan decoder's weights so that it inverts `pooled_latent` exactly: unstack the four frames
+    from the channels and upsample 4x by nearest neighbour. No training, no approximation worth a grey level.
+
+    The latent is fixed by construction, so its decoder can be too. A learned decoder lost the
+    object's colour (0.38 of clips read right on exact latents, `python -m generator.diagnose`) and
+    collapsed on latent frames it had not been trained on; this one reads 1.0 colour, background and
+    direction on exact latents. How: every residual branch and the attention output are zero (the
+    blocks are identities); the convolutions route channels (the causal ones through their current
+    time tap only, so the cache does not matter); the temporal upsamplers send frame pairs, then
+    frames, to their time steps; the spatial ones are nearest upsampling with a centre tap. The head
+    is the only non-linear part: a constant channel of EXACT_CONST makes its RMS norm a fixed scale
+    (gamma undoes it) and an offset of EXACT_OFFSET keeps the SiLU in its linear range; conv_out
+    removes the offset. Needs base_dim >= 13 (12 value channels and the constant).
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    dec = vae.decoder
+    c_hi = dec.conv_in.out_channels  # wide stages (dims[0])
+    const_hi = Z_DIM  # index of the constant channel in the wide stages
+    with torch.no_grad():
+        for p in (*dec.parameters(), *vae.post_quant_conv.parameters()):
+            p.zero_()
+        for m in dec.modules():
+            if isinstance(m, WanRMS_norm):
+                m.gamma.fill_(1.0)
+        eye = torch.arange(Z_DIM)
+        vae.post_quant_conv.weight[eye, eye, 0, 0, 0] = 1.0
+        dec.conv_in.weight[eye, eye, -1, 1, 1] = 1.0  # current time tap, spatial centre
+        dec.conv_in.bias[:Z_DIM] = EXACT_OFFSET
+        dec.conv_in.bias[const_hi] = EXACT_CONST
+        per_frame = 3
+        values = Z_DIM  # value channels still stacked at this stage: 12, then 6, then 3
+        for block in dec.up_blocks:
+            for resnet in block.resnets:
+                if not isinstance(resnet.conv_shortcut, torch.nn.Identity):
+                    w = resnet.conv_shortcut.weight  # low -> wide: values at 0.., constant 6 -> 12
+                    w[torch.arange(values), torch.arange(values), 0, 0, 0] = 1.0
+                    w[const_hi, values, 0, 0, 0] = 1.0
+            if block.upsamplers is None:
+                continue
+            up = block.upsamplers[0]
+            half = values // 2
+            k = torch.arange(half)
+            w = up.time_conv.weight  # (2 * c_hi) x c_hi x 3 x 1 x 1: first c_hi outputs = earlier frame
+            w[k, k, -1, 0, 0] = 1.0
+            w[c_hi + k, half + k, -1, 0, 0] = 1.0
+            w[const_hi, const_hi, -1, 0, 0] = 1.0
+            w[c_hi + const_hi, const_hi, -1, 0, 0] = 1.0
+            conv = up.resample[1]  # after nearest-exact 2x: keep the (now) first half, constant at `half`
+            conv.weight[k, k, 1, 1] = 1.0
+            conv.weight[half, const_hi, 1, 1] = 1.0
+            values = half
+        assert values == per_frame, "the decoder must have two temporal upsamplers"
+        out_dim = dec.norm_out.gamma.shape[0]
+        dec.norm_out.gamma.zero_()
+        dec.norm_out.gamma[:per_frame] = EXACT_CONST / out_dim**0.5
+        rgb = torch.arange(per_frame)
+        dec.conv_out.weight[rgb, rgb, -1, 1, 1] = 1.0
+        dec.conv_out.bias[:] = -EXACT_OFFSET
+    return vae
+
+
 def build_scheduler(shift: float = 2.0) -> FlowMatchEulerDiscreteScheduler:
     """Rectified-flow Euler sampling; the shift spends more steps at high noise, where layout forms."""
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)

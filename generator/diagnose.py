@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--decoder-only", action="store_true", help="only the decoder ceiling (a VAE in training)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     seen = [TRAIN_COMBOS[i] for i in np.random.default_rng(7).choice(len(TRAIN_COMBOS), args.prompts,
                                                                       replace=False)]
     start = time.time()
+    if args.decoder_only:
+        d = decoder_ceiling(pipe, held + seen)
+        print(json.dumps({k: d[k] for k in ("vae_decoded", "decoder_mean_abs_error_per_frame",
+                                            "object_present_per_frame")}))
+        return 0
     result = {
         "model": str(args.model),
         "decoder_ceiling": decoder_ceiling(pipe, held + seen),

@@ -99,14 +99,17 @@ class DitConfig:
 
 @dataclass
 class VaeConfig:
-    steps: int = 800
+    steps: int = 200
     batch: int = 2
     lr: float = 1e-3
     frames: int = 17  # all five latent frames, so the last one's causal cache is trained too
     enc_frames: int = 9
     latent_noise: float = 0.03  # decoder sees slightly noisy latents, as it will from the transformer
-    fg_weight: float = 8.0  # extra loss weight on object pixels
+    fg_weight: float = 8.0  # extra loss weight on object pixels (learned decoder only)
     base_dim: int = 24
+    # The decoder is set by `default_arch.set_exact_decoder` (exact inverse of the fixed latent) and
+    # only the encoder trains; False learns the decoder too (it lost the object's colour).
+    exact_decoder: bool = True
     seed: int = 1
 
 
@@ -254,15 +257,10 @@ def _init_from(folder: Path | None, name: str, module: torch.nn.Module) -> None:
     """Warm start one component from a saved pipeline folder (e.g. the previous release)."""
     if folder is None:
         return
-    from safetensors.torch import load_file
-
-    files = sorted((folder / name).glob("*.safetensors"))
-    if not files:
-        raise SystemExit(f"--init: {folder / name} has no safetensors")
-    state = {}
-    for f in files:
-        state.update(load_file(f))
-    module.load_state_dict(state)
+    if not (folder / name / "config.json").is_file():
+        raise SystemExit(f"--init: {folder / name} is not a saved component")
+    source = type(module).from_pretrained(folder / name)  # resolves tied weights (UMT5's embeddings)
+    module.load_state_dict(source.state_dict())
 
 
 def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True, resume: bool = False) -> list[float]:
@@ -375,10 +373,12 @@ def _vae_loss(recon: torch.Tensor, x: torch.Tensor, fg_weight: float) -> torch.T
 
 
 def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True, resume: bool = False) -> list[float]:
-    """Train the Wan VAE to invert (decoder) and produce (encoder) the pooled latent; resumable like the DiT.
+    """Make the Wan VAE: the decoder inverts the pooled latent, the encoder produces it; resumable like the DiT.
 
-    The decoder trains on whole clips (cfg.frames = 17 = five latent frames), so every step of its
-    causal cache that the pipeline uses is trained; the encoder on the first `enc_frames`.
+    By default the decoder is set exactly (`arch.set_exact_decoder`) and frozen, and only the encoder
+    trains (it is not used to generate; it makes the folder a complete VAE). With exact_decoder=False
+    the decoder learns too, on whole clips (cfg.frames = 17 = five latent frames, so every step of its
+    causal cache that the pipeline uses is trained), with the object's pixels weighted up.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -386,7 +386,12 @@ def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True, resume: bool
     mean, std = latent_stats()
     vae = arch.build_vae(mean, std, base_dim=cfg.base_dim).to(device).train()
     _init_from(run.init, "vae", vae)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.exact_decoder:  # the decoder is set, not learned: only the encoder trains
+        arch.set_exact_decoder(vae)
+        for module in (vae.decoder, vae.post_quant_conv):
+            module.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     losses: list[float] = []
     first = 0
     if resume:
@@ -412,12 +417,17 @@ def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True, resume: bool
     start = last_save = time.time()
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1, 1)
     run.log(f"vae: {sum(p.numel() for p in vae.parameters())/1e6:.2f}M parameters, {cfg}")
+    if save and first >= cfg.steps:
+        checkpoint(first)
     for step in range(first, cfg.steps):
-        x = sample_clips(rng, cfg.batch, cfg.frames).to(device)
+        x = sample_clips(rng, cfg.batch, cfg.enc_frames if cfg.exact_decoder else cfg.frames).to(device)
         z = arch.pooled_latent(x)
         z_in = z + cfg.latent_noise * torch.from_numpy(rng.standard_normal(z.shape)).float().to(device) * std_t
-        recon = vae.decode(z_in).sample
-        dec_loss = _vae_loss(recon, x, cfg.fg_weight)
+        if cfg.exact_decoder:
+            dec_loss = torch.zeros((), device=device)
+        else:
+            recon = vae.decode(z_in).sample
+            dec_loss = _vae_loss(recon, x, cfg.fg_weight)
         xe = x[:, :, : cfg.enc_frames]
         mu = vae.encode(xe).latent_dist.mean
         enc_loss = (mu - arch.pooled_latent(xe)).pow(2).mean()
@@ -426,9 +436,9 @@ def train_vae(cfg: VaeConfig, run: RunConfig, *, save: bool = True, resume: bool
             group["lr"] = _lr_at(step, cfg.lr, 50) * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        losses.append(float(dec_loss.detach()))
+        losses.append(float(loss.detach()))
         done = step + 1
         if done % 20 == 0:
             run.log(f"vae step {done}/{cfg.steps} dec {np.mean(losses[-20:]):.4f} enc {float(enc_loss):.4f} "

@@ -255,6 +255,21 @@ def test_pooled_latent_is_what_the_vae_config_promises():
     assert torch.allclose(restored.mean(dim=(3, 4)), x.mean(dim=(3, 4)), atol=1e-5)
 
 
+def test_exact_decoder_inverts_the_pooled_latent():
+    """The shipped VAE's decoder is set, not learned: unstack + nearest 4x, to well under a grey level."""
+    vae = arch.set_exact_decoder(arch.build_vae([0.0] * arch.Z_DIM, [1.0] * arch.Z_DIM)).eval()
+    clip = torch.from_numpy(render_clip(Combo("magenta", "triangle", "up", "white"), 4)).permute(3, 0, 1, 2)[None]
+    z = arch.pooled_latent(clip.float() / 127.5 - 1)
+    noisy = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))  # as a sampler leaves it
+    with torch.no_grad():
+        for latent in (z, noisy):
+            out = vae.decode(latent).sample
+            assert out.shape == (1, 3, 17, 64, 64)
+            assert (out - arch.unpool_latent(latent).clamp(-1, 1)).abs().max() < 1e-3
+    frames = ((out[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 3, 0).numpy()
+    assert read_clip(frames).background == "white"
+
+
 # -- data and scorer ------------------------------------------------------------------------------
 def test_held_out_combinations_are_never_trained_on():
     combos = all_combos()
