@@ -19,6 +19,7 @@ from provenance.fingerprint import (
     ClipFingerprint,
     QueryFingerprint,
     fingerprint_frames,
+    hamming,
     hash_regions,
     query_fingerprint,
 )
@@ -135,3 +136,35 @@ def test_publish_records_fingerprint_and_index_sees_it_at_once(runtime: Runtime,
     edited = apply_attack("crop_80", clip.path, tmp_path / "cropped.mp4")
     matches = index.search(query_fingerprint(edited))
     assert matches and matches[0].generation_id == clip.generation_id and is_strong(matches[0])
+
+
+def test_sampled_query_skips_frames_and_hashes_like_the_full_decode(tmp_path: Path) -> None:
+    """The upload's sampled decode (B-frames skipped) hashes within a few bits of a full decode."""
+    import av
+
+    from provenance import fingerprint
+
+    path = tmp_path / "long.mp4"
+    frames = scene_frames(21, width=320, height=240, frames=72)
+    write_video(path, iter(frames + frames[::-1]), 24.0, preset="veryfast")  # 6 s, H.264 with B-frames
+    decoded = {}
+    for sampled in (True, False):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if sampled:
+                stream.codec_context.skip_frame = fingerprint.SAMPLED_DECODE
+            decoded[sampled] = sum(1 for _ in container.decode(stream))
+    assert decoded[True] < 0.8 * decoded[False]  # the decoder really skips frames
+    fast, full = query_fingerprint(path), query_fingerprint(path, sampled=False)
+    assert np.array_equal(fast.times, full.times)
+    assert np.median(hamming(fast.phash, full.phash)) <= 6
+
+
+def test_a_clip_too_thin_for_sampling_is_decoded_in_full(tmp_path: Path) -> None:
+    """A 4 fps clip leaves too few frames once B-frames are skipped: all of them are decoded."""
+    from provenance import fingerprint
+
+    path = tmp_path / "slow.mp4"
+    write_video(path, iter(scene_frames(22, frames=12)), 4.0, preset="veryfast")
+    frames = list(fingerprint._frames_for_query(path, None, sampled=True))
+    assert len(frames) == len(list(fingerprint._grey_frames(path, None, sampled=False)))
