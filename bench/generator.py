@@ -96,12 +96,16 @@ def run_set(model: TextToVideoModel, combos: list, seeds: list[int], steps: int 
             clip = model.generate(GenerationRequest(combo.caption, seed=seed, steps=steps, guidance=guidance))
             times.append(time.perf_counter() - start)
             clips.append((clip.frames, combo))
-    from generator.scorer import read_clip
+    from generator.scorer import frame_stability, read_clip
 
     for frames, combo in clips:
         reading = read_clip(frames)
-        rows.append({"caption": combo.caption, "read": reading.__dict__, "ok": reading.matches(combo)})
-    return score_clips(clips), times, rows
+        rows.append({"caption": combo.caption, "read": reading.__dict__, "ok": reading.matches(combo),
+                     "stable": frame_stability(frames)})
+    scores = score_clips(clips)
+    for key in ("one_colour", "last_frame_object"):
+        scores[key] = float(np.mean([r["stable"][key] for r in rows])) if rows else 0.0
+    return scores, times, rows
 
 
 def publish_share(model: TextToVideoModel, combos: list, seeds: list[int], steps: int | None) -> dict:
@@ -191,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"model {model.name} ({model.weights_hash[:12]}), checkpoint {result['checkpoint']}")
-    print(f"{'set':<22}{'clips':>6}{'colour':>8}{'bg':>8}{'dir':>8}{'shape':>8}{'all 4':>8}")
+    print(f"{'set':<22}{'clips':>6}{'colour':>8}{'bg':>8}{'dir':>8}{'shape':>8}{'all 4':>8}"
+          f"{'1 colour':>10}{'last obj':>10}")
     for label, block in (("held-out (composition)", result["held_out"]), ("seen in training", result["seen"]),
                          ("scorer on real clips", result["scorer_sanity_real_clips"]), ("target", TARGETS)):
         if "colour" not in block:
             continue
         print(f"{label:<22}{block.get('clips', ''):>6}" + "".join(
-            f"{block[k]:>8.2f}" for k in ("colour", "background", "direction", "shape", "all")))
+            f"{block[k]:>8.2f}" for k in ("colour", "background", "direction", "shape", "all")) + "".join(
+            f"{block[k]:>10.2f}" if k in block else f"{'':>10}" for k in ("one_colour", "last_frame_object")))
     if readme:
         print(f"README job '{README_PROMPT}', seeds 0-{args.readme_seeds - 1} (screens {readme['screens']}): "
               f"published {readme['published']}/{args.readme_seeds} (target 10/10), colour + background right "

@@ -102,6 +102,22 @@ def read_clip(frames: np.ndarray) -> Reading:
     return Reading(colour, shape, direction, background)
 
 
+def frame_stability(frames: np.ndarray) -> dict[str, bool]:
+    """Is the clip stable: an object in the last frame as in the first, and one colour in every frame?
+
+    `one_colour`: every frame where an object is seen reads the same palette colour (an object that
+    turns from red to brown mid-clip fails); `last_frame_object`: the last frame still shows one (a
+    collapsed last frame fails).
+    """
+    x = _to_64(frames)
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1).reshape(-1, 3)
+    bg_rgb = np.median(border, axis=0)
+    mask = np.sqrt(((x - bg_rgb) ** 2).sum(axis=-1)) > FOREGROUND_DISTANCE
+    colours = {_nearest(x[t][mask[t]].mean(axis=0), COLOURS) for t in range(len(x))
+               if mask[t].sum() >= MIN_OBJECT_PIXELS}
+    return {"one_colour": len(colours) == 1, "last_frame_object": bool(mask[-1].sum() >= MIN_OBJECT_PIXELS)}
+
+
 def score_clips(clips: list[tuple[np.ndarray, Combo]]) -> dict[str, float]:
     """Fraction of clips whose reading agrees with their caption, per attribute and for all four."""
     keys = ("colour", "background", "direction", "shape", "all")

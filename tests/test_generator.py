@@ -19,7 +19,7 @@ from generator import (
 )
 from generator import default_arch as arch
 from generator.data import HELD_OUT, TRAIN_COMBOS, VOCABULARY, Combo, all_combos, caption, render_clip
-from generator.scorer import read_clip, score_clips
+from generator.scorer import frame_stability, read_clip, score_clips
 from generator.train_default import DitConfig, RunConfig, VaeConfig, checkpoint_path, train_dit, train_vae
 
 PROMPT = "a red circle moving left on a black background"
@@ -302,3 +302,15 @@ def test_scorer_reads_real_clips_perfectly_and_catches_mismatches():
     blank = np.full((17, 64, 64, 3), 128, np.uint8)
     reading = read_clip(blank)
     assert reading.background == "gray" and reading.colour is None and reading.direction is None
+
+
+def test_stability_check_catches_a_colour_change_and_a_collapsed_last_frame():
+    frames = render_clip(Combo("red", "circle", "right", "black"), 1)
+    assert frame_stability(frames) == {"one_colour": True, "last_frame_object": True}
+    turned = frames.copy()
+    red = (turned[10:] == np.array([230, 30, 30], np.uint8)).all(axis=-1)
+    turned[10:][red] = (240, 220, 40)  # the object turns yellow from frame 10 on
+    assert not frame_stability(turned)["one_colour"]
+    collapsed = frames.copy()
+    collapsed[-1] = 10  # the last frame is only background
+    assert frame_stability(collapsed) == {"one_colour": True, "last_frame_object": False}
