@@ -93,13 +93,13 @@ def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     """
     y = small_luma
     mean = _box(y, 3)
-    activity = np.sqrt(_box(np.square(y - mean), 3))
+    activity = np.sqrt(np.maximum(_box(np.square(y - mean), 3), 0.0))  # box filters can dip below 0 by rounding
     texture = np.clip(activity / ACTIVITY_REF, MASK_FLOOR, MASK_CEIL)
     # Edge coherence from the structure tensor: 1 on a lone straight edge, 0 in isotropic texture.
     dx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
     dy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
     jxx, jyy, jxy = _box(dx * dx, 3), _box(dy * dy, 3), _box(dx * dy, 3)
-    coherence = np.sqrt(np.square(jxx - jyy) + 4 * np.square(jxy)) / (jxx + jyy + 1.0)
+    coherence = np.clip(np.sqrt(np.square(jxx - jyy) + 4 * np.square(jxy)) / (np.maximum(jxx + jyy, 0.0) + 1.0), 0, 1)
     texture = np.maximum(texture * (1.0 - EDGE_CUT * coherence), MASK_FLOOR)
     luminance = np.clip(np.sqrt(_luminance_jnd(mean) / 3.0), 1.0, LUMA_GAIN_CAP)
     # ...but not at the rails: at black or white half the mark is clipped away (and the codec's
