@@ -496,6 +496,54 @@ def _frames_for_query(path: Path, max_seconds: float | None, sampled: bool) -> I
     yield from frames
 
 
+def _prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 24) -> Iterator[tuple[float, np.ndarray]]:
+    """`frames`, decoded on a thread of their own while the caller hashes the ones before.
+
+    Decoding (FFmpeg) and hashing (PIL, SciPy) both release the GIL, so on two cores the query
+    costs about the longer of the two instead of their sum. The queue is bounded (a few frames
+    of memory); an error while decoding is raised here, in the caller's thread.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(exc)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # the container is closed by the thread that read it
+
+    thread = threading.Thread(target=produce, name="fingerprint-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: bool = True) -> QueryFingerprint:
     """Hash every half-second window (every quarter second) of a clip, to look it up.
 
@@ -504,7 +552,7 @@ def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: 
     can drop add decode time and nothing to the hash. A clip whose sampled decode is too thin
     (a low frame rate of mostly droppable frames) is decoded in full.
     """
-    frames = _frames_for_query(path, max_seconds, sampled)
+    frames = _prefetched(_frames_for_query(path, max_seconds, sampled))
     windows = WindowAverager()
     times: list[float] = []
     rows: list[tuple[np.ndarray, np.ndarray, bool]] = []
