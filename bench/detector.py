@@ -259,12 +259,24 @@ def end_to_end(rt, work: Path, published: list, repeats: int) -> dict:
             assert r.status_code == 200, r.text
             evidence = [e["source"] for e in r.json()["evidence"]]
     ratio = [u / d for u, d in zip(times, decodes, strict=True)]
+    # Where the time goes: each source alone on the same file, in this process (best of 2).
+    import detector
+
+    context = rt.verification
+    source_s = {}
+    for source in detector.default_sources(max_seconds=settings.max_upload_seconds):
+        runs = []
+        for _ in range(2):
+            t = time.perf_counter()
+            detector.verify(path, context, [source])
+            runs.append(time.perf_counter() - t)
+        source_s[source.name] = round(min(runs), 3)
     return {"upload_bytes": path.stat().st_size, "repeats": repeats, "p50_s": round(pct(times, 50), 3),
             "p95_s": round(pct(times, 95), 3), "max_s": round(max(times), 3), "target_p95_s": 2.0,
             "full_decode_p50_s": round(pct(decodes, 50), 3), "full_decode_p95_s": round(pct(decodes, 95), 3),
             "upload_over_decode_p50": round(pct(ratio, 50), 3), "upload_over_decode_p95": round(pct(ratio, 95), 3),
             "p95_over_decode_p50": round(pct(times, 95) / pct(decodes, 50), 3), "target_ratio": 0.8,
-            "evidence_sources": evidence, "load_average": os.getloadavg()}
+            "evidence_sources": evidence, "source_alone_s": source_s, "load_average": os.getloadavg()}
 
 
 def full_decode_s(path: Path) -> float:
@@ -441,7 +453,8 @@ def main() -> None:
             e2e["measured"] = stamp
             print(f"  {e2e['upload_bytes'] / 1e6:.1f} MB  p50 {e2e['p50_s']} s  p95 {e2e['p95_s']} s (target 2 s); "
                   f"full decode p50 {e2e['full_decode_p50_s']} s; upload/decode p50 {e2e['upload_over_decode_p50']} "
-                  f"p95 {e2e['upload_over_decode_p95']} (target 0.8); evidence from {e2e['evidence_sources']}")
+                  f"p95 {e2e['upload_over_decode_p95']} (target 0.8); evidence from {e2e['evidence_sources']}; "
+                  f"each source alone {e2e['source_alone_s']} s")
         if "index" not in skip:
             print("fingerprint index scaling (synthetic 4 s clips)", flush=True)
             rows = index_scaling([int(s) for s in args.scales.split(",") if s], args.queries)
