@@ -44,8 +44,8 @@ from .layout import GEOMETRY, WatermarkKey, cell_px, render_pattern, tile_values
 #: Y-PSNR of the mark alone (dB) at the reference gain; the clip's gain then moves within
 #: [PSNR_FLOOR, PSNR_CEIL] to give the detector `TARGET_SNR` (see `WatermarkEmbedder`).
 TARGET_PSNR = 46.5
-PSNR_FLOOR = 42.5
-PSNR_CEIL = 48.5
+PSNR_FLOOR = 43.0
+PSNR_CEIL = 47.5
 #: Channel-bit SNR (one marked frame, no codec, as `detect.channel_snr` measures it) the gain aims at.
 TARGET_SNR = 1.8
 #: Frames between two looks at the picture's difficulty (a scene may change).
@@ -56,8 +56,8 @@ GAIN_RAMP = 0.15
 MAX_RMS = 2.5
 #: Per-pixel cap on |delta| (grey levels): no single spot may stand out.
 MAX_DELTA = 7.0
-MASK_FLOOR = 0.5
-MASK_CEIL = 2.5
+MASK_FLOOR = 0.6
+MASK_CEIL = 1.4
 ACTIVITY_REF = 6.0  # luma std (grey levels) at which the texture mask reaches 1
 EDGE_CUT = 0.6  # share of the texture gain removed on a perfectly coherent (straight) edge
 TEMPORAL_REF = 10.0  # mean frame difference (grey levels) at which temporal masking saturates
