@@ -48,16 +48,20 @@ Wrong key: windows marked with key A (in memory, no codec: the strongest mark, t
 wrong key), detected through the public `detect_watermark` with key B (must never detect) and with A
 (positive control, must detect), plus extra random wrong keys per window through the shortcut.
 
-Speed: `WatermarkEmbedder.embed` on in-memory 1920×1080 frames after a warm-up (no codec), and
-`detect_watermark_file` on a 10 s 1080p 24 fps H.264 MP4 (marked, written with `VideoWriter`, preset
-veryfast to keep the setup short; the detector reads only the first 3 s). The watermark code runs
-under `provenance.watermark._threads.one_thread`, i.e. one torch thread; FFmpeg decoding in
-`detect_watermark_file` uses its own threads. The machine may be shared: load averages are recorded.
+Speed (only the timed loops hold the machine's flock, `TIMING_LOCK`): `WatermarkEmbedder.embed` on
+in-memory 1920×1080 frames after a warm-up (no codec); `detect_watermark_file` on a 10 s 1080p
+24 fps H.264 MP4 (marked, written with `VideoWriter`, preset veryfast to keep the setup short; the
+detector stops after its first 3 s look when that look decodes the payload); and an unmarked 30 s
+1080p clip (every look is read: the worst case) against decoding all its frames. The watermark
+code runs under `provenance.watermark._threads.one_thread`, i.e. one torch thread; FFmpeg
+decoding and OpenCV use their own threads. The machine may be shared: load averages are recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import io
 import itertools
 import json
@@ -66,7 +70,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +93,8 @@ SEEDED_SIZES = [(360, 640), (480, 854), (720, 1280), (1280, 720), (1080, 1080), 
 REAL_KEY = bench_key()  # the key bench/watermark.py marks with at its default seed
 CPU = torch.device("cpu")
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The machine-wide lock every timed benchmark takes (see the helpers' rules): timings never overlap.
+TIMING_LOCK = "/tmp/credence-timing.lock"
 
 
 # -- windows -----------------------------------------------------------------------------------
@@ -488,23 +494,38 @@ def hd_frames(real: dict, count: int) -> list[np.ndarray]:
     return [np.array(Image.fromarray(frames[i]).resize((1920, 1080), Image.Resampling.BICUBIC)) for i in order]
 
 
+@contextlib.contextmanager
+def timing_lock(path: str = TIMING_LOCK) -> Iterator[None]:
+    """Hold the machine's shared timing lock (flock) while timing: no two timed runs overlap.
+
+    Only the timed loops run under it; building the clips they time does not.
+    """
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def speed(real: dict, embed_frames: int, work: Path) -> dict[str, object]:
     """Embed frames/s at 1080p (in memory) and seconds to detect a 10 s 1080p 24 fps MP4."""
     key = WatermarkKey("wm-speed", bytes(range(1, 33)))
     payload = 0x0123456789ABCDEF
     embedder = WatermarkEmbedder(key, payload)
     frames = hd_frames(real, embed_frames)
-    load_before = os.getloadavg()
     for f in frames[:3]:  # warm-up: renders the 1080p pattern once, warms allocators
         embedder.embed(f, 0)
     per_frame = []
-    t0 = time.perf_counter()
-    for i, f in enumerate(frames):
-        t = time.perf_counter()
-        embedder.embed(f, i)
-        per_frame.append(time.perf_counter() - t)
-    embed_fps = len(frames) / (time.perf_counter() - t0)
-    load_after_embed = os.getloadavg()
+    with timing_lock():
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        for i, f in enumerate(frames):
+            t = time.perf_counter()
+            embedder.embed(f, i)
+            per_frame.append(time.perf_counter() - t)
+        embed_fps = len(frames) / (time.perf_counter() - t0)
+        load_after_embed = os.getloadavg()
 
     seconds, fps = 10.0, 24.0
     clip = hd_frames(real, round(seconds * fps))
@@ -516,10 +537,12 @@ def speed(real: dict, embed_frames: int, work: Path) -> dict[str, object]:
     write_s = time.perf_counter() - t0
     del clip
     runs = []
-    for _ in range(3):
-        t = time.perf_counter()
-        res = detect_watermark_file(path, [key])
-        runs.append(time.perf_counter() - t)
+    with timing_lock():
+        for _ in range(3):
+            t = time.perf_counter()
+            res = detect_watermark_file(path, [key])
+            runs.append(time.perf_counter() - t)
+        load_after_detect = os.getloadavg()
     long_clip = long_clip_timing(real, work)
     return {"size": "1920x1080", "embed_frames_timed": len(frames), "embed_fps": embed_fps, "long_clip": long_clip,
             "embed_ms_median": 1000 * statistics.median(per_frame),
@@ -529,7 +552,7 @@ def speed(real: dict, embed_frames: int, work: Path) -> dict[str, object]:
             "detect_s_runs": runs, "detect_s_first": runs[0], "detect_s_median": statistics.median(runs),
             "detected": res.detected, "payload_ok": res.payload == payload, "p_value": res.p_value,
             "frames_used": res.frames_used, "load_before": load_before, "load_after_embed": load_after_embed,
-            "load_after_detect": os.getloadavg()}
+            "load_after_detect": load_after_detect}
 
 
 def long_clip_timing(real: dict, work: Path, seconds: float = 30.0, fps: float = 24.0) -> dict[str, object]:
@@ -542,16 +565,18 @@ def long_clip_timing(real: dict, work: Path, seconds: float = 30.0, fps: float =
     with VideoWriter(path, fps, crf=23, preset="ultrafast") as writer:
         for i in range(round(seconds * fps)):
             writer.write(base[i % len(base)])
-    t = time.perf_counter()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        decoded = sum(1 for _ in container.decode(stream))
-    decode_all_s = time.perf_counter() - t
-    t = time.perf_counter()
-    res = detect_watermark_file(path, [key])
-    detect_s = time.perf_counter() - t
-    return {"seconds": seconds, "frames": decoded, "decode_all_s": decode_all_s, "detect_s": detect_s,
+    with timing_lock():
+        load = os.getloadavg()
+        t = time.perf_counter()
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            decoded = sum(1 for _ in container.decode(stream))
+        decode_all_s = time.perf_counter() - t
+        t = time.perf_counter()
+        res = detect_watermark_file(path, [key])
+        detect_s = time.perf_counter() - t
+    return {"load": load, "seconds": seconds, "frames": decoded, "decode_all_s": decode_all_s, "detect_s": detect_s,
             "detected": res.detected, "p_value": res.p_value, "frames_used": res.frames_used,
             "codec": "libx264 crf 23 preset ultrafast (keyint 250)"}
 
