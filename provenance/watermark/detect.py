@@ -1,19 +1,29 @@
 """Detection: average whitened luma over frames, find the tile lattice, fold, correlate, decode.
 
+0. Looks: the clip is read in windows (`WINDOW_S` seconds, `MAX_FRAMES` frames each) spread over
+   its whole length, at most `MAX_LOOKS` of them, their number fixed by the duration alone before
+   any frame is read (`looks_for`). Windows accumulate; after each one the sum is analysed, and
+   reading stops at the first look that detects the mark and decodes its payload. A later window
+   starts at a key frame when one lies ahead (no decoding in between), so reading every look
+   costs at most one pass over the clip.
 1. Each sampled frame is reduced to luma at a working size (short side `WORK_SHORT`), whitened
-   (minus a local mean, divided by local activity, clipped) so that image content does not
-   swamp the mark, and added to one running sum: memory is one working-size image.
+   (minus a local mean, divided by local activity, clipped, then weighted toward quiet regions)
+   so that image content does not swamp the mark, and added to one running sum: memory is one
+   working-size image (plus the first `MAX_FRAMES` whitened frames for the aligned fold).
 2. The lattice of the repeated tile (its period and orientation, which crops do not change and
-   rescaling, reframing and rotation do) is read off the autocorrelation of that sum. It uses no
-   key, so it costs the p-value nothing; the unattacked lattice is always tried as well.
+   rescaling, reframing and rotation do) is read off the autocorrelation of that sum: a peak
+   search in two sectors, and a comb over square axis-aligned periods (a crop then a 0.5× resize
+   of a small frame leaves less than two tiles on the short side). Neither uses a key, so they
+   cost the p-value only their count; the unattacked lattices of both tile geometries (v1's
+   smaller cells, v2's adaptive ones: `layout.cell_px`) are always tried as well.
 3. For each lattice, every pixel is folded onto one tile (2 bins per cell); a crop only shifts
    the tile cyclically, so the keyed sync cells are correlated at every cyclic shift at once by
    FFT, also mirrored (a flipped clip).
 4. p-value: for a fixed shift, the sync statistic z = Σ s_k g_k / ||g|| is a sum of the key's
    independent random signs s_k weighted by numbers that do not depend on the key, so under "not
    marked with this key" P(z ≥ t) ≤ exp(-t²/2) (Hoeffding), whatever the content. A union bound
-   over every shift, mirror, lattice and key gives p = min(1, M·exp(-z²/2)): analytic and
-   conservative, with no assumption about the video.
+   over every shift, mirror, lattice, key and look gives p = min(1, M·exp(-z²/2)): analytic and
+   conservative, with no assumption about the video, and valid whichever look the reading stops at.
 5. At the best shift, each cell's value is read (inverting the small blur that the bilinear
    pattern and the matched filter add), the cells of each channel bit are summed with their
    keyed signs, and the soft bits go to the Viterbi decoder; a payload is reported only when its
