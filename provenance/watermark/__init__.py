@@ -1,11 +1,13 @@
 """Credence's keyed invisible video watermark: a 64-bit payload that survives platforms' edits.
 
 A keyed pseudo-random tile of ±1 cells (a quarter sync, the rest a CRC-32-protected,
-convolutionally coded 64-bit payload) is repeated over the luma of every frame, scaled by a
-texture mask. The detector averages frames, reads the tile's lattice from the autocorrelation
-(undoing rescaling, reframing and small rotations), folds the frame onto one tile (undoing crops)
-and correlates with the key's sync cells at every cyclic shift; its p-value is an analytic bound
-that holds for any content. See `detect.py` for the statistics and `embed.py` for the masking.
+convolutionally coded 64-bit payload) is repeated over the luma of every frame, shaped by a
+perceptual (JND) mask, at a strength set per clip from a quality floor (Y-PSNR 43-47.5 dB) and
+how hard the picture makes the mark to read. The detector reads windows spread over the clip,
+averages them, reads the tile's lattice from the autocorrelation (undoing rescaling, reframing
+and small rotations), folds the frame onto one tile (undoing crops) and correlates with the key's
+sync cells at every cyclic shift; its p-value is an analytic bound that holds for any content.
+See `detect.py` for the statistics and `embed.py` for the masking.
 """
 
 from .detect import DETECTION_P, WatermarkResult, detect_watermark, detect_watermark_file
