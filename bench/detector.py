@@ -41,6 +41,10 @@ from provenance.video import frame_rate, iter_frames, write_video
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
 
+#: The sources identification and negatives consult (empty: all of them; --fingerprint-only: the
+#: fingerprint alone, the index's own figures with no watermark to rescue or accuse).
+SOURCES: list = []
+
 
 # -- clips -----------------------------------------------------------------------------------
 def procedural_frames(seed: int, kind: str, width: int = 192, height: int = 144, frames: int = 36) -> list[np.ndarray]:
@@ -144,7 +148,7 @@ def identification(rt, work: Path, n_clips: int, attacks: list[str]) -> tuple[di
                 continue
             path = apply_attack(attack, clip.path, work / f"att-{clip.generation_id[:8]}-{attack}.mp4")
             t = time.perf_counter()
-            verdict = detector.verify(path, ctx)
+            verdict = detector.verify(path, ctx, SOURCES or None)
             rows.append({"clip": name, "attack": attack, "verdict": verdict.verdict,
                          "right_id": verdict.generation_id == clip.generation_id,
                          "wrong_id": verdict.generation_id not in (None, clip.generation_id),
@@ -200,7 +204,7 @@ def false_accusations(rt, work: Path, n_neg: int, attacks: list[str]) -> dict:
     results: dict[str, dict[str, int]] = {}
     accused, reviewed = [], []
     for kind, name, path in clips[:max(n_neg, len(clips))]:
-        verdict = detector.verify(path, ctx)
+        verdict = detector.verify(path, ctx, SOURCES or None)
         bucket = results.setdefault(kind, {"n": 0, "generated": 0, "review": 0, "not_generated": 0})
         bucket["n"] += 1
         bucket[verdict.verdict] += 1
@@ -363,6 +367,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--e2e-repeats", type=int, default=5)
     parser.add_argument("--skip", default="", help="comma list of: identification,negatives,e2e,index")
+    parser.add_argument("--fingerprint-only", action="store_true",
+                        help="identification and negatives consult the fingerprint source alone")
     parser.add_argument("--index-snapshot", type=Path, default=None,
                         help="a snapshot folder of bench.index_scale build (e.g. 10M bulk clips) that becomes the "
                              "base of the ledger's index (identification and negatives run against it + the ledger)")
@@ -377,6 +383,10 @@ def main() -> None:
     from credence.settings import Settings
 
     skip = set(filter(None, args.skip.split(",")))
+    if args.fingerprint_only:
+        from detector import FingerprintSource
+
+        SOURCES.append(FingerprintSource())
     attacks = [a for a in args.attacks.split(",") if a]
     work = Path(tempfile.mkdtemp(prefix="credence-bench-detector-"))
     result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
