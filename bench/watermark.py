@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from provenance.video import iter_frames, probe
 from provenance.watermark import DETECTION_P, WatermarkEmbedder, WatermarkKey, detect_watermark_file, ecc
+from provenance.watermark import embed as wm_embed
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 REAL = ["threatexchange/doorknob-hd-no-bar.mp4", "threatexchange/pattern-hd-no-bar.mp4",
@@ -497,9 +498,17 @@ def main() -> None:
                         help="every random choice (key, payloads, procedural clips, crops, noise) comes from it")
     parser.add_argument("--clips", help="comma-separated clip names to run (default: all of the set)")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="seconds of each clip")
+    parser.add_argument("--psnr-range", help="FLOOR,CEIL: the embedder's per-clip Y-PSNR range (dB) instead of "
+                        "its default, e.g. 41,44 to compare at the v1 mark's quality")
+    parser.add_argument("--target-snr", type=float, help="the embedder's channel SNR aim instead of its default")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "watermark.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.psnr_range:
+        floor, ceil = (float(x) for x in args.psnr_range.split(","))
+        wm_embed.PSNR_FLOOR, wm_embed.PSNR_CEIL = floor, ceil
+    if args.target_snr:
+        wm_embed.TARGET_SNR = args.target_snr
     names = args.attacks.split(",") if args.attacks else (
         QUICK if args.quick else ISSUE if args.issue else list(ATTACKS))
     real = REAL[:2] if args.quick else REAL
@@ -589,6 +598,7 @@ def main() -> None:
                                                for k, v in rows.items()))
     results["detection_p"] = DETECTION_P
     results["args"] = {"quick": args.quick, "attacks": names, "seed": args.seed, "seconds": args.seconds,
+                       "psnr_range": [wm_embed.PSNR_FLOOR, wm_embed.PSNR_CEIL], "target_snr": wm_embed.TARGET_SNR,
                        "clips": [name for name, _, _ in clips], "threads": 1, "cpus": os.cpu_count()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
