@@ -165,7 +165,7 @@ class WatermarkEmbedder:
         from .detect import _work_size, channel_snr  # detect imports this module: import late
 
         h, w = frame.shape[:2]
-        rgb = torch.from_numpy(frame).to(self.device, torch.float32)
+        rgb = torch.from_numpy(np.array(frame, dtype=np.float32)).to(self.device)  # a copy: frames may be read-only
         luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114 + pattern * full_ref
         hw, ww = _work_size(h, w)
         if (hw, ww) != (h, w):
