@@ -103,9 +103,10 @@ def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     texture = np.maximum(texture * (1.0 - EDGE_CUT * coherence), MASK_FLOOR)
     luminance = np.clip(np.sqrt(_luminance_jnd(mean) / 3.0), 1.0, LUMA_GAIN_CAP)
     # ...but not at the rails: at black or white half the mark is clipped away (and the codec's
-    # studio range clips more), so energy put there is lost to the detector and costs SSIM.
+    # studio range clips more), so energy put there is lost to the detector, and what is left is a
+    # one-sided shift of the mean, which SSIM punishes hardest on black (its C1 is tiny): none there.
     rails = np.clip((mean - 2.0) / RAIL_GREY, 0.0, 1.0) * np.clip((253.0 - mean) / RAIL_GREY, 0.0, 1.0)
-    mask = texture * luminance * (0.15 + 0.85 * rails)
+    mask = texture * luminance * rails
     if previous is not None and previous.shape == small_luma.shape:
         motion = _box(np.abs(small_luma - previous), 3)
         mask = mask * (1.0 + TEMPORAL_GAIN * np.clip(motion / TEMPORAL_REF, 0.0, 1.0))
