@@ -244,19 +244,26 @@ def compare_encoders(args: argparse.Namespace) -> None:
     policy = load_policy()
     rows = training_set(args.data)
     out: dict[str, dict] = {}
+    given = dict(spec.split("=", 1) for spec in args.use_heads)
     for encoder in ENCODERS:
         print(f"encoder {encoder}")
         cache = EmbeddingCache(cache_path(encoder), encoder)
-        probe = Moderator(policy, Heads([], np.zeros((0, 1)), np.zeros(0), np.zeros((0, EMBED_DIM)), [],
-                                        np.zeros(0, np.int16), {"encoder": encoder}))
-        prepared = [probe.prepare(r.text, check=False) or "." for r in rows]
-        emb = cache.get(prepared)
-        w, b = fit_heads(features(prepared, emb), label_matrix(rows))
-        heads = Heads(CATEGORIES, w, b, emb[:1], [rows[0].text], np.zeros(1, np.int16), {"encoder": encoder})
-        heads.save(RESULTS / f"heads_{encoder}.npz")  # for `--latency-only --heads` under the timing lock
+        if encoder in given:  # heads trained elsewhere (the shipped ones), not fitted again here
+            heads = Heads.load(Path(given[encoder]))
+            if heads.encoder != encoder:
+                raise SystemExit(f"--use-heads {encoder}={given[encoder]}: those heads are for {heads.encoder}")
+        else:
+            probe = Moderator(policy, Heads([], np.zeros((0, 1)), np.zeros(0), np.zeros((0, EMBED_DIM)), [],
+                                            np.zeros(0, np.int16), {"encoder": encoder}))
+            prepared = [probe.prepare(r.text, check=False) or "." for r in rows]
+            emb = cache.get(prepared)
+            w, b = fit_heads(features(prepared, emb), label_matrix(rows))
+            heads = Heads(CATEGORIES, w, b, emb[:1], [rows[0].text], np.zeros(1, np.int16), {"encoder": encoder})
+            heads.save(RESULTS / f"heads_{encoder}.npz")  # for `--latency-only --heads` under the timing lock
+        out_heads = given.get(encoder, str(RESULTS / f"heads_{encoder}.npz"))
         moderator = Moderator(policy, heads)
         table, _, languages, _, _ = held_out(moderator, cache, args.data)
-        out[encoder] = {"sources": table, "languages": languages}
+        out[encoder] = {"heads": out_heads, "heads_meta": heads.meta, "sources": table, "languages": languages}
         timed = RESULTS / f"moderation_latency_{encoder}.json"
         if timed.is_file():  # written by `--latency-only --heads bench/results/heads_<encoder>.npz`
             out[encoder]["latency"] = json.loads(timed.read_text())
@@ -286,6 +293,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the bulk embedding")
     parser.add_argument("--latency-only", action="store_true", help="measure latency alone (on an idle machine)")
     parser.add_argument("--heads", type=Path, default=None, help="heads file to load instead of the shipped one")
+    parser.add_argument("--use-heads", action="append", default=[], metavar="ENCODER=PATH",
+                        help="with --compare-encoders: score these heads for that encoder instead of fitting new ones")
     parser.add_argument("--compare-encoders", action="store_true",
                         help="fit heads for every encoder on the same rows and compare them on the held-out sets")
     args = parser.parse_args()

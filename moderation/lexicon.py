@@ -74,29 +74,24 @@ class Lexicon:
     path: str | None = None
 
     def __post_init__(self) -> None:
-        alternatives: list[str] = []
-        owners: dict[str, Entry] = {}
-        for e_idx, entry in enumerate(self.entries):
-            for n_idx, name in enumerate(entry.names):
-                group = f"e{e_idx}_{n_idx}"
-                owners[group] = entry
-                alternatives.append(f"(?P<{group}>{name_pattern(name)})")
-        # Longest names first, so that "donald trump" wins over "trump" at the same position.
-        alternatives.sort(key=len, reverse=True)
-        object.__setattr__(self, "_owners", owners)
-        object.__setattr__(self, "_pattern", re.compile("|".join(alternatives)) if alternatives else None)
+        # One small pattern per name, tried only when the name occurs as a substring at all (a C-speed
+        # test): a single alternation of a thousand names cost 200 ms a prompt in Python's engine.
+        names = [(name, entry) for entry in self.entries for name in entry.names]
+        names.sort(key=lambda item: len(item[0]), reverse=True)  # "donald trump" before "trump"
+        object.__setattr__(self, "_names", [(name, entry, re.compile(name_pattern(name))) for name, entry in names])
 
     def find(self, normalised: str, *, disabled_entries: frozenset[str] = frozenset(),
              disabled_kinds: frozenset[str] = frozenset()) -> list[Match]:
-        """Every enabled entry named in an already-normalised prompt (once per entry, first match)."""
-        if self._pattern is None:  # type: ignore[attr-defined]
-            return []
+        """Every enabled entry named in an already-normalised prompt (once per entry, its longest name)."""
         found: dict[str, Match] = {}
-        for m in self._pattern.finditer(normalised):  # type: ignore[attr-defined]
-            entry = self._owners[m.lastgroup]  # type: ignore[attr-defined,index]
-            if entry.id in disabled_entries or entry.kind in disabled_kinds or entry.id in found:
+        for name, entry, pattern in self._names:  # type: ignore[attr-defined]
+            if name not in normalised or entry.id in found:
                 continue
-            found[entry.id] = Match(entry, m.group(0))
+            if entry.id in disabled_entries or entry.kind in disabled_kinds:
+                continue
+            m = pattern.search(normalised)
+            if m:
+                found[entry.id] = Match(entry, m.group(0))
         return list(found.values())
 
     def ids(self) -> set[str]:

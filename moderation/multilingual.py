@@ -3,8 +3,8 @@
 The encoder (multilingual-e5-small) puts "a man stabbing another man" and "男人刺伤另一个男人"
 close together, so heads trained on English mostly carry over; these examples close the gap
 where they do not (each language's own words for sex, gore and drugs, its framing words "視頻",
-"वीडियो"). Twelve languages, the same scenes in each: twelve unsafe across the categories, ten
-benign ones, several of them hard negatives (a chef's knife, a boxing match, a war museum).
+"वीडियो"). Twelve languages, the same scenes in each: 22 unsafe across the categories, 15 benign
+ones, many of them hard negatives (a chef's knife, a butcher, a boxing match, a war documentary).
 
 They are *not* the multilingual evaluation set (`moderation/data/multilingual_eval.jsonl`): that
 one was written separately, with other scenes, and is never trained on. Of these examples, a
@@ -333,6 +333,242 @@ BENIGN: dict[str, list[str]] = {
     ],
 }
 
+#: A second set of scenes per language (same split rule), added after the first heads missed
+#: categories no first-set scene covered (animal cruelty, arson, torture, incitement, jumping).
+UNSAFE_MORE: dict[str, list[tuple[str, str]]] = {
+    "es": [
+        ("sexual", "una stripper quitándose toda la ropa en el escenario"),
+        ("sexual", "primer plano de genitales durante el coito"),
+        ("violence", "un terrorista disparando a rehenes con un rifle"),
+        ("violence", "un hombre torturando a un prisionero con descargas eléctricas mientras grita"),
+        ("violence", "un perro siendo golpeado hasta la muerte"),
+        ("self_harm", "una mujer saltando desde una azotea para matarse"),
+        ("hate", "un hombre gritando que la gente de otra raza son animales infrahumanos"),
+        ("illegal_activity", "un traficante vendiendo heroína a adolescentes"),
+        ("illegal_activity", "preparando un cóctel molotov para lanzarlo contra la policía"),
+        ("violence", "un coche atropellando a propósito a una multitud de peatones"),
+    ],
+    "fr": [
+        ("sexual", "une strip-teaseuse qui enlève tous ses vêtements sur scène"),
+        ("sexual", "gros plan sur des parties génitales pendant un rapport sexuel"),
+        ("violence", "un terroriste qui tire sur des otages avec un fusil"),
+        ("violence", "un homme qui torture un prisonnier à l'électricité pendant qu'il hurle"),
+        ("violence", "un chien battu à mort"),
+        ("self_harm", "une femme qui saute d'un toit pour se tuer"),
+        ("hate", "un homme qui crie que les gens d'une autre race sont des sous-hommes"),
+        ("illegal_activity", "un dealer qui vend de l'héroïne à des adolescents"),
+        ("illegal_activity", "préparer un cocktail Molotov pour le lancer sur la police"),
+        ("violence", "une voiture qui fonce volontairement dans une foule de piétons"),
+    ],
+    "de": [
+        ("sexual", "eine Stripperin zieht sich auf der Bühne komplett aus"),
+        ("sexual", "Nahaufnahme von Genitalien beim Geschlechtsverkehr"),
+        ("violence", "ein Terrorist erschießt Geiseln mit einem Gewehr"),
+        ("violence", "ein Mann foltert einen schreienden Gefangenen mit Stromschlägen"),
+        ("violence", "ein Hund wird zu Tode geprügelt"),
+        ("self_harm", "eine Frau springt von einem Dach, um sich umzubringen"),
+        ("hate", "ein Mann schreit, Menschen anderer Rasse seien Untermenschen"),
+        ("illegal_activity", "ein Dealer verkauft Heroin an Jugendliche"),
+        ("illegal_activity", "einen Molotowcocktail bauen, um ihn auf die Polizei zu werfen"),
+        ("violence", "ein Auto rast absichtlich in eine Menschenmenge"),
+    ],
+    "pt": [
+        ("sexual", "uma stripper tirando toda a roupa no palco"),
+        ("sexual", "close de genitais durante a relação sexual"),
+        ("violence", "um terrorista atirando em reféns com um fuzil"),
+        ("violence", "um homem torturando um prisioneiro com choques elétricos enquanto ele grita"),
+        ("violence", "um cachorro sendo espancado até a morte"),
+        ("self_harm", "uma mulher pulando do telhado para se matar"),
+        ("hate", "um homem gritando que pessoas de outra raça são sub-humanas"),
+        ("illegal_activity", "um traficante vendendo heroína para adolescentes"),
+        ("illegal_activity", "preparando um coquetel molotov para jogar na polícia"),
+        ("violence", "um carro atropelando de propósito uma multidão de pedestres"),
+    ],
+    "it": [
+        ("sexual", "una spogliarellista che si toglie tutti i vestiti sul palco"),
+        ("sexual", "primo piano dei genitali durante un rapporto sessuale"),
+        ("violence", "un terrorista che spara agli ostaggi con un fucile"),
+        ("violence", "un uomo che tortura un prigioniero con scosse elettriche mentre urla"),
+        ("violence", "un cane picchiato a morte"),
+        ("self_harm", "una donna che si getta da un tetto per uccidersi"),
+        ("hate", "un uomo che urla che le persone di un'altra razza sono subumane"),
+        ("illegal_activity", "uno spacciatore che vende eroina agli adolescenti"),
+        ("illegal_activity", "preparare una molotov da lanciare contro la polizia"),
+        ("violence", "un'auto che si lancia di proposito sulla folla"),
+    ],
+    "ru": [
+        ("sexual", "стриптизёрша снимает с себя всю одежду на сцене"),
+        ("sexual", "крупный план гениталий во время полового акта"),
+        ("violence", "террорист расстреливает заложников из винтовки"),
+        ("violence", "мужчина пытает кричащего пленника электрошоком"),
+        ("violence", "собаку забивают до смерти"),
+        ("self_harm", "женщина прыгает с крыши, чтобы покончить с собой"),
+        ("hate", "мужчина кричит, что люди другой расы недочеловеки"),
+        ("illegal_activity", "наркоторговец продаёт героин подросткам"),
+        ("illegal_activity", "готовят коктейль Молотова, чтобы бросить в полицию"),
+        ("violence", "машина намеренно въезжает в толпу пешеходов"),
+    ],
+    "zh": [
+        ("sexual", "一个脱衣舞女在舞台上脱光所有衣服"),
+        ("sexual", "性交时生殖器的特写"),
+        ("violence", "恐怖分子用步枪射杀人质"),
+        ("violence", "一个男人用电击折磨尖叫的囚犯"),
+        ("violence", "一只狗被活活打死"),
+        ("self_harm", "一个女人从楼顶跳下自杀"),
+        ("hate", "一个男人大喊其他种族的人都是低等的畜生"),
+        ("illegal_activity", "毒贩向青少年出售海洛因"),
+        ("illegal_activity", "制作燃烧瓶扔向警察"),
+        ("violence", "一辆汽车故意冲进行人人群"),
+    ],
+    "ja": [
+        ("sexual", "ステージで服を全部脱ぐストリッパー"),
+        ("sexual", "性交中の性器のクローズアップ"),
+        ("violence", "ライフルで人質を撃つテロリスト"),
+        ("violence", "叫ぶ捕虜に電気ショックで拷問する男"),
+        ("violence", "殴り殺される犬"),
+        ("self_harm", "自殺するために屋上から飛び降りる女性"),
+        ("hate", "他の人種の人間は劣った動物だと叫ぶ男"),
+        ("illegal_activity", "十代の若者にヘロインを売る売人"),
+        ("illegal_activity", "警察に投げつける火炎瓶を作る"),
+        ("violence", "わざと歩行者の群れに突っ込む車"),
+    ],
+    "ko": [
+        ("sexual", "무대에서 옷을 전부 벗는 스트리퍼"),
+        ("sexual", "성교 중 성기 클로즈업"),
+        ("violence", "소총으로 인질들을 쏘는 테러리스트"),
+        ("violence", "비명을 지르는 포로를 전기 충격으로 고문하는 남자"),
+        ("violence", "맞아 죽는 개"),
+        ("self_harm", "자살하려고 옥상에서 뛰어내리는 여자"),
+        ("hate", "다른 인종 사람들은 열등한 짐승이라고 외치는 남자"),
+        ("illegal_activity", "십대들에게 헤로인을 파는 마약상"),
+        ("illegal_activity", "경찰에게 던질 화염병을 만드는 장면"),
+        ("violence", "일부러 보행자 무리로 돌진하는 자동차"),
+    ],
+    "ar": [
+        ("sexual", "راقصة تعرٍّ تخلع كل ملابسها على المسرح"),
+        ("sexual", "لقطة قريبة للأعضاء التناسلية أثناء الجماع"),
+        ("violence", "إرهابي يطلق النار على رهائن ببندقية"),
+        ("violence", "رجل يعذب سجيناً يصرخ بالصدمات الكهربائية"),
+        ("violence", "كلب يُضرب حتى الموت"),
+        ("self_harm", "امرأة تقفز من سطح مبنى لتقتل نفسها"),
+        ("hate", "رجل يصرخ بأن الناس من عرق آخر حيوانات دون البشر"),
+        ("illegal_activity", "تاجر مخدرات يبيع الهيروين للمراهقين"),
+        ("illegal_activity", "تحضير زجاجة مولوتوف لرميها على الشرطة"),
+        ("violence", "سيارة تدهس حشداً من المشاة عمداً"),
+    ],
+    "hi": [
+        ("sexual", "मंच पर अपने सारे कपड़े उतारती एक स्ट्रिपर"),
+        ("sexual", "संभोग के दौरान जननांगों का क्लोज़-अप"),
+        ("violence", "राइफ़ल से बंधकों पर गोली चलाता एक आतंकवादी"),
+        ("violence", "चीखते कैदी को बिजली के झटकों से यातना देता एक आदमी"),
+        ("violence", "एक कुत्ते को पीट-पीटकर मार डाला जा रहा है"),
+        ("self_harm", "खुद को मारने के लिए छत से कूदती एक महिला"),
+        ("hate", "एक आदमी चिल्ला रहा है कि दूसरी नस्ल के लोग जानवर हैं"),
+        ("illegal_activity", "किशोरों को हेरोइन बेचता एक ड्रग डीलर"),
+        ("illegal_activity", "पुलिस पर फेंकने के लिए पेट्रोल बम बनाना"),
+        ("violence", "जानबूझकर पैदल यात्रियों की भीड़ में घुसती एक कार"),
+    ],
+    "tr": [
+        ("sexual", "sahnede bütün kıyafetlerini çıkaran bir striptizci"),
+        ("sexual", "cinsel ilişki sırasında cinsel organların yakın çekimi"),
+        ("violence", "rehineleri tüfekle vuran bir terörist"),
+        ("violence", "çığlık atan bir esire elektrik şokuyla işkence yapan bir adam"),
+        ("violence", "döverek öldürülen bir köpek"),
+        ("self_harm", "kendini öldürmek için çatıdan atlayan bir kadın"),
+        ("hate", "başka ırktan insanların aşağılık hayvanlar olduğunu bağıran bir adam"),
+        ("illegal_activity", "gençlere eroin satan bir uyuşturucu satıcısı"),
+        ("illegal_activity", "polise atmak için molotof kokteyli hazırlamak"),
+        ("violence", "bilerek yaya kalabalığına dalan bir araba"),
+    ],
+}
+
+BENIGN_MORE: dict[str, list[str]] = {
+    "es": [
+        "un carnicero cortando carne en su tienda",
+        "una enfermera poniendo una vacuna",
+        "una pareja besándose al atardecer",
+        "policías dirigiendo el tráfico en un cruce",
+        "un farmacéutico entregando medicinas a un cliente",
+    ],
+    "fr": [
+        "un boucher qui découpe de la viande dans sa boutique",
+        "une infirmière qui fait un vaccin",
+        "un couple qui s'embrasse au coucher du soleil",
+        "des policiers qui règlent la circulation à un carrefour",
+        "un pharmacien qui donne des médicaments à un client",
+    ],
+    "de": [
+        "ein Metzger schneidet Fleisch in seinem Laden",
+        "eine Krankenschwester gibt eine Impfung",
+        "ein Paar küsst sich bei Sonnenuntergang",
+        "Polizisten regeln den Verkehr an einer Kreuzung",
+        "ein Apotheker reicht einem Kunden Medikamente",
+    ],
+    "pt": [
+        "um açougueiro cortando carne no açougue",
+        "uma enfermeira aplicando uma vacina",
+        "um casal se beijando ao pôr do sol",
+        "policiais organizando o trânsito num cruzamento",
+        "um farmacêutico entregando remédios a um cliente",
+    ],
+    "it": [
+        "un macellaio che taglia la carne nel suo negozio",
+        "un'infermiera che fa un vaccino",
+        "una coppia che si bacia al tramonto",
+        "poliziotti che dirigono il traffico a un incrocio",
+        "un farmacista che consegna medicine a un cliente",
+    ],
+    "ru": [
+        "мясник разделывает мясо в своей лавке",
+        "медсестра делает прививку",
+        "пара целуется на закате",
+        "полицейские регулируют движение на перекрёстке",
+        "фармацевт выдаёт лекарства покупателю",
+    ],
+    "zh": [
+        "屠夫在店里切肉",
+        "护士在打疫苗",
+        "一对情侣在日落时接吻",
+        "警察在十字路口指挥交通",
+        "药剂师把药递给顾客",
+    ],
+    "ja": [
+        "店で肉を切る肉屋",
+        "ワクチンを注射する看護師",
+        "夕日の中でキスをするカップル",
+        "交差点で交通整理をする警察官",
+        "客に薬を渡す薬剤師",
+    ],
+    "ko": [
+        "가게에서 고기를 써는 정육점 주인",
+        "백신 주사를 놓는 간호사",
+        "석양 아래 키스하는 커플",
+        "교차로에서 교통정리를 하는 경찰관",
+        "손님에게 약을 건네는 약사",
+    ],
+    "ar": [
+        "جزار يقطع اللحم في محله",
+        "ممرضة تعطي لقاحاً",
+        "زوجان يتبادلان القبل عند الغروب",
+        "رجال شرطة ينظمون المرور عند تقاطع",
+        "صيدلي يسلّم الدواء لزبون",
+    ],
+    "hi": [
+        "अपनी दुकान में मांस काटता कसाई",
+        "टीका लगाती एक नर्स",
+        "सूर्यास्त के समय चूमता हुआ एक जोड़ा",
+        "चौराहे पर यातायात संभालते पुलिसकर्मी",
+        "ग्राहक को दवा देता फ़ार्मासिस्ट",
+    ],
+    "tr": [
+        "dükkanında et kesen bir kasap",
+        "aşı yapan bir hemşire",
+        "gün batımında öpüşen bir çift",
+        "kavşakta trafiği yöneten polisler",
+        "müşteriye ilaç veren bir eczacı",
+    ],
+}
+
 #: How a prompt is framed in each language ("video of ...", "... cinematic"): a second variant of each scene.
 FRAMES: dict[str, str] = {
     "es": "video realista de {}, cinematográfico",
@@ -353,12 +589,12 @@ FRAMES: dict[str, str] = {
 def multilingual_examples() -> list[tuple[str, tuple[str, ...], str, str]]:
     """(text, categories, kind, base) for every scene, plain and framed; the base is the plain scene."""
     out: list[tuple[str, tuple[str, ...], str, str]] = []
-    for lang, scenes in UNSAFE.items():
-        for category, text in scenes:
+    for lang in UNSAFE:
+        for category, text in UNSAFE[lang] + UNSAFE_MORE[lang]:
             for variant in (text, FRAMES[lang].format(text)):
                 out.append((variant, (category,), "ml_positive", text))
-    for lang, scenes in BENIGN.items():
-        for text in scenes:
+    for lang in BENIGN:
+        for text in BENIGN[lang] + BENIGN_MORE[lang]:
             for variant in (text, FRAMES[lang].format(text)):
                 out.append((variant, (), "ml_benign", text))
     return out
