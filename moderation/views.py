@@ -23,7 +23,8 @@ from pathlib import Path
 
 #: Most clauses scored per prompt (the rest stay merged into the last one).
 MAX_CLAUSES = 6
-#: A piece shorter than this (characters) is merged into its neighbour.
+#: A piece shorter than this (characters; a CJK character counts three, it says as much as a short word)
+#: is merged into its neighbour.
 MIN_CLAUSE_CHARS = 16
 #: Share of non-words (of the Latin tokens of 3+ letters) from which a prompt is token soup.
 SOUP_SHARE = 0.2
@@ -56,12 +57,16 @@ def english_words() -> frozenset[str]:
                      if line and not line.startswith("#"))
 
 
+def _weight(piece: str) -> int:
+    return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in piece)
+
+
 def clauses(text: str) -> list[str]:
     """The clauses of a normalised prompt; a one-clause prompt gives `[text]`."""
     pieces = [p.strip(" ,;") for p in _SPLIT.split(text) if p and p.strip(" ,;.")]
     merged: list[str] = []
     for piece in pieces:
-        if merged and (len(piece) < MIN_CLAUSE_CHARS or len(merged[-1]) < MIN_CLAUSE_CHARS):
+        if merged and (_weight(piece) < MIN_CLAUSE_CHARS or _weight(merged[-1]) < MIN_CLAUSE_CHARS):
             merged[-1] = f"{merged[-1]} {piece}"
         else:
             merged.append(piece)
