@@ -92,9 +92,17 @@ def test_strength_follows_the_picture_within_the_quality_floor_and_ceiling() -> 
         embedder = WatermarkEmbedder(KEY, PAYLOAD)
         marked = [embedder.embed(f, i) for i, f in enumerate(clip)]
         values = [y_psnr(m, f) for m, f in zip(marked, clip, strict=True)]
-        assert min(values) >= E.PSNR_FLOOR - 0.6 and max(values) <= E.PSNR_CEIL + 1.5, (name, values)
+        assert min(values) >= E.psnr_floor(180, 320) - 0.6 and max(values) <= E.PSNR_CEIL + 1.5, (name, values)
         psnrs[name] = float(np.mean(values))
     assert psnrs["flat"] > psnrs["busy"] + 2.0, psnrs
+
+
+def test_small_frames_may_go_below_the_floor_large_ones_may_not() -> None:
+    """The floor drops for small frames only (a 256x192 clip needs ~35 dB to survive H.264 CRF 35)."""
+    assert E.psnr_floor(720, 1280) == E.psnr_floor(360, 640) == E.PSNR_FLOOR
+    assert E.PSNR_FLOOR - 9 < E.psnr_floor(192, 256) < E.PSNR_FLOOR - 7
+    assert E.psnr_floor(192, 256) < E.psnr_floor(256, 256) < E.psnr_floor(272, 480) < E.PSNR_FLOOR
+    assert E.psnr_floor(64, 64) == E.MIN_PSNR_FLOOR
 
 
 def test_real_clip_quality_and_decode() -> None:
