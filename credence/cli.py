@@ -114,8 +114,9 @@ def verify(
     from detector import matched_record
     from detector import verify as run_verify
 
-    context = runtime().verification
-    verdict = run_verify(file, context)
+    rt = runtime()
+    context = rt.verification
+    verdict = run_verify(file, context, rt.verification_sources())
     result = verdict.to_dict()
     if verdict.verdict == "generated":
         result["record"] = matched_record(context, verdict.generation_id)

@@ -35,14 +35,16 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def snapshot_folder(home: Path, shard: tuple[int, int] | None, folder: Path | None) -> Path:
-    """Where a (shard's) snapshot lives: `--dir`, else `CREDENCE_HOME/index[/shard-k-of-n]`."""
+def snapshot_folder(base: Path, shard: tuple[int, int] | None, folder: Path | None) -> Path:
+    """Where a (shard's) snapshot lives: `--dir`, else the configured folder (`CREDENCE_INDEX_DIR`,
+    default `CREDENCE_HOME/index`), with `shard-k-of-n/` below it for a shard."""
     if folder is not None:
         return folder
-    return home / "index" / (f"shard-{shard[0]}-of-{shard[1]}" if shard else "")
+    return base / (f"shard-{shard[0]}-of-{shard[1]}" if shard else "")
 
 
-DirOption = Annotated[Path | None, typer.Option("--dir", help="Snapshot folder (default CREDENCE_HOME/index).")]
+DirOption = Annotated[Path | None, typer.Option(
+    "--dir", help="Snapshot folder (default CREDENCE_INDEX_DIR or CREDENCE_HOME/index).")]
 ShardOption = Annotated[str | None, typer.Option("--shard", help="Only shard k of n, written k/n (e.g. 0/2).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object.")]
 
@@ -63,7 +65,7 @@ def rebuild(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOp
 
     rt = runtime()
     part = _shard(shard)
-    target = snapshot_folder(rt.settings.home, part, folder)
+    target = snapshot_folder(rt.settings.index_folder, part, folder)
     t = time.perf_counter()
     index = build_snapshot(rt.ledger, target, shard=part)
     _report({"snapshot": str(target / (index.loaded_from or "")), "clips": index.clips, "entries": index.entries,
@@ -78,7 +80,7 @@ def update(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOpt
 
     rt = runtime()
     part = _shard(shard)
-    target = snapshot_folder(rt.settings.home, part, folder)
+    target = snapshot_folder(rt.settings.index_folder, part, folder)
     t = time.perf_counter()
     index = FingerprintIndex(rt.ledger, snapshot_dir=target, shard=part)
     added = index.refresh()
@@ -99,7 +101,7 @@ def status(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOpt
     from provenance.ledger.models import Fingerprint
 
     rt = runtime()
-    target = snapshot_folder(rt.settings.home, _shard(shard), folder)
+    target = snapshot_folder(rt.settings.index_folder, _shard(shard), folder)
     current = current_snapshot(target)
     meta = json.loads((current / "meta.json").read_text()) if current else {}
     with rt.ledger.session() as s:
@@ -123,7 +125,8 @@ def serve_shard(shard: Annotated[str, typer.Option("--shard", help="This shard, 
     rt = runtime()
     part = _shard(shard)
     assert part is not None
-    index = FingerprintIndex(rt.ledger, snapshot_dir=snapshot_folder(rt.settings.home, part, folder), shard=part)
+    target = snapshot_folder(rt.settings.index_folder, part, folder)
+    index = FingerprintIndex(rt.ledger, snapshot_dir=target, shard=part)
     index.refresh()
     server = shard_server(index, host, port)
     # One line the caller can read: where this shard listens and what it holds.

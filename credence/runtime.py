@@ -146,11 +146,30 @@ class Runtime:
         from provenance.watermark import WatermarkKey
 
         keys = tuple(WatermarkKey(k.key_id, k.secret) for k in load_watermark_secrets(self.settings.keys_dir))
+        if ledger is not None and not self.settings.index_shards:
+            # Register this ledger's process-wide index with the configured snapshot folder, so that
+            # every source and route that asks `index_for(ledger)` starts from the snapshot.
+            from provenance.fingerprint_index import index_for
+
+            index_for(ledger, snapshot_dir=self.settings.index_folder)
         context = VerificationContext(ledger=ledger, trust_pem=self.trust_pem, our_signers=frozenset(signers),
                                       watermark_keys=keys, ledger_state=state)
         if state == "ok":
             self.__dict__["_verification_context"] = context
         return context
+
+    def verification_sources(self, max_seconds: float | None = None) -> list[Any]:
+        """The detector's sources for this configuration: shard servers when `index_shards` is set."""
+        from detector import default_sources
+
+        shards = None
+        if self.settings.index_shards:
+            from provenance.index.shards import ShardedIndex
+
+            shards = self.__dict__.get("_shards")
+            if shards is None:
+                shards = self.__dict__["_shards"] = ShardedIndex(list(self.settings.index_shards))
+        return default_sources(max_seconds=max_seconds, fingerprint_index=shards)
 
     def _verification_ledger(self) -> tuple[Ledger | None, LedgerState, set[str]]:
         """The ledger and the signing certificates it records; else why not: "absent" or "unavailable".

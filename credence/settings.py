@@ -53,6 +53,14 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _shard_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"CREDENCE_INDEX_SHARDS: {url!r} is not an http(s) URL of a shard server")
+    return urls
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Credence keeps its keys and ledger, and how it signs and serves.
@@ -100,6 +108,10 @@ class Settings:
     prompt_retention_days: int | None = None
     quarantine_hours: float = 24.0 * 30
     console_session_minutes: float = 480.0
+    # The fingerprint index: its snapshot folder (None: CREDENCE_HOME/index) and, past one box, the
+    # shard servers (`credence index serve-shard`) that verification asks instead of its own index.
+    index_dir: Path | None = None
+    index_shards: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,7 +161,14 @@ class Settings:
             prompt_retention_days=_int(env, "CREDENCE_PROMPT_RETENTION_DAYS", 0) or None,
             quarantine_hours=_seconds(env, "CREDENCE_QUARANTINE_HOURS", 24.0 * 30),
             console_session_minutes=_seconds(env, "CREDENCE_CONSOLE_SESSION_MINUTES", 480.0),
+            index_dir=_path(env, "CREDENCE_INDEX_DIR"),
+            index_shards=_shard_urls(env.get("CREDENCE_INDEX_SHARDS") or ""),
         )
+
+    @property
+    def index_folder(self) -> Path:
+        """The fingerprint index's snapshot folder (`credence index rebuild` writes it, the API loads it)."""
+        return self.index_dir if self.index_dir is not None else self.home / "index"
 
     @property
     def keys_dir(self) -> Path:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,12 @@ def test_two_shards_answer_like_one(runtime: Runtime, ledger_clips: tuple[list[C
         both.phash[:, 1] = other.phash[: both.phash.shape[0], 0] if other.phash.shape[0] >= both.phash.shape[0] \
             else both.phash[:, 1]
         assert same_matches(sharded.search(both, limit=5), one.search(both, limit=5))
+        # A deployment names its shards in CREDENCE_INDEX_SHARDS: verification then asks them.
+        configured = Runtime(replace(runtime.settings, index_shards=tuple(url for _, url in shard_servers)))
+        source = configured.verification_sources()[-1]
+        assert isinstance(source.index, ShardedIndex)
+        query = query_for(fps[5], rng)
+        assert same_matches(source.index.search(query, limit=3), one.search(query, limit=3))
         # A shard that does not answer fails the look-up: never a partial "no match".
         shard_servers[1][0].terminate()
         shard_servers[1][0].wait(timeout=10)

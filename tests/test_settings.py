@@ -68,3 +68,16 @@ def test_callback_that_cannot_be_imported(runtime: Runtime) -> None:
                             CREDENCE_SIGNING_CALLBACK="no.such.module:sign")
     with pytest.raises(KeyMissing, match="cannot be imported"):
         _ = Runtime(settings).identity
+
+
+def test_index_folder_and_shards(tmp_path: Path) -> None:
+    """The snapshot folder defaults under the home; shard URLs are a comma list of http(s) URLs."""
+    from credence.settings import Settings, SettingsError
+
+    plain = Settings.from_env({"CREDENCE_HOME": str(tmp_path)})
+    assert plain.index_folder == tmp_path.resolve() / "index" and plain.index_shards == ()
+    custom = Settings.from_env({"CREDENCE_HOME": str(tmp_path), "CREDENCE_INDEX_DIR": str(tmp_path / "snap"),
+                                "CREDENCE_INDEX_SHARDS": "http://a:1/, http://b:2"})
+    assert custom.index_folder == tmp_path / "snap" and custom.index_shards == ("http://a:1", "http://b:2")
+    with pytest.raises(SettingsError, match="CREDENCE_INDEX_SHARDS"):
+        Settings.from_env({"CREDENCE_HOME": str(tmp_path), "CREDENCE_INDEX_SHARDS": "shard-a:1"})

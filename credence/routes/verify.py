@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from detector import default_sources, matched_record, verify
+from detector import matched_record, verify
 from provenance.errors import InvalidVideo
 from provenance.video import probe
 
@@ -76,7 +76,7 @@ def verify_file(runtime: Runtime, path: Path, size: int) -> dict[str, Any]:
     settings = runtime.settings
     clip = check_upload(path, size, settings.max_upload_seconds)
     context = runtime.verification
-    verdict = verify(path, context, default_sources(max_seconds=settings.max_upload_seconds))
+    verdict = verify(path, context, runtime.verification_sources(max_seconds=settings.max_upload_seconds))
     record = matched_record(context, verdict.generation_id) if verdict.verdict == "generated" else None
     return {**verdict.to_dict(), "record": record, "clip": clip}
 
