@@ -276,7 +276,13 @@ def _parse_lexicon_section(spec: Any, categories: dict[str, Category], base_dir:
     if not isinstance(spec.get("path"), str) or not spec["path"].strip():
         raise fail("lexicon.path", "must name the lexicon file")
     path = Path(spec["path"])
-    lexicon = load_lexicon(path if path.is_absolute() else base_dir / path, set(categories))
+    if not path.is_absolute():
+        # Beside the policy first; a deployment that copied the packaged policy to edit it and kept
+        # `path: lexicon.yaml` gets the packaged lexicon (the version pin below still holds it to the
+        # exact list it names).
+        beside, packaged = base_dir / path, default_policy_path().parent / path
+        path = beside if beside.exists() or not packaged.exists() else packaged
+    lexicon = load_lexicon(path, set(categories))
     if spec.get("version") != lexicon.version:
         raise fail("lexicon.version", f"pins {spec.get('version')!r} but {path} is version {lexicon.version!r} "
                                       "(edit both together)")

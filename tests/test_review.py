@@ -273,7 +273,10 @@ def test_two_reviewers_release_a_held_output_exactly_as_quarantined(deployment: 
 
     released = np.stack(list(iter_frames(Path(gen.files[0].path))))
     assert released.shape == held.shape  # the very frames: same count and size (watermarked, re-encoded)
-    assert np.abs(released.astype(int) - held.astype(int)).mean() < 4
+    # A small busy clip carries a mark near 35 dB (the floor drops for frames under 640x360, so that
+    # it survives a CRF 35 re-encode) plus the re-encode: a few grey levels. Another generation's
+    # frames differ by tens.
+    assert np.abs(released.astype(int) - held.astype(int)).mean() < 6
     assert _verify(deployment, Path(gen.files[0].path))["generation_id"] == gen_id
 
 
