@@ -9,7 +9,10 @@ the same synthetic clips (`bench.synthetic_ledger.bulk_batches`, real-like paren
 * `faiss_hash`: FAISS `IndexBinaryHash` (what `provenance.fingerprint_index` uses);
 * `faiss_multihash`: FAISS `IndexBinaryMultiHash` (4 tables of 16 bits, the pytx PDQ choice);
 * `faiss_ivf`: FAISS `IndexBinaryIVF` (binary k-means lists, nprobe lists scanned);
-* `faiss_flat`: FAISS `IndexBinaryFlat`, exhaustive: the recall ceiling of the candidate stage.
+* `faiss_flat`: FAISS `IndexBinaryFlat`, exhaustive: the recall ceiling of the candidate stage;
+* `usearch_hnsw`: USearch's HNSW graph over the 64-bit codes with the Hamming metric (`usearch`
+  wheel, a second library: the in-process analogue of pgvector's `bit` + HNSW), its k nearest per
+  query hash kept when within the radius.
 
 All FAISS contenders run the same two-stage search (FAISS range search for candidates, then the
 same exact scoring); only the candidate index differs. pgvector (`bit` + HNSW Hamming) was the
@@ -34,7 +37,30 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_compare.json"
-CONTENDERS = ("legacy", "faiss_hash", "faiss_multihash", "faiss_ivf", "faiss_flat")
+CONTENDERS = ("legacy", "faiss_hash", "faiss_multihash", "faiss_ivf", "faiss_flat", "usearch_hnsw")
+USEARCH_K = 32  # neighbours per query hash: HNSW answers k-NN, not a range
+
+
+class _UsearchRange:
+    """USearch HNSW (Hamming over packed 64-bit codes) behind FAISS's `range_search` contract."""
+
+    def __init__(self, codes: np.ndarray) -> None:
+        from usearch.index import Index
+
+        self.index = Index(ndim=64, metric="hamming", dtype="b1", connectivity=16, expansion_add=64,
+                           expansion_search=64)
+        self.index.add(np.arange(len(codes), dtype=np.uint64), codes, threads=1)
+        self.b = 0
+
+    def range_search(self, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found = self.index.search(q, USEARCH_K, threads=1)
+        keys = np.asarray(found.keys).reshape(len(q), -1)
+        dist = np.asarray(found.distances).reshape(len(q), -1)
+        counts = np.asarray(found.counts).reshape(-1)
+        valid = (np.arange(keys.shape[1])[None, :] < counts[:, None]) & (dist < radius)
+        lims = np.zeros(len(q) + 1, dtype=np.int64)
+        np.cumsum(valid.sum(1), out=lims[1:])
+        return lims, dist[valid].astype(np.int32), keys[valid].astype(np.int64)
 
 
 def load_clips(clips: int, pool: int, seed: int):
@@ -86,6 +112,8 @@ def run_one(name: str, clips: int, pool: int, queries: int) -> dict:
                 cand = faiss.IndexBinaryMultiHash(64, 4, 16)
                 cand.nflip = 1
                 cand.add(codes)
+            elif name == "usearch_hnsw":
+                cand = _UsearchRange(codes)
             elif name == "faiss_ivf":
                 nlist = 2048
                 quantizer = faiss.IndexBinaryFlat(64)
@@ -150,6 +178,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--only", default=",".join(CONTENDERS))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON (default: index_compare.json)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one contender here
     args = parser.parse_args()
     if args.one:
@@ -170,18 +199,19 @@ def main() -> None:
         print(f"{name:16s} {row['build_s']:>8.1f} {row['build_peak_rss_mb']:>8d} {row['resident_mb']:>7d} "
               f"{row['resident_bytes_per_clip']:>7.0f} {row['lookup_p50_ms']:>7.2f} {row['lookup_p95_ms']:>7.2f} "
               f"{row['recall']:>7.3f} {row['false_matches']:>5d}", flush=True)
-    if RESULTS.exists() and set(args.only.split(",")) != set(CONTENDERS):
+    out_path: Path = args.out
+    if out_path.exists() and set(args.only.split(",")) != set(CONTENDERS):
         # A partial run (--only) replaces its own rows and keeps the others'.
         only = args.only.split(",")
-        kept = [r for r in json.loads(RESULTS.read_text()).get("rows", []) if r["contender"] not in only]
+        kept = [r for r in json.loads(out_path.read_text()).get("rows", []) if r["contender"] not in only]
         rows = kept + rows
     result = {"rows": rows, "args": vars(args), "load_average": os.getloadavg(),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "note": "pgvector: Debian's postgresql-15-pgvector is not installable on this machine (apt: Unable to "
-                      "locate package), so it is not measured"}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1))
-    print(f"wrote {RESULTS}")
+                      "locate package), so it is not measured; usearch_hnsw is the HNSW-over-bits contender"}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
