@@ -298,7 +298,8 @@ def full_decode_s(path: Path) -> float:
 
 def index_scaling(sizes: list[int], queries: int, seconds: int = 4) -> list[dict]:
     """Look-up latency and memory of the fingerprint index with synthetic clips of `seconds` s."""
-    from provenance.fingerprint import QUERY_VARIANTS, STORED_REGIONS, QueryFingerprint
+    from bench.index_scale import make_query
+    from provenance.fingerprint import QUERY_VARIANTS, STORED_REGIONS
     from provenance.fingerprint_index import FingerprintIndex
 
     regions = len(STORED_REGIONS)
@@ -319,18 +320,9 @@ def index_scaling(sizes: list[int], queries: int, seconds: int = 4) -> list[dict
         lat, found = [], 0
         for _ in range(queries):
             clip = int(rng.integers(0, n))
-            _, _, stored_p, stored_d, _ = index.store.clip(clip)
-            samples = 4 * seconds
-            qp = rng.integers(0, 2**63, (samples, QUERY_VARIANTS), dtype=np.uint64)
-            qd = rng.integers(0, 2**63, (samples, QUERY_VARIANTS), dtype=np.uint64)
             # Two samples a second match region 1 with 5 + 5 bits flipped, about what a centre crop
             # of 80% after a re-encode leaves (the real clips match more samples than that).
-            for s in range(seconds):
-                for sample in (4 * s + 1, 4 * s + 2):
-                    for stored, target in ((stored_p, qp), (stored_d, qd)):
-                        noise = np.uint64(sum(1 << int(b) for b in rng.choice(64, 5, replace=False)))
-                        target[sample, 4] = stored[s, 1] ^ noise
-            query = QueryFingerprint(np.arange(samples) / 4, qp, qd, np.ones(samples, dtype=bool))
+            query = make_query(index, clip, rng)
             t = time.perf_counter()
             matches = index.search(query, limit=3)
             lat.append((time.perf_counter() - t) * 1000)

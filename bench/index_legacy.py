@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, select
 
 from provenance.fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
+from provenance.fingerprint_index import FingerprintMatch, score_clip
 from provenance.ledger import Ledger
 
 #: A stored and a query hash "match" when their pHash and dHash are both this close.
@@ -46,27 +46,6 @@ EXACT_PROBE_ENTRIES = 30_000_000
 
 #: Candidate clips scored exactly per query.
 MAX_CANDIDATES = 32
-
-
-@dataclass(frozen=True)
-class FingerprintMatch:
-    """One stored clip that the query matches, with the figures of the best hypothesis."""
-
-    row_id: int
-    generation_id: str | None
-    matched_seconds: int
-    expected_seconds: int
-    similarity: float
-    mean_distance: float
-    region: int
-    query_variant: int
-    offset_s: float
-
-    def to_dict(self) -> dict[str, object]:
-        """The figures a verdict reports."""
-        return {"generation_id": self.generation_id, "similarity": round(self.similarity, 4),
-                "matched_seconds": self.matched_seconds, "expected_seconds": self.expected_seconds,
-                "mean_distance": round(self.mean_distance, 2), "offset_s": self.offset_s}
 
 
 class _Tables:
@@ -315,42 +294,14 @@ class FingerprintIndex:
         return replace(match, generation_id=generation_id)
 
     def _score(self, clip: int, query: QueryFingerprint) -> FingerprintMatch | None:
+        # Stage 2 is shared with the FAISS index: the comparison is of the candidate stage only.
         lo, hi = int(self._start[clip]), int(self._start[clip + 1])
         seconds = int(self._seconds[clip])
         stored_ok = self._informative[lo // self.regions: hi // self.regions]
         ph = self._phash[lo:hi].reshape(seconds, self.regions)
         dh = self._dhash[lo:hi].reshape(seconds, self.regions)
-        qmask = query.informative
-        qp, qd, qt = query.phash[qmask], query.dhash[qmask], query.times[qmask]
-        # distances: query samples × query variants × stored seconds × regions
-        p = hamming(qp[:, :, None, None], ph[None, None])
-        c = p + hamming(qd[:, :, None, None], dh[None, None])
-        ok = (p <= MAX_PHASH) & (c <= MAX_COMBINED) & stored_ok[None, None, :, None]
-        if not ok.any():
-            return None
-        qi, vi, si, ri = np.nonzero(ok)
-        dist = c[qi, vi, si, ri]
-        # The stored window of second s starts at s + 0.25; the query's at its time.
-        offset = np.round((si + 0.25 - qt[qi]) * 4).astype(np.int64)
-        best: tuple[int, float, int, int, int] | None = None
-        for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
-            r, v, o = (int(k) for k in key)
-            sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
-            secs = np.unique(si[sel])
-            mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
-            cand = (len(secs), -mean, r, v, o)
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-        assert best is not None
-        matched, neg_mean, r, v, o = best
-        offset_s = o / 4
-        # Stored seconds the query spans under this offset, among the informative ones.
-        span = (np.arange(seconds) + 0.25 - offset_s)
-        inside = (span >= -0.25) & (span <= query.duration - 0.25)
-        expected = max(1, int((inside & stored_ok).sum()))
         row_id = int(self._rows[clip])
-        return FingerprintMatch(row_id, self._generation.get(row_id), matched, expected,
-                                min(1.0, matched / expected), -neg_mean, r, v, offset_s)
+        return score_clip(row_id, self._generation.get(row_id), seconds, ph, dh, stored_ok, query)
 
 
 def _close(p1: np.ndarray, d1: np.ndarray, p2: np.ndarray, d2: np.ndarray) -> np.ndarray:

@@ -431,36 +431,7 @@ class FingerprintIndex:
 
     def _score(self, clip: int, query: QueryFingerprint) -> FingerprintMatch | None:
         row_id, seconds, ph, dh, stored_ok = self.store.clip(clip)
-        qmask = query.informative
-        qp, qd, qt = query.phash[qmask], query.dhash[qmask], query.times[qmask]
-        # distances: query samples × query variants × stored seconds × regions
-        p = hamming(qp[:, :, None, None], ph[None, None])
-        c = p + hamming(qd[:, :, None, None], dh[None, None])
-        ok = (p <= MAX_PHASH) & (c <= MAX_COMBINED) & stored_ok[None, None, :, None]
-        if not ok.any():
-            return None
-        qi, vi, si, ri = np.nonzero(ok)
-        dist = c[qi, vi, si, ri]
-        # The stored window of second s starts at s + 0.25; the query's at its time.
-        offset = np.round((si + 0.25 - qt[qi]) * 4).astype(np.int64)
-        best: tuple[int, float, int, int, int] | None = None
-        for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
-            r, v, o = (int(k) for k in key)
-            sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
-            secs = np.unique(si[sel])
-            mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
-            cand = (len(secs), -mean, r, v, o)
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-        assert best is not None
-        matched, neg_mean, r, v, o = best
-        offset_s = o / 4
-        # Stored seconds the query spans under this offset, among the informative ones.
-        span = (np.arange(seconds) + 0.25 - offset_s)
-        inside = (span >= -0.25) & (span <= query.duration - 0.25)
-        expected = max(1, int((inside & stored_ok).sum()))
-        return FingerprintMatch(row_id, self._generation.get(row_id), matched, expected,
-                                min(1.0, matched / expected), -neg_mean, r, v, offset_s)
+        return score_clip(row_id, self._generation.get(row_id), seconds, ph, dh, stored_ok, query)
 
 
 def build_snapshot(ledger: Ledger, folder: Path, *, shard: tuple[int, int] | None = None,
@@ -514,3 +485,38 @@ def index_for(ledger: Ledger, *, snapshot_dir: Path | None = None) -> Fingerprin
             index = _INDEXES[ledger] = FingerprintIndex(
                 ledger, snapshot_dir=snapshot_dir or default_snapshot_dir(ledger))
         return index
+
+def score_clip(row_id: int, generation_id: str | None, seconds: int, ph: np.ndarray, dh: np.ndarray,
+               stored_ok: np.ndarray, query: QueryFingerprint) -> FingerprintMatch | None:
+    """Stage 2 for one candidate clip: the best hypothesis (stored region, query variant, time
+    offset) by the number of stored seconds it matches, then by mean distance."""
+    qmask = query.informative
+    qp, qd, qt = query.phash[qmask], query.dhash[qmask], query.times[qmask]
+    # distances: query samples × query variants × stored seconds × regions
+    p = hamming(qp[:, :, None, None], ph[None, None])
+    c = p + hamming(qd[:, :, None, None], dh[None, None])
+    ok = (p <= MAX_PHASH) & (c <= MAX_COMBINED) & stored_ok[None, None, :, None]
+    if not ok.any():
+        return None
+    qi, vi, si, ri = np.nonzero(ok)
+    dist = c[qi, vi, si, ri]
+    # The stored window of second s starts at s + 0.25; the query's at its time.
+    offset = np.round((si + 0.25 - qt[qi]) * 4).astype(np.int64)
+    best: tuple[int, float, int, int, int] | None = None
+    for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
+        r, v, o = (int(k) for k in key)
+        sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
+        secs = np.unique(si[sel])
+        mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
+        cand = (len(secs), -mean, r, v, o)
+        if best is None or cand[:2] > best[:2]:
+            best = cand
+    assert best is not None
+    matched, neg_mean, r, v, o = best
+    offset_s = o / 4
+    # Stored seconds the query spans under this offset, among the informative ones.
+    span = (np.arange(seconds) + 0.25 - offset_s)
+    inside = (span >= -0.25) & (span <= query.duration - 0.25)
+    expected = max(1, int((inside & stored_ok).sum()))
+    return FingerprintMatch(row_id, generation_id, matched, expected,
+                            min(1.0, matched / expected), -neg_mean, r, v, offset_s)
