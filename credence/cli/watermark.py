@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli_common import console, handles_errors, runtime
-from .settings import Settings
+from .common import console, handles_errors, runtime
+from ..settings import Settings
 
 if TYPE_CHECKING:
     from provenance.watermark import WatermarkKey
 
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 # The watermark loads torch, the ledger SQLAlchemy, the video PyAV: each command imports what it
 # uses, so `credence --help` and the other commands do not wait for them.

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import console, fail, handles_errors, runtime
+from .common import console, fail, handles_errors, runtime
 
 audit_app = typer.Typer(help="The audit log's hash chain; search and export of generations and decisions.",
                         no_args_is_help=True)
@@ -92,7 +92,7 @@ def search(
     json_: JsonOption = False,
 ) -> None:
     """Search generations and their decisions, newest first (one JSON object per line with --json)."""
-    from .audit import SearchFilters, search_generations
+    from ..audit import SearchFilters, search_generations
 
     filters = SearchFilters(client=client, since=_moment(since, "--since"), until=_moment(until, "--until"),
                             status=status, action=action, stage=stage, category=category,
@@ -125,7 +125,7 @@ def export(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Stream every generation (with its decisions) created in [since, until) as CSV or JSON lines."""
-    from .audit import export_lines
+    from ..audit import export_lines
 
     if format_ not in ("csv", "jsonl"):
         raise fail(f"--format {format_!r}: choose csv or jsonl")
@@ -149,7 +149,7 @@ def redact(days: Annotated[int | None, typer.Option("--older-than-days", min=0, 
                                                     "CREDENCE_PROMPT_RETENTION_DAYS.")] = None,
            json_: JsonOption = False) -> None:
     """Replace prompts older than the retention with their SHA-256 (recorded as an audit event)."""
-    from .audit import redact_prompts
+    from ..audit import redact_prompts
 
     rt = runtime()
     retention = days if days is not None else rt.settings.prompt_retention_days

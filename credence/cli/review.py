@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import console, fail, handles_errors, runtime
+from .common import console, fail, handles_errors, runtime
 
 review_app = typer.Typer(help="Held prompts and outputs: list, show, approve, reject.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def list_(stage: Annotated[str | None, typer.Option("--stage", help="prompt or o
           limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
           json_: JsonOption = False) -> None:
     """Generations held for review, oldest first."""
-    from .review import list_held
+    from ..review import list_held
 
     items = list_held(runtime(), stage=stage, category=category, limit=limit)
     if json_:
@@ -52,7 +52,7 @@ def list_(stage: Annotated[str | None, typer.Option("--stage", help="prompt or o
 @handles_errors
 def show(generation_id: Annotated[str, typer.Argument(help="The generation id.")], json_: JsonOption = False) -> None:
     """One generation as a reviewer sees it (prompt, reasons, decisions, audit trail)."""
-    from .review import show as show_item
+    from ..review import show as show_item
 
     item = show_item(runtime(), generation_id)
     if json_:
@@ -67,13 +67,13 @@ def show(generation_id: Annotated[str, typer.Argument(help="The generation id.")
 
 
 def _decide(action: str, generation_id: str, note: str, reviewer_name: str | None, json_: bool) -> None:
-    from .review import Reviewer, ReviewRefused, approve, reject
+    from ..review import Reviewer, ReviewRefused, approve, reject
 
     rt = runtime(actor="review")
     reviewer = Reviewer.local(reviewer_name)
     enqueue = None
     if action == "approve" and rt.settings.broker_url:  # a queue engine runs jobs: hand it over
-        from .worker import QueueExecutor
+        from ..worker import QueueExecutor
 
         enqueue = QueueExecutor(rt.settings).enqueue
     try:
@@ -107,7 +107,7 @@ def reject(generation_id: Annotated[str, typer.Argument(help="The generation id.
 @handles_errors
 def expire(json_: JsonOption = False) -> None:
     """Reject held outputs whose time in quarantine ran out (CREDENCE_QUARANTINE_HOURS) and delete them."""
-    from .review import expire_held_outputs
+    from ..review import expire_held_outputs
 
     done = expire_held_outputs(runtime(actor="review"))
     if json_:

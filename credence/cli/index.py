@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import console, fail, handles_errors, runtime
+from .common import console, fail, handles_errors, runtime
 
 index_app = typer.Typer(help="The fingerprint index: snapshot rebuild/update/status, shard servers.",
                         no_args_is_help=True)

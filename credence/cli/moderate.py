@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .settings import Settings, SettingsError
+from ..settings import Settings, SettingsError
 
 #: Prompts embedded per batch when reading a file (bounded memory, same answers as one by one).
 BATCH = 64

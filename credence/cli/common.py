@@ -1,9 +1,9 @@
 """What every `credence` command shares: the consoles, the error contract, the runtime.
 
-Below both `credence.cli` (which registers the sub-apps) and each sub-app module, so no CLI
-module imports another. Cheap on purpose: it imports only typer, rich and the settings; anything
-heavier (the runtime, the ledger, torch through the watermark) is imported where it is used, so
-`credence --help` does not wait for it.
+Below both `credence.cli` (the package: the root app, which registers the sub-apps) and each
+sub-app module, so no CLI module imports another. Cheap on purpose: it imports only typer, rich
+and the settings; anything heavier (the runtime, the ledger, torch through the watermark) is
+imported where it is used, so `credence --help` does not wait for it.
 
 Exit codes: 0 success, 2 bad usage or bad input (a one-line reason on stderr, no traceback),
 130 interrupted.
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.console import Console
 
-from .settings import Settings, SettingsError
+from ..settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 console = Console()
 err_console = Console(stderr=True)
@@ -66,6 +66,6 @@ def handles_errors(func: F) -> F:
 
 def runtime(actor: str = "cli") -> Runtime:
     """The runtime for the environment's settings (imported late: it loads the ledger and detector)."""
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
     return Runtime(Settings.from_env(), actor=actor)

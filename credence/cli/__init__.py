@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-# The shared helpers live below every CLI module (no sub-app imports this one); re-exported here
-# for callers that know them as `credence.cli.*`. Heavy modules (the runtime, the ledger, torch
+# The shared helpers live in `.common`, below every CLI module (no sub-app imports this one);
+# re-exported here for callers that know them as `credence.cli.*`. Heavy modules (the runtime, the ledger, torch
 # through the watermark, diffusers) are imported inside the commands that use them: `--help` and
 # every command's argument parsing start without them.
-from .cli_common import EXIT_BAD_INPUT, console, err_console, fail, handles_errors, runtime, user_errors
-from .settings import Settings, SettingsError
+from .common import EXIT_BAD_INPUT, console, err_console, fail, handles_errors, runtime, user_errors
+from ..settings import Settings, SettingsError
 
 __all__ = ["EXIT_BAD_INPUT", "app", "console", "err_console", "fail", "handles_errors", "main", "runtime",
            "user_errors"]
@@ -66,7 +66,7 @@ def publish(
     from moderation import Moderator, load_policy
     from provenance.publish import PublishRequest
 
-    from . import pipeline
+    from .. import pipeline
 
     rt = runtime()
     moderator = Moderator.load(load_policy(rt.settings.policy_path), clip_checkpoint=rt.settings.clip_model)
@@ -159,7 +159,7 @@ def generate(
 
     from moderation import Moderator, load_policy
 
-    from . import pipeline
+    from .. import pipeline
 
     if frames is not None and frames <= 0:
         raise SettingsError(f"--frames must be positive, got {frames}")
@@ -226,7 +226,7 @@ def serve(
     """
     import uvicorn
 
-    from .app import create_app, serve_config
+    from ..app import create_app, serve_config
 
     settings = Settings.from_env()
     uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info",
@@ -263,7 +263,7 @@ def doctor(
 @handles_errors
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the ledger's Alembic revisions."""
-    from . import db
+    from .. import db
 
     settings = Settings.from_env()
     if settings.database_url.startswith("sqlite:///"):
@@ -278,7 +278,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
                                                                      "(refused without it while the log has rows).")]
                  = False) -> None:
     """Revert the ledger's schema to an earlier revision."""
-    from . import db
+    from .. import db
 
     console.print(f"ledger at revision {db.downgrade(Settings.from_env().database_url, revision, force=force)}")
 
@@ -287,7 +287,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
 @handles_errors
 def db_current() -> None:
     """Print the ledger's current revision."""
-    from . import db
+    from .. import db
 
     console.print(db.current_revision(Settings.from_env().database_url) or "base (not migrated)")
 
@@ -298,19 +298,19 @@ def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Jobs run at once in this process.")] = 1,
 ) -> None:
     """Take generation jobs from the queue (CREDENCE_BROKER_URL) until stopped; loads the model once."""
-    from .worker import run_worker
+    from ..worker import run_worker
 
     run_worker(Settings.from_env(), concurrency)
 
 
 def _register_subcommands() -> None:
     """Sub-commands of each area: always part of Credence, so a missing one is an error."""
-    from .cli_audit import audit_app
-    from .cli_clients import clients_app, keys_app
-    from .cli_index import index_app
-    from .cli_moderate import moderate
-    from .cli_review import review_app
-    from .cli_watermark import app as watermark_app
+    from .audit import audit_app
+    from .clients import clients_app, keys_app
+    from .index import index_app
+    from .moderate import moderate
+    from .review import review_app
+    from .watermark import app as watermark_app
 
     app.add_typer(watermark_app, name="watermark")
     app.add_typer(clients_app, name="clients")

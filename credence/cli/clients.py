@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .cli_common import console, handles_errors, runtime
+from .common import console, handles_errors, runtime
 
 if TYPE_CHECKING:
     from provenance.ledger.models import Client
@@ -36,7 +36,7 @@ def _find_client(session: Any, name_or_id: str) -> Client:
 
     from provenance.ledger.models import Client
 
-    from .auth import AuthError
+    from ..auth import AuthError
 
     client = session.scalars(select(Client).where(or_(Client.id == name_or_id, Client.name == name_or_id))).first()
     if client is None:
@@ -45,7 +45,7 @@ def _find_client(session: Any, name_or_id: str) -> Client:
 
 
 def _check_rate(rate: str | None) -> str | None:
-    from .auth import AuthError
+    from ..auth import AuthError
 
     if rate is None:
         return None
@@ -88,7 +88,7 @@ def clients_create(
 
     from provenance.ledger.models import Client
 
-    from .auth import AuthError, new_key, parse_scopes
+    from ..auth import AuthError, new_key, parse_scopes
 
     rt = runtime()
     scope_list = parse_scopes(scopes)
@@ -197,7 +197,7 @@ def keys_create(client: Annotated[str, typer.Argument(help="Client name or id.")
                 expires_days: Annotated[int | None, typer.Option("--expires-days", min=1)] = None,
                 json_: JsonOption = False) -> None:
     """Another key for a client; printed once."""
-    from .auth import new_key, parse_scopes
+    from ..auth import new_key, parse_scopes
 
     rt = runtime()
     scope_list = parse_scopes(scopes)
@@ -215,7 +215,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (not the 
     """Revoke a key at once."""
     from provenance.ledger.models import ApiKey, utcnow
 
-    from .auth import AuthError
+    from ..auth import AuthError
 
     rt = runtime()
     with rt.ledger.session() as s:
@@ -237,7 +237,7 @@ def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key id to replac
     """A new key with the same scopes; the old one is revoked (after the grace period, if any)."""
     from provenance.ledger.models import ApiKey, utcnow
 
-    from .auth import AuthError, new_key
+    from ..auth import AuthError, new_key
 
     rt = runtime()
     with rt.ledger.session() as s:
