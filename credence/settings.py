@@ -108,6 +108,13 @@ class Settings:
     prompt_retention_days: int | None = None
     quarantine_hours: float = 24.0 * 30
     console_session_minutes: float = 480.0
+    # The console behind TLS (issue 21): `behind_tls` makes its cookie Secure and adds HSTS;
+    # X-Forwarded-Proto / X-Forwarded-For are believed only when the operator says a proxy sets them.
+    # Failed console sign-ins allowed per client address and per key prefix (a `limits` rate).
+    behind_tls: bool = False
+    trust_forwarded_proto: bool = False
+    trust_forwarded_for: bool = False
+    signin_failures: str = "10/minute"
     # The fingerprint index: its snapshot folder (None: CREDENCE_HOME/index) and, past one box, the
     # shard servers (`credence index serve-shard`) that verification asks instead of its own index.
     index_dir: Path | None = None
@@ -161,6 +168,10 @@ class Settings:
             prompt_retention_days=_int(env, "CREDENCE_PROMPT_RETENTION_DAYS", 0) or None,
             quarantine_hours=_seconds(env, "CREDENCE_QUARANTINE_HOURS", 24.0 * 30),
             console_session_minutes=_seconds(env, "CREDENCE_CONSOLE_SESSION_MINUTES", 480.0),
+            behind_tls=_flag(env, "CREDENCE_BEHIND_TLS"),
+            trust_forwarded_proto=_flag(env, "CREDENCE_TRUST_FORWARDED_PROTO"),
+            trust_forwarded_for=_flag(env, "CREDENCE_TRUST_FORWARDED_FOR"),
+            signin_failures=_rate(env, "CREDENCE_SIGNIN_FAILURES", "10/minute"),
             index_dir=_path(env, "CREDENCE_INDEX_DIR"),
             index_shards=_shard_urls(env.get("CREDENCE_INDEX_SHARDS") or ""),
         )
@@ -179,6 +190,21 @@ class Settings:
     def outputs_dir(self) -> Path:
         """Default folder for clips that `credence generate` publishes."""
         return self.home / "outputs"
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A `limits` rate such as `10/minute`, checked here so that a typo stops start-up, not a sign-in."""
+    raw = (env.get(name) or "").strip() or default
+    from limits import parse
+
+    try:
+        item = parse(raw)
+    except ValueError:
+        item = None
+    if item is None or item.amount < 1:
+        raise SettingsError(f"{name} must be a rate such as 10/minute (N per second, minute, hour or day), "
+                            f"got {raw!r}")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
