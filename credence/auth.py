@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ class Caller:
     rate_limit: str | None = None
     daily_generations: int | None = None
     operator: bool = False
+    #: The person a review key belongs to (`keys create --reviewer NAME`); None for other keys.
+    reviewer: str | None = None
 
     @property
     def actor(self) -> str:
@@ -74,13 +77,26 @@ def parse_scopes(text: str | list[str]) -> list[str]:
     return sorted(set(items))
 
 
-def new_key(session: Any, client: Client, scopes: list[str], *, expires_at: dt.datetime | None = None
-            ) -> tuple[ApiKey, str]:
-    """Create a key for `client`; returns the row and the key, which is shown once and never stored."""
+def reviewer_name(name: str | None) -> str | None:
+    """A reviewer's name as stored: spaces collapsed, 1 to 200 printable characters (None stays None)."""
+    if name is None:
+        return None
+    cleaned = " ".join(name.split())
+    if not cleaned or len(cleaned) > 200 or not cleaned.isprintable():
+        raise AuthError("--reviewer must be a person's name: 1 to 200 printable characters")
+    return cleaned
+
+
+def new_key(session: Any, client: Client, scopes: list[str], *, expires_at: dt.datetime | None = None,
+            reviewer: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key for `client`; returns the row and the key, which is shown once and never stored.
+
+    `reviewer` names the person who holds a review key: approvals count people, not keys.
+    """
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(client_id=client.id, prefix=prefix, secret_hash=_digest(secret), scopes=scopes,
-                 expires_at=expires_at)
+                 expires_at=expires_at, reviewer=reviewer_name(reviewer))
     session.add(row)
     session.flush()
     return row, f"{KEY_MARKER}_{prefix}_{secret}"
@@ -117,6 +133,46 @@ def register_bootstrap_keys(ledger: Ledger, keys: tuple[str, ...]) -> None:
                 ledger.audit(s, "serve", "key.created", row.id, client_id=client.id, bootstrap=True)
 
 
+def key_prefix(key: str) -> str | None:
+    """The public prefix of a `cred_` key (what the sign-in throttle and audit name), or None for
+    anything else: an unstructured string may be a pasted password, so nothing of it is kept."""
+    parts = _split(key.strip()) if key and len(key) <= 512 else None
+    if parts is None or not re.fullmatch(r"[0-9a-f]{1,32}", parts[0]):
+        return None
+    return parts[0]
+
+
+def _refusal(row: ApiKey, now: dt.datetime) -> str | None:
+    """Why a key no longer authenticates (`revoked`, `expired`, `client disabled`), or None."""
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and as_utc(row.expires_at) <= now:
+        return "expired"
+    if row.client.disabled:
+        return "client disabled"
+    return None
+
+
+def _caller(row: ApiKey) -> Caller:
+    client = row.client
+    return Caller(client_id=client.id, client_name=client.name, key_id=row.id, scopes=frozenset(row.scopes),
+                  rate_limit=client.rate_limit, daily_generations=client.daily_generations,
+                  operator=client.operator, reviewer=row.reviewer)
+
+
+def caller_for_key(ledger: Ledger, key_id: str) -> Caller | str:
+    """The caller of a key, by its id, as the ledger says now; or why it no longer authenticates.
+
+    A console session keeps only its key's id and asks this on every request, so that a revoked
+    or expired key, or a disabled client, ends the session at once and a change of scopes applies.
+    """
+    with ledger.session() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None:
+            return "unknown key"
+        return _refusal(row, utcnow()) or _caller(row)
+
+
 def authenticate(ledger: Ledger, key: str) -> Caller | None:
     """The caller a key belongs to, or None (unknown, revoked, expired, or its client disabled)."""
     if not key or len(key) > 512:
@@ -130,13 +186,8 @@ def authenticate(ledger: Ledger, key: str) -> Caller | None:
         if not hmac.compare_digest(expected.encode(), _digest(secret).encode()) or row is None:
             return None
         now = utcnow()
-        if row.revoked_at is not None or (row.expires_at is not None and as_utc(row.expires_at) <= now):
-            return None
-        client = row.client
-        if client.disabled:
+        if _refusal(row, now) is not None:
             return None
         if row.last_used_at is None or now - as_utc(row.last_used_at) > LAST_USED_GRANULARITY:
             s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return Caller(client_id=client.id, client_name=client.name, key_id=row.id, scopes=frozenset(row.scopes),
-                      rate_limit=client.rate_limit, daily_generations=client.daily_generations,
-                      operator=client.operator)
+        return _caller(row)

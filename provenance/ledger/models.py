@@ -132,6 +132,8 @@ class ApiKey(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The person who holds a review key (`keys create --reviewer NAME`): approvals count people.
+    reviewer: Mapped[str | None] = mapped_column(String(200))
 
     client: Mapped[Client] = relationship(back_populates="keys")
 
@@ -282,7 +284,7 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     client_id: Mapped[str | None] = mapped_column(String(36))
     key_id: Mapped[str | None] = mapped_column(String(36))
-    # The hash chain (provenance.audit_chain): the previous row's hash and this row's own.
+    # The hash chain (provenance.ledger.audit_chain): the previous row's hash and this row's own.
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     row_hash: Mapped[str | None] = mapped_column(String(64))
 
@@ -297,6 +299,25 @@ class AuditChainHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
     row_count: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in console browser, shared by every API replica when there is no Redis (issue 21).
+
+    Keyed by the SHA-256 of the session id (the id itself lives only in the browser's cookie);
+    it names the key that signed in, never a copy of its scopes: the console asks the key's row
+    again on every request, so revoking the key ends the session.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(36), index=True)
+    client_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # One-shot messages for the next page ("approved; now published").
+    flash: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)
