@@ -335,8 +335,12 @@ def test_the_scan_sees_the_code(runtime_graph: ImportGraph) -> None:
     assert len(runtime_graph.modules) > 100
     kinds = {imp.kind for imp in runtime_graph.imports}
     assert {"module", "function"} <= kinds
-    assert any(imp.importer.startswith("credence") and imp.target.startswith("provenance") for imp in runtime_graph.imports)
-    assert any(imp.importer.startswith("detector") and imp.target.startswith("provenance") for imp in runtime_graph.imports)
+    assert any(
+        imp.importer.startswith("credence") and imp.target.startswith("provenance") for imp in runtime_graph.imports
+    )
+    assert any(
+        imp.importer.startswith("detector") and imp.target.startswith("provenance") for imp in runtime_graph.imports
+    )
 
 
 @pytest.mark.parametrize("package", RUNTIME_PACKAGES)
@@ -463,7 +467,10 @@ def test_the_checker_finds_a_cycle_between_rooms(tmp_path: Path) -> None:
     found = cycles(scan(tmp_path, ["provenance"]), "provenance")
     assert len(found) == 1, found
     assert found[0].startswith("2 rooms of provenance in a cycle (provenance.fingerprint_index, provenance.index)")
-    assert "via provenance.index.shards -> provenance.fingerprint_index [provenance/index/shards.py:1 (module)]" in found[0]
+    assert (
+        "via provenance.index.shards -> provenance.fingerprint_index [provenance/index/shards.py:1 (module)]"
+        in found[0]
+    )
 
 
 def test_the_checker_finds_layer_violations(tmp_path: Path) -> None:
@@ -477,7 +484,7 @@ def test_the_checker_finds_layer_violations(tmp_path: Path) -> None:
             "moderation/__init__.py": "",
             "moderation/train.py": "import importlib\ndef f():\n    return importlib.import_module('generator')\n",
             "provenance/__init__.py": "",
-            "provenance/x.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from credence.settings import S\n",
+            "provenance/x.py": "import typing\nif typing.TYPE_CHECKING:\n    from credence.settings import S\n",
             "detector/__init__.py": "from provenance import x\n",
         },
     )
