@@ -29,6 +29,9 @@ keys_app = typer.Typer(help="API keys of a client: create, revoke, rotate.", no_
 ScopesOption = Annotated[str, typer.Option("--scopes", help="Comma-separated: generate, verify, moderate, review, "
                                                             "audit, admin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ReviewerOption = Annotated[str | None, typer.Option(
+    "--reviewer", help="The person who holds this key: approvals need a named reviewer, and the two-reviewer rule "
+                       "counts people, not keys.")]
 
 
 def _find_client(session: Any, name_or_id: str) -> Client:
@@ -66,7 +69,7 @@ def _client_dict(client: Client) -> dict[str, Any]:
             "keys": [{"key_id": k.id, "prefix": k.prefix, "scopes": k.scopes,
                       "created_at": k.created_at.isoformat(),
                       "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
-                      "revoked": k.revoked_at is not None,
+                      "revoked": k.revoked_at is not None, "reviewer": k.reviewer,
                       "expires_at": k.expires_at.isoformat() if k.expires_at else None} for k in client.keys]}
 
 
@@ -81,6 +84,7 @@ def clients_create(
     policy: Annotated[Path | None, typer.Option("--policy", help="A policy overlay YAML (stricter only).")] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", help="URL told when each job ends.")] = None,
     expires_days: Annotated[int | None, typer.Option("--expires-days", min=1, help="The key expires after.")] = None,
+    reviewer: ReviewerOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Create a client and its first key; the key (and webhook secret) is printed once."""
@@ -104,10 +108,11 @@ def clients_create(
                         webhook_secret=webhook_secret)
         s.add(client)
         s.flush()
-        row, key = new_key(s, client, scope_list, expires_at=_expiry(expires_days))
+        row, key = new_key(s, client, scope_list, expires_at=_expiry(expires_days), reviewer=reviewer)
         rt.ledger.audit(s, "cli", "client.created", client.id, name=name, scopes=scope_list, rate=rate,
                         daily_generations=daily_generations, overlay_hash=overlay_digest, webhook=webhook)
-        rt.ledger.audit(s, "cli", "key.created", row.id, client_id=client.id, key_id=row.id, scopes=scope_list)
+        rt.ledger.audit(s, "cli", "key.created", row.id, client_id=client.id, key_id=row.id, scopes=scope_list,
+                        reviewer=row.reviewer)
         result = {"client_id": client.id, "key_id": row.id, "key": key}
     if webhook_secret:
         result["webhook_secret"] = webhook_secret
@@ -195,16 +200,17 @@ def clients_disable(name_or_id: Annotated[str, typer.Argument(help="Client name 
 @handles_errors
 def keys_create(client: Annotated[str, typer.Argument(help="Client name or id.")], scopes: ScopesOption,
                 expires_days: Annotated[int | None, typer.Option("--expires-days", min=1)] = None,
-                json_: JsonOption = False) -> None:
-    """Another key for a client; printed once."""
+                reviewer: ReviewerOption = None, json_: JsonOption = False) -> None:
+    """Another key for a client; printed once. A review key should name its holder (`--reviewer`)."""
     from ..auth import new_key, parse_scopes
 
     rt = runtime()
     scope_list = parse_scopes(scopes)
     with rt.ledger.session() as s:
         owner = _find_client(s, client)
-        row, key = new_key(s, owner, scope_list, expires_at=_expiry(expires_days))
-        rt.ledger.audit(s, "cli", "key.created", row.id, client_id=owner.id, key_id=row.id, scopes=scope_list)
+        row, key = new_key(s, owner, scope_list, expires_at=_expiry(expires_days), reviewer=reviewer)
+        rt.ledger.audit(s, "cli", "key.created", row.id, client_id=owner.id, key_id=row.id, scopes=scope_list,
+                        reviewer=row.reviewer)
         result = {"client_id": owner.id, "key_id": row.id, "key": key}
     _print_secret(result, json_)
 
@@ -228,6 +234,26 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (not the 
     console.print(f"key {key_id} revoked")
 
 
+@keys_app.command("set-reviewer")
+@handles_errors
+def keys_set_reviewer(key_id: Annotated[str, typer.Argument(help="The key id (not the key).")],
+                      name: Annotated[str, typer.Argument(help="The person who holds the key.")]) -> None:
+    """Name the person who holds an existing key (keys made before reviewers had names cannot approve)."""
+    from provenance.ledger.models import ApiKey
+
+    from ..auth import AuthError, reviewer_name
+
+    rt = runtime()
+    with rt.ledger.session() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            raise AuthError(f"no active key {key_id!r}")
+        previous, row.reviewer = row.reviewer, reviewer_name(name)
+        rt.ledger.audit(s, "cli", "key.reviewer_set", row.id, client_id=row.client_id, key_id=row.id,
+                        reviewer=row.reviewer, previous=previous)
+    console.print(f"key {key_id} is held by {name}")
+
+
 @keys_app.command("rotate")
 @handles_errors
 def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key id to replace.")],
@@ -244,7 +270,7 @@ def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key id to replac
         old = s.get(ApiKey, key_id)
         if old is None or old.revoked_at is not None:
             raise AuthError(f"no active key {key_id!r}")
-        row, key = new_key(s, old.client, list(old.scopes), expires_at=old.expires_at)
+        row, key = new_key(s, old.client, list(old.scopes), expires_at=old.expires_at, reviewer=old.reviewer)
         if grace_minutes:
             old.expires_at = utcnow() + dt.timedelta(minutes=grace_minutes)
         else:
