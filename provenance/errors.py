@@ -15,6 +15,14 @@ class InvalidVideo(ProvenanceError):
     """The file is missing, empty, truncated, not a video, or too small to work with."""
 
 
+class VideoTooLarge(InvalidVideo):
+    """The clip is a readable video but over the decoding budget (frame size, total pixels, duration).
+
+    A subclass of `InvalidVideo` so that every caller that refuses a bad upload refuses this one
+    too; the HTTP app answers it with 413 rather than 422.
+    """
+
+
 class UnsupportedFormat(ProvenanceError):
     """The container cannot carry what was asked of it (C2PA cannot be embedded in WebM/MKV)."""
 
