@@ -5,7 +5,7 @@
 
 Each row is one prompt generated exactly as `credence generate` makes it (the model's default steps,
 size and guidance, delivered 256x256 frames, shown at 128x128), labelled with the prompt, the seed
-and what the analytic checker of `generator.scorer` reads in the clip, so the picture cannot
+and what the analytic checker of `generator.training.scorer` reads in the clip, so the picture cannot
 quietly disagree with the numbers of `python -m bench.generator`. Rows include the README's main
 job and combinations held out of training.
 """
@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from generator import GenerationRequest, TextToVideoModel
-from generator.data import HELD_OUT, Combo
-from generator.scorer import read_clip
+from generator.training.data import HELD_OUT, Combo
+from generator.training.scorer import read_clip
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img" / "default_model_strip.png"
 FRAMES = (0, 4, 8, 12, 16)

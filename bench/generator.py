@@ -5,7 +5,7 @@
     python -m bench.generator --model path/to/folder  # another checkpoint of the default's world
 
 Alignment: every held-out combination (never in training) and as many seen ones, generated at the
-model's native size and delivered size, then read by the analytic checker of `generator.scorer`
+model's native size and delivered size, then read by the analytic checker of `generator.training.scorer`
 (background from the border, object colour from the foreground mask, direction from the centroid
 track, shape from the fill ratio). The checker's own accuracy on real procedural clips is the
 sanity row. The README's main job ("a red circle moving left on a blue background", seeds 0-9) is
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from generator import GenerationRequest, TextToVideoModel
-from generator.data import HELD_OUT, TRAIN_COMBOS, all_combos, render_clip
-from generator.scorer import score_clips
+from generator.training.data import HELD_OUT, TRAIN_COMBOS, all_combos, render_clip
+from generator.training.scorer import score_clips
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator.json"
 TARGETS = {"colour": 0.90, "background": 0.95, "direction": 0.80, "shape": 0.60, "all": 0.50}
@@ -45,8 +45,8 @@ def readme_job(model: TextToVideoModel, seeds: list[int]) -> dict:
 
     Published = the shipped policy's output screens neither block nor hold the clip for review.
     """
-    from generator.data import Combo
-    from generator.scorer import read_clip
+    from generator.training.data import Combo
+    from generator.training.scorer import read_clip
     from moderation import Moderator, load_policy
 
     moderator = Moderator.load(load_policy())
@@ -96,7 +96,7 @@ def run_set(model: TextToVideoModel, combos: list, seeds: list[int], steps: int 
             clip = model.generate(GenerationRequest(combo.caption, seed=seed, steps=steps, guidance=guidance))
             times.append(time.perf_counter() - start)
             clips.append((clip.frames, combo))
-    from generator.scorer import frame_stability, read_clip
+    from generator.training.scorer import frame_stability, read_clip
 
     for frames, combo in clips:
         reading = read_clip(frames)

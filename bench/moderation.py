@@ -8,7 +8,7 @@ Two kinds of evaluation, never mixed:
 * **Held-out sets** (`use: eval-only`: T2VSafetyBench, SAFREE T2V, MMA-Diffusion; our multilingual
   set `moderation/data/multilingual_eval.jsonl`, written from scratch in 12 languages; and the
   `eval` split of our own examples) are scored by the *shipped* heads, which never saw them. Our examples
-  are split by base text (`moderation.examples.base_key`), so no suffixed, reworded or
+  are split by base text (`moderation.training.examples.base_key`), so no suffixed, reworded or
   noise-spliced variant of an eval prompt was trained on (`tests/test_bench_honesty.py`).
 * **Training sources** (COCO captions, artist prompts, XSTest, I2P, OpenAI moderation: all
   `use: train`) are scored by k-fold cross-validation: the heads are re-fitted k times, each time
@@ -34,8 +34,8 @@ import torch
 
 from moderation import Moderator, load_policy
 from moderation.classifier import EMBED_DIM, ENCODERS, Embedder, Heads, features
-from moderation.examples import examples
-from moderation.train import CATEGORIES, DEFAULT_DATA, Row, fit_heads, label_matrix, training_set
+from moderation.training.examples import examples
+from moderation.training.train import CATEGORIES, DEFAULT_DATA, Row, fit_heads, label_matrix, training_set
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MULTILINGUAL = Path(__file__).resolve().parents[1] / "moderation" / "data" / "multilingual_eval.jsonl"

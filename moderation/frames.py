@@ -15,7 +15,7 @@ Each screen scores every sampled frame (`frame_scores`); the clip's score is agg
 by `clip_score`: the score that at least `min_frames` sampled frames reach (the k-th highest), so
 one noisy frame (NudeNet reads the default model's soft blobs as skin now and then) does not hold
 a clip, while content that is really there, and so persists over frames, still does. The policy
-sets `min_frames` per screen, and `python -m moderation.calibrate_output` chooses it and the
+sets `min_frames` per screen, and `python -m bench.calibrate_output` chooses it and the
 thresholds on benign clips.
 """
 

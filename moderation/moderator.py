@@ -276,7 +276,7 @@ class Moderator:
         its categories in every sampled frame, and the clip's score is what at least the screen's
         `min_frames` sampled frames reach (one noisy frame does not hold a clip), compared with the
         screen's own thresholds in the policy's `output` section (chosen on benign clips by
-        `python -m moderation.calibrate_output`). The user message speaks of the video, not the
+        `python -m bench.calibrate_output`). The user message speaks of the video, not the
         prompt. Without any screen configured the clip is allowed, and the decision says so.
         """
         from .frames import clip_score, sample_frames

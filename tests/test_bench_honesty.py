@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moderation import examples as own
-from moderation import video_examples as video
+from moderation.training import examples as own
+from moderation.training import examples as video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def _words(text: str) -> set[str]:
 
 
 def test_own_eval_split_shares_no_base_with_training() -> None:
-    from moderation.train import own_rows
+    from moderation.training.train import own_rows
 
     examples = own.examples()
     for e in examples:
@@ -78,7 +78,7 @@ def test_no_variant_of_an_eval_prompt_is_trained_on() -> None:
     Splitting by the full text (the old split) fails this with hundreds of shared cores
     ("X" trained, "X, cinematic lighting" held out).
     """
-    from moderation.train import own_rows
+    from moderation.training.train import own_rows
 
     train_cores = {_core(r.text) for r in own_rows("train")}
     shared = [e.text for e in own.examples() if e.split == "eval" and _core(e.text) in train_cores]
@@ -87,7 +87,7 @@ def test_no_variant_of_an_eval_prompt_is_trained_on() -> None:
 
 def test_own_eval_prompts_are_not_public_training_rows() -> None:
     from moderation.normalize import normalize
-    from moderation.train import DEFAULT_DATA, public_rows
+    from moderation.training.train import DEFAULT_DATA, public_rows
 
     if not DEFAULT_DATA.is_dir():
         pytest.skip(f"{DEFAULT_DATA} absent (../shared/data is not in this checkout)")

@@ -17,10 +17,10 @@ from generator import (
     pick_device,
     weights_hash,
 )
-from generator import default_arch as arch
-from generator.data import HELD_OUT, TRAIN_COMBOS, VOCABULARY, Combo, all_combos, caption, render_clip
-from generator.scorer import frame_stability, read_clip, score_clips
-from generator.train_default import DitConfig, RunConfig, VaeConfig, checkpoint_path, train_dit, train_vae
+from generator.training import default_arch as arch
+from generator.training.data import HELD_OUT, TRAIN_COMBOS, VOCABULARY, Combo, all_combos, caption, render_clip
+from generator.training.scorer import frame_stability, read_clip, score_clips
+from generator.training.train_default import DitConfig, RunConfig, VaeConfig, checkpoint_path, train_dit, train_vae
 
 PROMPT = "a red circle moving left on a black background"
 

@@ -351,7 +351,7 @@ def test_console_script_is_installed() -> None:
 # -- training ------------------------------------------------------------------------------------------
 
 def test_training_reads_only_train_rows_and_maps_categories(tmp_path: Path) -> None:
-    from moderation.train import public_rows
+    from moderation.training.train import public_rows
 
     rows = [{"text": "kill them all", "label": "unsafe", "categories": ["violence_graphic"], "use": "train"},
             {"text": "a cat on a mat", "label": "safe", "categories": [], "use": "train"},
@@ -364,7 +364,7 @@ def test_training_reads_only_train_rows_and_maps_categories(tmp_path: Path) -> N
 
 
 def test_fitting_is_deterministic_and_learns() -> None:
-    from moderation.train import fit_heads
+    from moderation.training.train import fit_heads
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 16)).astype(np.float32)

@@ -17,8 +17,8 @@ import yaml
 
 from moderation import Moderator, PolicyError, load_policy, normalize, parse_policy
 from moderation.lexicon import load_lexicon
-from moderation.multilingual import BENIGN, BENIGN_MORE, UNSAFE, UNSAFE_MORE
 from moderation.policy import default_policy_path
+from moderation.training.examples import BENIGN, BENIGN_MORE, UNSAFE, UNSAFE_MORE
 from moderation.views import clauses, soup_view
 
 from .conftest import API_KEY, LiveServer
@@ -220,7 +220,7 @@ def test_token_soup_is_read_for_the_words_it_hides(moderator: Moderator) -> None
 
 def test_retrained_heads_are_deterministic(tmp_path: Path) -> None:
     from moderation.classifier import Heads
-    from moderation.train import train
+    from moderation.training.train import train
 
     rows = [("a man stabbing a woman, blood everywhere", "unsafe", ["violence"]),
             ("un hombre apuñalando a una mujer", "unsafe", ["violence"]),

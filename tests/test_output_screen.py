@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from moderation import Moderator, PolicyError, load_policy, parse_policy
-from moderation.calibrate_output import (
+from bench.calibrate_output import (
     DEFAULT_REPORT,
     BenignClip,
     calibrate,
@@ -28,6 +27,7 @@ from moderation.calibrate_output import (
     held_rate,
     main,
 )
+from moderation import Moderator, PolicyError, load_policy, parse_policy
 from moderation.classifier import Heads
 from moderation.frames import clip_score
 from moderation.moderator import OUTPUT_MESSAGES
@@ -182,7 +182,7 @@ def test_calibration_reports_held_rates_and_rechooses_from_a_report(tmp_path: Pa
 def test_packaged_thresholds_hold_at_most_one_percent_of_the_measured_benign_clips() -> None:
     """The policy's nudenet values against the committed calibration report (>= 200 benign clips)."""
     if not DEFAULT_REPORT.is_file():
-        pytest.skip(f"{DEFAULT_REPORT} not written yet: python -m moderation.calibrate_output")
+        pytest.skip(f"{DEFAULT_REPORT} not written yet: python -m bench.calibrate_output")
     clips = [BenignClip(**c) for c in json.loads(DEFAULT_REPORT.read_text())["clips"]]
     spec = load_policy().output["nudenet"]
     benign = [c for c in clips if c.source != "readme"]

@@ -1,6 +1,6 @@
-"""Where does the default model lose the prompt? `python -m generator.diagnose [--model FOLDER]`.
+"""Where does the default model lose the prompt? `python -m generator.training.diagnose [--model FOLDER]`.
 
-Four measurements, each scored by the analytic checker of `generator.scorer`, written to
+Four measurements, each scored by the analytic checker of `generator.training.scorer`, written to
 bench/results/generator_diagnosis.json:
 
 * decoder ceiling: exactly pooled latents of real clips, decoded by the folder's VAE (what the
@@ -27,11 +27,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from generator import default_arch as arch
-from generator.data import BACKGROUNDS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, TRAIN_COMBOS, Combo, render_clip
-from generator.scorer import FOREGROUND_DISTANCE, score_clips
+from generator.training import default_arch as arch
+from generator.training.data import BACKGROUNDS, COLOURS, DIRECTIONS, HELD_OUT, SHAPES, TRAIN_COMBOS, Combo, render_clip
+from generator.training.scorer import FOREGROUND_DISTANCE, score_clips
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "generator_diagnosis.json"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "generator_diagnosis.json"
 
 
 def _to_frames(video: torch.Tensor) -> np.ndarray:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def arch_default() -> Path:
-    return Path(__file__).resolve().parent / "default_model"
+    return Path(__file__).resolve().parents[1] / "default_model"
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Choose the output screens' thresholds on benign clips: `python -m moderation.calibrate_output`.
+"""Choose the output screens' thresholds on benign clips: `python -m bench.calibrate_output`.
 
 A frame screen's raw confidence means little on its own: NudeNet, trained on photographs, reads the
 default model's soft blobs as skin now and then (it held the README's own main job at 0.51). So
 the thresholds are chosen where they matter, on benign clips that this deployment really makes or
 sees:
 
-* the default model's outputs over many prompts of its own vocabulary (`generator.data`) and
+* the default model's outputs over many prompts of its own vocabulary (`generator.training.data`) and
   seeds, generated exactly as the pipeline does (the model's default steps, size and guidance);
 * windows of the real clips in `../shared/data/videos` (footage of rooms, objects, patterns).
 
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from .frames import available_screens, clip_score, sample_frames
-from .policy import Policy, load_policy
+from moderation.frames import available_screens, clip_score, sample_frames
+from moderation.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -65,7 +65,7 @@ class BenignClip:
 
 def generated_jobs(count: int, seed: int = 0) -> list[tuple[str, int]]:
     """`count` (prompt, seed) pairs over the default model's whole caption vocabulary, held-out combos too."""
-    from generator.data import all_combos
+    from generator.training.data import all_combos
 
     rng = random.Random(seed)
     combos = [c.caption for c in all_combos()]
@@ -306,7 +306,7 @@ def collect(policy: Policy, screens: Sequence[Any], args: argparse.Namespace) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate and screen benign clips, choose thresholds, write the report and print the table."""
-    parser = argparse.ArgumentParser(prog="python -m moderation.calibrate_output", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.calibrate_output", description=__doc__.split("\n")[0])
     parser.add_argument("--generated", type=int, default=240, help="default-model clips (prompts x seeds)")
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS), help="folder of real benign clips")
     parser.add_argument("--window", type=float, default=1.0, help="seconds of real footage per clip")
@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = calibrate(clips, policy, target=args.target, min_frames=args.min_frames, min_review=args.min_review,
                        max_review=args.max_review, max_block=args.max_block)
     report = {
-        "what": "output-screen thresholds chosen on benign clips (python -m moderation.calibrate_output)",
+        "what": "output-screen thresholds chosen on benign clips (python -m bench.calibrate_output)",
         "policy_version": policy.version, "policy_sha256": policy.sha256,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "sample_frames": int(policy.output.get("sample_frames", 8)),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.data import BACKGROUNDS, COLOURS, Combo
+from generator.training.data import BACKGROUNDS, COLOURS, Combo
 
 FOREGROUND_DISTANCE = 0.35  # RGB distance (0..1 per channel) from the background that counts as object
 MIN_OBJECT_PIXELS = 12  # at 64x64; fewer means "no object in this frame"

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTran
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from generator.data import VOCABULARY
+from generator.training.data import VOCABULARY
 
 SPATIAL = 4
 TEMPORAL = 4
@@ -83,7 +83,7 @@ def set_exact_decoder(vae: AutoencoderKLWan) -> AutoencoderKLWan:
     from the channels and upsample 4x by nearest neighbour. No training, no approximation worth a grey level.
 
     The latent is fixed by construction, so its decoder can be too. A learned decoder lost the
-    object's colour (0.38 of clips read right on exact latents, `python -m generator.diagnose`) and
+    object's colour (0.38 of clips read right on exact latents, `python -m generator.training.diagnose`) and
     collapsed on latent frames it had not been trained on; this one reads 1.0 colour, background and
     direction on exact latents. How: every residual branch and the attention output are zero (the
     blocks are identities); the convolutions route channels (the causal ones through their current

