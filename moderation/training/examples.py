@@ -45,7 +45,8 @@ NOISE: list[str] = _SOURCES["NOISE"]
 #: Per language: how a scene is framed ("video of ...", "... cinematic"): the second variant of each scene.
 FRAMES: dict[str, str] = _SOURCES["FRAMES"]
 #: Per language: (category, text) for the unsafe scenes, then the benign scenes (categories are the policy's).
-UNSAFE: dict[str, list[tuple[str, str]]] = {lang: [(c, t) for c, t in rows] for lang, rows in _SOURCES["UNSAFE"].items()}
+UNSAFE: dict[str, list[tuple[str, str]]] = {
+    lang: [(c, t) for c, t in rows] for lang, rows in _SOURCES["UNSAFE"].items()}
 UNSAFE_MORE: dict[str, list[tuple[str, str]]] = {
     lang: [(c, t) for c, t in rows] for lang, rows in _SOURCES["UNSAFE_MORE"].items()}
 BENIGN: dict[str, list[str]] = _SOURCES["BENIGN"]
