@@ -26,6 +26,8 @@ from sqlalchemy.sql import Select
 from provenance.ledger import Generation, Ledger, ModerationDecision, mark_from_db, mark_to_db
 from provenance.ledger.models import Client, utcnow
 
+from .timestamps import aware, iso
+
 #: What a prompt becomes once its retention has passed.
 REDACTED_PREFIX = "redacted:sha256:"
 #: Rows read per round trip by export.
@@ -64,17 +66,6 @@ class Page:
     next_cursor: str | None
 
 
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    aware = _aware(moment)
-    return aware.isoformat() if aware else None
-
-
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -86,9 +77,9 @@ def _filtered(filters: SearchFilters, session: Any) -> Select[Any]:
         ids = select(Client.id).where(or_(Client.id == filters.client, Client.name == filters.client))
         query = query.where(or_(Generation.client_id == filters.client, Generation.client_id.in_(ids)))
     if filters.since:
-        query = query.where(Generation.created_at >= _aware(filters.since))
+        query = query.where(Generation.created_at >= aware(filters.since))
     if filters.until:
-        query = query.where(Generation.created_at < _aware(filters.until))
+        query = query.where(Generation.created_at < aware(filters.until))
     if filters.status:
         query = query.where(Generation.status == filters.status)
     if filters.model:
@@ -120,15 +111,17 @@ def _filtered(filters: SearchFilters, session: Any) -> Select[Any]:
     return query
 
 
-def _encode_cursor(created_at: dt.datetime, generation_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{_iso(created_at)}|{generation_id}".encode()).decode().rstrip("=")
+def encode_cursor(created_at: dt.datetime, generation_id: str) -> str:
+    """The cursor that names the page after the generation (`created_at`, `generation_id`), newest first."""
+    return base64.urlsafe_b64encode(f"{iso(created_at)}|{generation_id}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """(created_at, generation id) of a cursor `encode_cursor` gave out; `SearchError` for any other."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, generation_id = text.partition("|")
-        parsed = _aware(dt.datetime.fromisoformat(moment))
+        parsed = aware(dt.datetime.fromisoformat(moment))
         assert parsed is not None and generation_id
         return parsed, generation_id
     except (ValueError, AssertionError, UnicodeDecodeError):
@@ -146,7 +139,7 @@ _DECISION_COLUMNS = (ModerationDecision.generation_id, ModerationDecision.id, Mo
 
 def generation_dict(row: Any, decisions: list[dict[str, Any]]) -> dict[str, Any]:
     """What search and export say about one generation (a row of `_GENERATION_COLUMNS`)."""
-    return {"id": row.id, "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
+    return {"id": row.id, "created_at": iso(row.created_at), "finished_at": iso(row.finished_at),
             "status": row.status, "stage": row.stage, "client_id": row.client_id, "key_id": row.key_id,
             "model": row.model, "policy_version": row.policy_version, "mark_id": f"{mark_from_db(row.mark_id):016x}",
             "prompt_sha256": row.prompt_sha256, "prompt": row.prompt, "failure_reason": row.failure_reason,
@@ -162,7 +155,7 @@ def _with_decisions(session: Any, rows: list[Any]) -> list[dict[str, Any]]:
             by_generation[d.generation_id].append({
                 "id": d.id, "stage": d.stage, "action": d.action, "reasons": d.reasons,
                 "policy_version": d.policy_version, "client_id": d.client_id, "key_id": d.key_id,
-                "created_at": _iso(d.created_at)})
+                "created_at": iso(d.created_at)})
     return [generation_dict(r, by_generation[r.id]) for r in rows]
 
 
@@ -173,14 +166,14 @@ def search_generations(ledger: Ledger, filters: SearchFilters, *, limit: int = 5
     with ledger.session() as s:
         query = _filtered(filters, s)
         if cursor:
-            moment, generation_id = _decode_cursor(cursor)
+            moment, generation_id = decode_cursor(cursor)
             query = query.where(tuple_(Generation.created_at, Generation.id) < tuple_(moment, generation_id))
         rows = list(s.execute(query.with_only_columns(*_GENERATION_COLUMNS)
                               .order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         items = _with_decisions(s, rows)
-        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     return Page(items, next_cursor)
 
 

@@ -19,7 +19,6 @@ from .auth import Caller, authenticate, register_bootstrap_keys
 from .runtime import Runtime
 from .settings import Settings
 
-_moderator_lock = threading.Lock()
 T = TypeVar("T")
 
 # Declared for the OpenAPI document (either scheme works); checked by `require_api_key` itself so
@@ -36,20 +35,6 @@ def get_runtime(request: Request) -> Runtime:
 def get_settings(runtime: Runtime = Depends(get_runtime)) -> Settings:
     """The settings the app was created with."""
     return runtime.settings
-
-
-def get_moderator(request: Request) -> Any:
-    """The prompt moderator, loaded once per process on first use (the sentence model is heavy)."""
-    state = request.app.state
-    if getattr(state, "moderator", None) is None:
-        with _moderator_lock:
-            if getattr(state, "moderator", None) is None:
-                from moderation import Moderator, load_policy
-
-                settings: Settings = state.runtime.settings
-                state.moderator = Moderator.load(load_policy(settings.policy_path),
-                                                 clip_checkpoint=settings.clip_model)
-    return state.moderator
 
 
 #: The caller when the server runs with `--no-auth` (local use): the operator, every scope.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,15 @@ from provenance.ledger.models import utcnow
 from provenance.publish import PublishRequest
 from provenance.quarantine import Quarantine, QuarantineMissing
 
-from .runtime import Runtime
+from .generation.hold import quarantine_for
+from .generation.jobs import notify_if_final, output_path, run_job
+from .generation.options import publish_request
+from .generation.protocols import ModeratorFor
+from .runtime import ModeratorCache, Runtime
+from .timestamps import aware, iso
 
-#: What the client reads when its video (not its prompt) was held or withheld.
-HELD_OUTPUT_MESSAGES = {
-    "review": "The generated video was held for review before release; you will be told the outcome.",
-    "blocked": "The generated video was withheld because it did not meet the content policy.",
-}
-HELD_PROMPT_MESSAGE = "Your request was held for review by a person before anything is generated."
-
-
-def held_output_message(status: str) -> str:
-    """The client-facing sentence for an output held (`review`) or withheld (`blocked`)."""
-    return HELD_OUTPUT_MESSAGES[status]
-
+__all__ = ["ReviewError", "ReviewNotFound", "ReviewOutcome", "ReviewRefused", "ReviewRules", "Reviewer", "approve",
+           "expire_held_outputs", "list_held", "quarantine_for", "reject", "rules_for", "show"]
 
 class ReviewError(ProvenanceError):
     """A review action that cannot be carried out (unknown id, not held); the message says why."""
@@ -119,24 +115,12 @@ class ReviewRules:
         return cls(never, lists["two_reviewers"], {c.name: c.user_message for c in policy.categories.values()})
 
 
-def quarantine_for(runtime: Runtime) -> Quarantine:
-    """The deployment's quarantine folder (under CREDENCE_HOME) and how long it keeps a held output."""
-    settings = runtime.settings
-    return Quarantine(settings.home / "quarantine", dt.timedelta(hours=settings.quarantine_hours))
-
-
 def rules_for(runtime: Runtime) -> ReviewRules:
     """The review rules of the deployment's policy."""
     return ReviewRules.from_policy_file(runtime.settings.policy_path)
 
 
 # -- reading the queue -----------------------------------------------------------------------------
-def _iso(moment: dt.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment).isoformat()
-
-
 def _held_decision(decisions: list[ModerationDecision], stage: str | None) -> ModerationDecision | None:
     """The screen's decision that put the generation in review (the latest at its stage)."""
     held = [d for d in decisions if d.stage == stage and d.action in ("review", "block")]
@@ -154,12 +138,8 @@ def _approvals(decisions: list[ModerationDecision], since: dt.datetime | None) -
     """Approvals given while the generation has been in its current hold."""
     out = [d for d in decisions if d.stage == "review" and d.action == "approve"]
     if since is not None:
-        out = [d for d in out if _aware(d.created_at) >= _aware(since)]
+        out = [d for d in out if aware(d.created_at) >= aware(since)]
     return out
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 def _item(runtime: Runtime, gen: Generation, decisions: list[ModerationDecision], rules: ReviewRules,
@@ -171,14 +151,14 @@ def _item(runtime: Runtime, gen: Generation, decisions: list[ModerationDecision]
     approvals = _approvals(decisions, held.created_at if held else None) if gen.status == "review" else []
     item: dict[str, Any] = {
         "id": gen.id, "status": gen.status, "stage": gen.stage, "client_id": gen.client_id, "key_id": gen.key_id,
-        "created_at": _iso(gen.created_at), "updated_at": _iso(gen.updated_at), "model": gen.model,
+        "created_at": iso(gen.created_at), "updated_at": iso(gen.updated_at), "model": gen.model,
         "policy_version": gen.policy_version, "categories": categories,
         "reasons": held.reasons if held else [], "held_action": held.action if held else None,
-        "held_at": _iso(held.created_at) if held else None,
+        "held_at": iso(held.created_at) if held else None,
         "never_approvable": sorted(set(categories) & rules.never_approvable),
         "reviewers_needed": 2 if set(categories) & rules.two_reviewers else 1,
         "approvals": [{"actor": (d.reasons or [{}])[0].get("reviewer"), "key_id": d.key_id,
-                       "at": _iso(d.created_at)} for d in approvals],
+                       "at": iso(d.created_at)} for d in approvals],
         "failure_reason": gen.failure_reason,
     }
     if gen.stage == "output" and gen.status == "review":
@@ -262,10 +242,10 @@ def show(runtime: Runtime, generation_id: str) -> dict[str, Any]:
         item["seed"] = gen.seed
         item["decisions"] = [{"id": d.id, "stage": d.stage, "action": d.action, "reasons": d.reasons,
                               "scores": d.scores, "policy_version": d.policy_version, "client_id": d.client_id,
-                              "key_id": d.key_id, "created_at": _iso(d.created_at)} for d in decisions]
+                              "key_id": d.key_id, "created_at": iso(d.created_at)} for d in decisions]
         item["files"] = [{"sha256": f.sha256, "size_bytes": f.size_bytes, "manifest_label": f.manifest_label,
                           "mime_type": f.mime_type, "path": f.path} for f in gen.files]
-        item["audit"] = [{"id": a.id, "at": _iso(a.at), "actor": a.actor, "action": a.action, "details": a.details,
+        item["audit"] = [{"id": a.id, "at": iso(a.at), "actor": a.actor, "action": a.action, "details": a.details,
                           "key_id": a.key_id} for a in s.scalars(select(AuditEntry).where(
                               AuditEntry.subject == gen.id).order_by(AuditEntry.id))]
     return item
@@ -340,8 +320,8 @@ def reject(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str) 
     return ReviewOutcome(generation_id, "reject", "rejected", f"rejected; the client is told: {reason}")
 
 
-def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str, *, moderator_for: Any = None,
-            enqueue: Any = None) -> ReviewOutcome:
+def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str, *,
+            moderator_for: ModeratorFor | None = None, enqueue: Callable[[str], None] | None = None) -> ReviewOutcome:
     """Approve a held generation (see the module). With two reviewers required, the first approval is
     recorded and the generation stays held; the second, by another reviewer, releases it.
 
@@ -388,16 +368,12 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
             states.move(s, gen.id, ("review",), "running", stage="publishing", lease_owner=publisher.owner,
                         lease_expires_at=states.lease_deadline(publisher.lease_seconds), started_at=utcnow())
         _record(runtime, s, gen, held, reviewer, "approve", note, approvals=len(given) + 1, needed=needed)
-        request = PublishRequest(prompt=gen.prompt, model_name=gen.model, model_hash=gen.model_hash,
-                                 policy_version=gen.policy_version, client=gen.client, client_id=gen.client_id,
-                                 key_id=gen.key_id, seed=gen.seed, parameters=dict(gen.parameters or {}))
+        request = publish_request(gen)
     if stage == "prompt":
         if enqueue is not None:
             enqueue(generation_id)
             return ReviewOutcome(generation_id, "approve", "queued", "approved; the job is queued")
-        from . import jobs
-
-        status = jobs.run_job(runtime, moderator_for or jobs.ModeratorCache(runtime), generation_id)
+        status = run_job(runtime, moderator_for or ModeratorCache(runtime), generation_id)
         return ReviewOutcome(generation_id, "approve", status, f"approved; the job ran and ended {status}")
     return _publish_held_output(runtime, generation_id, request, quarantine)
 
@@ -405,12 +381,10 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
 def _publish_held_output(runtime: Runtime, generation_id: str, request: PublishRequest,
                          quarantine: Quarantine) -> ReviewOutcome:
     """Publish exactly the quarantined frames of an approved output (the row is `running` under our lease)."""
-    from . import jobs
-
     frames, fps = quarantine.load(generation_id)
     settings = runtime.settings
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
-    published = runtime.publisher.publish(generation_id, frames, fps, jobs.output_path(runtime, generation_id),
+    published = runtime.publisher.publish(generation_id, frames, fps, output_path(runtime, generation_id),
                                           request, overwrite=True)
     quarantine.remove(generation_id)
     _notify(runtime, generation_id)
@@ -419,9 +393,7 @@ def _publish_held_output(runtime: Runtime, generation_id: str, request: PublishR
 
 
 def _notify(runtime: Runtime, generation_id: str) -> None:
-    from . import jobs
-
     try:
-        jobs.notify_if_final(runtime, generation_id)
+        notify_if_final(runtime, generation_id)
     except Exception:
         pass

@@ -1,4 +1,4 @@
-"""Wiring: build the ledger, signer, watermark and verifier that the settings describe.
+"""Wiring: build the ledger, signer, watermark, verifier and moderators that the settings describe.
 
 The CLI and the HTTP app both start from `Runtime(settings)`; nothing below `credence/` knows
 about settings or the environment. Parts are built on first use, so `credence verify` does not
@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -26,10 +27,14 @@ from provenance.keys import (
     trust_anchors_pem,
 )
 from provenance.ledger import KeyRecord, Ledger, states
+from provenance.ledger.models import Client
 from provenance.publish import Publisher, WatermarkSpec
 
 from . import db
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from moderation import Moderator
 
 
 class Runtime:
@@ -209,6 +214,51 @@ class Runtime:
         finally:
             probe.dispose()
         return None, ("absent" if "generations" not in tables else "unavailable"), set()
+
+
+class ModeratorCache:
+    """The deployment's moderator, loaded once, and per client its stricter overlay (same heads).
+
+    Called with a client id it answers (moderator, overlay hash): what a generation job screens with.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._base: Moderator | None = None
+        self._by_overlay: dict[str, Moderator] = {}
+        self._lock = threading.Lock()
+
+    def base(self) -> Moderator:
+        """The deployment's moderator (loads the sentence model on first use)."""
+        with self._lock:
+            if self._base is None:
+                from moderation import Moderator, load_policy
+
+                settings = self.runtime.settings
+                self._base = Moderator.load(load_policy(settings.policy_path), clip_checkpoint=settings.clip_model)
+            return self._base
+
+    def __call__(self, client_id: str | None) -> tuple[Moderator, str | None]:
+        """(moderator, overlay hash) for a client: its overlay applied when it has one."""
+        base = self.base()
+        if client_id is None:
+            return base, None
+        with self.runtime.ledger.session() as s:
+            client = s.get(Client, client_id)
+            text = client.policy_overlay if client is not None else None
+        if not text:
+            return base, None
+        from moderation import Moderator
+        from moderation.frames import available_screens
+        from moderation.overlay import apply_overlay, overlay_hash
+
+        digest = overlay_hash(text)
+        with self._lock:
+            if digest not in self._by_overlay:
+                policy = apply_overlay(base.policy, text)
+                self._by_overlay[digest] = Moderator(policy, base.heads, available_screens(
+                    policy, self.runtime.settings.clip_model))
+            return self._by_overlay[digest], digest
 
 
 def _safe_url(url: str) -> str:

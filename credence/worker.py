@@ -1,12 +1,7 @@
-"""Generation workers on Dramatiq over Redis (`credence worker`), and the API side that enqueues.
+"""`credence worker`: a generation worker on Dramatiq over Redis (`credence.generation.queue`).
 
-Why Dramatiq (docs/architecture.md says more): a message is acknowledged only when the actor
-returns, and the unacknowledged messages of a worker whose heartbeat stopped are put back on the
-queue by the surviving workers; the heartbeat timeout is set to the ledger's lease, so a killed
-worker's job is re-run by another within about a lease (the issue asks for 2 minutes). Celery on
-Redis redelivers only after its visibility timeout (an hour by default) and needs more knobs to
-be at-least-once. Retries with backoff are actor options; `JobBusy` (the row is held by a live
-lease) is the only exception retried: a failed generation is already `failed` in the ledger.
+It loads the runtime, the moderator and the model once, recovers what a crashed predecessor
+left (interrupted jobs are queued again), then takes jobs from the queue until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -14,71 +9,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+from .generation.queue import QUEUE, QueueExecutor, attach_worker
+from .runtime import ModeratorCache, Runtime
+from .settings import Settings
 
-from .jobs import JobBusy, ModeratorCache, run_job
-from .runtime import Runtime
-from .settings import Settings, SettingsError
+__all__ = ["QueueExecutor", "run_worker"]
 
 log = logging.getLogger("credence.worker")
-
-QUEUE = "generations"
-ACTOR = "credence_generate"
-#: Requeue of dead workers' messages happens on about one fetch in this many (Dramatiq's default, 1000,
-#: can leave a killed worker's job waiting for many minutes on a quiet queue).
-MAINTENANCE_CHANCE = 20
-
-
-class _State:
-    runtime: Runtime | None = None
-    moderators: ModeratorCache | None = None
-
-
-_state = _State()
-
-
-def _run(generation_id: str) -> None:
-    """The actor: run one job in this worker (the runtime and moderators were loaded at start)."""
-    assert _state.runtime is not None and _state.moderators is not None, "not a credence worker"
-    status = run_job(_state.runtime, _state.moderators, generation_id)
-    log.info("generation %s: %s", generation_id, status)
-
-
-def _retry_when(retries: int, exc: BaseException) -> bool:
-    return isinstance(exc, JobBusy) and retries < 40
-
-
-def make_broker(settings: Settings) -> RedisBroker:
-    """The Redis broker of `CREDENCE_BROKER_URL`, its heartbeat matched to the ledger's lease."""
-    if not settings.broker_url:
-        raise SettingsError("CREDENCE_BROKER_URL is not set (a Redis URL, e.g. redis://127.0.0.1:6379/0)")
-    return RedisBroker(url=settings.broker_url, namespace="credence",
-                       heartbeat_timeout=int(settings.lease_seconds * 1000), maintenance_chance=MAINTENANCE_CHANCE)
-
-
-def declare_actor(broker: RedisBroker) -> Any:
-    """The generation actor on `broker` (the same declaration on the API side and in workers)."""
-    return dramatiq.actor(_run, broker=broker, actor_name=ACTOR, queue_name=QUEUE, retry_when=_retry_when,
-                          min_backoff=1000, max_backoff=30000, time_limit=6 * 3600 * 1000)
-
-
-class QueueExecutor:
-    """The API side: enqueue generation jobs for the workers."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.broker = make_broker(settings)
-        self.actor = declare_actor(self.broker)
-
-    def enqueue(self, generation_id: str) -> None:
-        """Put the job on the queue (a Redis write; the caller's transaction has committed)."""
-        self.actor.send(generation_id)
-
-    def shutdown(self) -> None:
-        """Close the broker's connections."""
-        self.broker.close()
 
 
 def run_worker(settings: Settings, concurrency: int = 1, *, preload: bool = True) -> None:
@@ -90,14 +28,14 @@ def run_worker(settings: Settings, concurrency: int = 1, *, preload: bool = True
     report = runtime.recover(requeue=executor.enqueue)
     for line in report.actions + report.problems:
         log.warning("recovery: %s", line)
-    _state.runtime, _state.moderators = runtime, ModeratorCache(runtime)
+    moderators = ModeratorCache(runtime)
+    attach_worker(runtime, moderators)
     if preload:
-        from . import pipeline
+        from .generation.options import GenerateOptions
+        from .generation.pipeline import load_model
 
-        _state.moderators.base()
-        pipeline.load_model(settings.default_model, None, pipeline.GenerateOptions(
-            device=settings.device, dtype=settings.dtype, cpu_offload=settings.cpu_offload,
-            vae_tiling=settings.vae_tiling))
+        moderators.base()
+        load_model(settings.default_model, None, GenerateOptions.for_deployment(settings))
     worker = Worker(executor.broker, queues={QUEUE}, worker_threads=concurrency, worker_timeout=500)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from generator.errors import GenerationFailed, InvalidRequest, ModelLoadError
+from generator.limits import DEFAULTS_FILE, LIMITS, default_model_path, frame_step, size_multiple
 
-DEFAULTS_FILE = "credence_defaults.json"
 MIN_DELIVER_SIZE = 256  # watermark and fingerprints need room: smaller clips are upscaled to this short side
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 # Inputs that make a pipeline image- or video-conditioned rather than text-to-video.
@@ -35,7 +35,6 @@ FRAME_PARAMETERS = ("num_frames", "video_length", "frames")
 # Frame rates the families were trained at, for clips whose folder does not say.
 FAMILY_FPS = {"Wan": 16.0, "CogVideoX": 8.0, "LTX": 24.0, "HunyuanVideo": 24.0, "Mochi": 30.0, "Allegro": 15.0,
               "Latte": 8.0, "SanaVideo": 16.0, "SkyReels": 24.0, "TextToVideoSD": 8.0, "AnimateDiff": 8.0}
-LIMITS = {"min_frames": 1, "max_frames": 1024, "min_size": 16, "max_size": 4096, "max_steps": 1000}
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,6 @@ class Clip:
     model_hash: str
     seed: int
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-def default_model_path() -> Path:
-    """The default model folder shipped inside the package."""
-    return Path(__file__).resolve().parent / "default_model"
 
 
 def pick_device(preferred: str | None = None) -> str:
@@ -281,11 +275,11 @@ class TextToVideoModel:
 
         if frames is not None:
             _check_int("frames", frames, limits["min_frames"], limits["max_frames"])
-            temporal = getattr(self.pipe, "vae_scale_factor_temporal", None)
-            if self.class_name.startswith("Wan") and temporal and (frames - 1) % temporal:
-                raise InvalidRequest(f"frames={frames}: this model needs {temporal}k+1 frames "
-                                     f"(e.g. {(frames - 1) // temporal * temporal + 1} or "
-                                     f"{((frames - 1) // temporal + 1) * temporal + 1})")
+            step = frame_step(self.class_name, getattr(self.pipe, "vae_scale_factor_temporal", None))
+            if (frames - 1) % step:
+                raise InvalidRequest(f"frames={frames}: this model needs {step}k+1 frames "
+                                     f"(e.g. {(frames - 1) // step * step + 1} or "
+                                     f"{((frames - 1) // step + 1) * step + 1})")
         multiple = self._size_multiple()
         for label, value in (("height", height), ("width", width)):
             if value is not None:
@@ -311,10 +305,7 @@ class TextToVideoModel:
             patch = cfg_patch
         elif isinstance(cfg_patch, list | tuple) and cfg_patch:
             patch = int(cfg_patch[-1])
-        multiple = int(spatial) * patch
-        if self.class_name.startswith("Wan"):
-            multiple = math.lcm(multiple, 16)  # WanPipeline.check_inputs
-        return multiple
+        return size_multiple(self.class_name, int(spatial), patch)
 
     def generate(self, request: GenerationRequest, *,
                  progress: Callable[[int, int], None] | None = None) -> Clip:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from credence.auth import new_key
-from credence.review import quarantine_for
+from credence.generation.hold import quarantine_for
 from credence.runtime import Runtime
 from provenance.ledger import ModerationDecision
 from provenance.ledger.models import Client

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from credence import app as app_module
+from credence import errors as errors_module
 from credence.app import create_app
 from credence.deps import Busy, Gate, WorkTimeout
 from credence.routes.uploads import DRAIN_BYTES, ENVELOPE_BYTES
@@ -302,7 +303,7 @@ def test_postgres_url_is_scrubbed_by_the_one_handler() -> None:
     message = ('connection to server at "127.0.0.1", port 5432 failed: FATAL: password authentication failed '
                'for user "postgres" (postgresql+psycopg://postgres:hunter2@127.0.0.1:5432/test) in '
                "/srv/credence-home/ledger.sqlite3 and /tmp/credence-upload-abc123.mp4: bad")
-    clean = app_module.scrub(message, settings)
+    clean = errors_module.scrub(message, settings)
     for secret in ("hunter2", "127.0.0.1", "5432", "/srv/credence-home", "credence-upload", "psycopg"):
         assert secret not in clean, (secret, clean)
     assert clean.endswith("the upload: bad")

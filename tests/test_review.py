@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import yaml
 
-from credence import pipeline
 from credence.auth import new_key
-from credence.review import quarantine_for
+from credence.generation import pipeline
+from credence.generation.hold import quarantine_for
 from credence.runtime import Runtime
 from moderation.policy import default_policy_path
 from provenance.ledger import Generation, ModerationDecision

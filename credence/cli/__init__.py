@@ -13,12 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
+from ..settings import Settings, SettingsError
+
 # The shared helpers live in `.common`, below every CLI module (no sub-app imports this one);
 # re-exported here for callers that know them as `credence.cli.*`. Heavy modules (the runtime, the ledger, torch
 # through the watermark, diffusers) are imported inside the commands that use them: `--help` and
 # every command's argument parsing start without them.
 from .common import EXIT_BAD_INPUT, console, err_console, fail, handles_errors, runtime, user_errors
-from ..settings import Settings, SettingsError
 
 __all__ = ["EXIT_BAD_INPUT", "app", "console", "err_console", "fail", "handles_errors", "main", "runtime",
            "user_errors"]
@@ -63,29 +64,27 @@ def publish(
     The prompt goes through the same prompt screen as `generate`: a clip whose prompt the policy
     blocks or holds gets no content credentials (exit 3 or 4, recorded like any decision).
     """
-    from moderation import Moderator, load_policy
     from provenance.publish import PublishRequest
 
-    from .. import pipeline
+    from ..generation import EXIT_CODES, record_decision
+    from ..runtime import ModeratorCache
 
     rt = runtime()
-    moderator = Moderator.load(load_policy(rt.settings.policy_path), clip_checkpoint=rt.settings.clip_model)
-    decision = moderator.screen_prompt(prompt)
+    decision = ModeratorCache(rt).base().screen_prompt(prompt)
+    request = PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label)
     held = {"block": "blocked", "review": "review"}.get(decision.action)
     if held is not None:
-        gen = rt.publisher.begin(PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label),
-                                 status=held, stage="prompt")
-        pipeline.record_decision(rt, gen.id, "prompt", prompt, decision)
+        gen = rt.publisher.begin(request, status=held, stage="prompt")
+        record_decision(rt, gen.id, "prompt", prompt, decision)
         answer = {"status": held, "generation_id": gen.id, "moderation": decision.to_dict()}
         if json_:
             print(json.dumps(answer))
         else:
             reason = decision.to_dict().get("user_message") or "the prompt violates the policy"
             err_console.print(f"[bold red]{held}[/]: {reason} (generation id {gen.id}); nothing was published")
-        raise typer.Exit(pipeline.EXIT_CODES[held])
-    request = PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label)
+        raise typer.Exit(EXIT_CODES[held])
     clip = rt.publisher.publish_file(input, output, request, overwrite=overwrite)
-    pipeline.record_decision(rt, clip.generation_id, "prompt", prompt, decision)
+    record_decision(rt, clip.generation_id, "prompt", prompt, decision)
     result = {"generation_id": clip.generation_id, "path": str(clip.path), "sha256": clip.sha256,
               "mark_id": clip.mark_hex, "manifest_label": clip.manifest_label,
               "watermark_key_id": clip.watermark_key_id}
@@ -157,9 +156,8 @@ def generate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from moderation import Moderator, load_policy
-
-    from .. import pipeline
+    from .. import generation
+    from ..runtime import ModeratorCache
 
     if frames is not None and frames <= 0:
         raise SettingsError(f"--frames must be positive, got {frames}")
@@ -172,11 +170,9 @@ def generate(
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         rt.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         output = rt.settings.outputs_dir / f"clip-{stamp}-{secrets.token_hex(2)}.mp4"
-    options = pipeline.GenerateOptions(model=model or rt.settings.default_model, seed=seed, frames=frames,
-                                       steps=steps, overwrite=overwrite,
-                                       device=device or rt.settings.device, dtype=rt.settings.dtype,
-                                       cpu_offload=cpu_offload or rt.settings.cpu_offload,
-                                       vae_tiling=vae_tiling or rt.settings.vae_tiling)
+    options = generation.GenerateOptions.for_deployment(
+        rt.settings, model=model, device=device, cpu_offload=cpu_offload, vae_tiling=vae_tiling, seed=seed,
+        frames=frames, steps=steps, overwrite=overwrite)
     # Progress is for a person at a terminal; piped or --json runs keep stderr to the one-line error.
     quiet = json_ or not err_console.is_terminal
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -196,9 +192,9 @@ def generate(
             err_console.print(f"[dim]{text}…[/]")
 
     with bars:
-        moderator = Moderator.load(load_policy(rt.settings.policy_path), clip_checkpoint=rt.settings.clip_model)
-        outcome = pipeline.generate(rt, moderator, prompt, output, options,
-                                    pipeline.Progress(loading=loading, denoising=denoising, stage=stage))
+        moderator = ModeratorCache(rt).base()
+        outcome = generation.generate(rt, moderator, prompt, output, options,
+                                      generation.Progress(loading=loading, denoising=denoising, stage=stage))
     result = outcome.to_dict()
     if json_:
         print(json.dumps(result, default=str))
@@ -208,7 +204,7 @@ def generate(
     else:
         reason = outcome.moderation.get("user_message") or "the prompt or output violates the policy"
         console.print(f"[bold red]{outcome.status}[/]: {reason} (generation id {outcome.generation_id})")
-    raise typer.Exit(pipeline.EXIT_CODES[outcome.status])
+    raise typer.Exit(generation.EXIT_CODES[outcome.status])
 
 
 @app.command()

@@ -73,7 +73,7 @@ def _decide(action: str, generation_id: str, note: str, reviewer_name: str | Non
     reviewer = Reviewer.local(reviewer_name)
     enqueue = None
     if action == "approve" and rt.settings.broker_url:  # a queue engine runs jobs: hand it over
-        from ..worker import QueueExecutor
+        from ..generation.queue import QueueExecutor
 
         enqueue = QueueExecutor(rt.settings).enqueue
     try:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import console, handles_errors, runtime
 from ..settings import Settings
+from .common import console, handles_errors, runtime
 
 if TYPE_CHECKING:
     from provenance.watermark import WatermarkKey

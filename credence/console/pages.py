@@ -20,7 +20,9 @@ from provenance.ledger.models import Fingerprint, utcnow
 from provenance.quarantine import QuarantineMissing, png
 
 from ..audit import SearchError, SearchFilters, chunked, export_lines, search_generations
-from ..review import Reviewer, ReviewError, approve, list_held, quarantine_for, reject, show
+from ..generation.executors import executor_for
+from ..generation.hold import quarantine_for
+from ..review import Reviewer, ReviewError, approve, list_held, reject, show
 from . import (
     PRESESSION_COOKIE,
     SESSION_COOKIE,
@@ -202,9 +204,7 @@ def add_routes(router: APIRouter) -> None:
         reviewer = Reviewer.from_caller(session.caller)
         try:
             if action == "approve":
-                from ..routes.review import _enqueue
-
-                outcome = approve(runtime, generation_id, reviewer, note, enqueue=_enqueue(request))
+                outcome = approve(runtime, generation_id, reviewer, note, enqueue=executor_for(request.app).enqueue)
             else:
                 outcome = reject(runtime, generation_id, reviewer, note)
             session.flash.append(f"{generation_id[:8]}: {outcome.detail} (now {outcome.status})")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from ..audit import SearchError, SearchFilters, _decode_cursor, chunked, export_lines, search_generations
+from ..audit import SearchError, SearchFilters, chunked, decode_cursor, export_lines, search_generations
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
 from ..runtime import Runtime
@@ -53,7 +53,7 @@ def audit_generations(filters: SearchFilters = Depends(filters_from_query), limi
     """Generations matching every given filter, newest first, each with its decisions."""
     if cursor is not None:
         try:
-            _decode_cursor(cursor)
+            decode_cursor(cursor)
         except SearchError:  # a cursor names a page: one never given out names none (404, as list generations)
             raise HTTPException(404, "no page at this cursor (not a cursor this server gave out)") from None
     try:

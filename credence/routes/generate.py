@@ -1,19 +1,15 @@
 """`POST /v1/generations`: the compliant generation API, and the record of each generation.
 
 The request body's limits are the configured model's, read from its folder when the app is built
-(JSON files only: no torch, no weights), so that the OpenAPI document states exactly what the
-model accepts and a request it would refuse is a 422 before any work starts.
+(`generator.limits.ModelLimits.from_folder`: JSON files only, no torch, no weights), so that the
+OpenAPI document states exactly what the model accepts and a request it would refuse is a 422
+before any work starts.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-import math
 import re
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,13 +18,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 from sqlalchemy import and_, or_, select
 
+from generator.limits import ModelLimits
 from moderation import MAX_PROMPT_CHARS
 from provenance.ledger import FINAL_STATUSES, GENERATION_STATUSES, Generation, ModerationDecision, StateConflict, states
 
-from .. import jobs, pipeline
+from ..audit import SearchError, decode_cursor, encode_cursor
 from ..auth import Caller
 from ..deps import Gate, gate, get_runtime, require_scope, visible_to
+from ..generation import Decision, GenerateOptions, find_idempotent, notify_if_final, submit
+from ..generation.executors import executor_for
 from ..runtime import Runtime
+from ..timestamps import iso
 from .problems import PROBLEM_MEDIA_TYPE, problems
 
 #: Steps a client may ask for, whatever the model allows: the cost grows linearly with them.
@@ -82,64 +82,9 @@ def _iso_only(value: Any) -> Any:
 IsoDateTime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
 
 
-@dataclass(frozen=True)
-class ModelLimits:
-    """What the configured model accepts, as the generator checks it (`TextToVideoModel.resolve`)."""
-
-    min_frames: int
-    max_frames: int
-    frame_step: int  # frames must be frame_step*k + 1 (Wan: the VAE's temporal factor); 1: any count
-    min_size: int
-    max_size: int
-    size_multiple: int
-    max_steps: int
-
-    def frame_counts(self) -> list[int]:
-        """Every frame count the model accepts, when they are few enough to list."""
-        return [n for n in range(self.min_frames, self.max_frames + 1) if (n - 1) % self.frame_step == 0]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_model_limits(folder: Path | None) -> ModelLimits:
-    """The model's limits from its folder's JSON files (`credence_defaults.json`, `model_index.json`
-    and the VAE and transformer configs); `generator.model.LIMITS` for whatever a folder does not say.
-    Never imports torch or reads weights: it runs when the app is built."""
-    from generator.model import DEFAULTS_FILE, LIMITS, default_model_path
-
-    folder = folder or default_model_path()
-    defaults = _read_json(folder / DEFAULTS_FILE)
-    limits = {**LIMITS, **{k: v for k, v in defaults.items() if k in LIMITS and isinstance(v, int)}}
-    class_name = str(_read_json(folder / "model_index.json").get("_class_name", ""))
-    vae = _read_json(folder / "vae" / "config.json")
-    transformer = _read_json(folder / "transformer" / "config.json")
-    # The same factors diffusers' pipelines read (vae_scale_factor_spatial/temporal, patch size).
-    spatial = vae.get("scale_factor_spatial")
-    if not isinstance(spatial, int):
-        blocks = vae.get("block_out_channels")
-        spatial = 2 ** (len(blocks) - 1) if isinstance(blocks, list) and blocks else 8
-    patch = transformer.get("patch_size", 1)
-    if isinstance(patch, list | tuple):
-        patch = patch[-1] if patch else 1
-    multiple = spatial * (patch if isinstance(patch, int) and patch > 0 else 1)
-    frame_step = 1
-    if class_name.startswith("Wan"):
-        multiple = math.lcm(multiple, 16)  # WanPipeline.check_inputs
-        temporal = vae.get("scale_factor_temporal", 4)
-        frame_step = temporal if isinstance(temporal, int) and temporal > 0 else 4
-    min_frames = limits["min_frames"]
-    if frame_step > 1:  # the first count of the form k*step+1 inside the limits
-        min_frames = min_frames + (-(min_frames - 1)) % frame_step
-    min_size = limits["min_size"] + (-limits["min_size"]) % multiple
-    return ModelLimits(min_frames=min_frames, max_frames=limits["max_frames"], frame_step=frame_step,
-                       min_size=min_size, max_size=limits["max_size"], size_multiple=multiple,
-                       max_steps=max(1, min(MAX_STEPS, limits["max_steps"])))
+    """The configured model's limits (`ModelLimits.from_folder`), with the steps a client may ask for capped."""
+    return ModelLimits.from_folder(folder, max_steps=MAX_STEPS)
 
 
 def generation_body(limits: ModelLimits) -> type[BaseModel]:
@@ -212,12 +157,6 @@ PROGRESS = {("running", "generating"): 0.2, ("running", "screening"): 0.7, ("run
             ("running", "releasing"): 0.95}
 
 
-def _iso(moment: dt.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
-
-
 def record_of(gen: Generation, decisions: list[ModerationDecision] | None = None) -> dict[str, Any]:
     """The client's view of a generation (no server path, no other client's data)."""
     final = gen.status in FINAL_STATUSES
@@ -226,7 +165,7 @@ def record_of(gen: Generation, decisions: list[ModerationDecision] | None = None
     record: dict[str, Any] = {
         "id": gen.id, "status": gen.status, "stage": gen.stage,
         "progress": 1.0 if final else PROGRESS.get((gen.status, gen.stage or ""), 0.0),
-        "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(gen.finished_at),
+        "created_at": iso(created), "started_at": iso(started), "finished_at": iso(gen.finished_at),
         "queue_wait_s": round(wait, 3) if wait is not None else None, "attempts": gen.attempts,
         "model": gen.model, "seed": gen.seed, "policy_version": gen.policy_version, "client_id": gen.client_id,
     }
@@ -259,39 +198,6 @@ def _user_message(gen: Generation) -> str:
             else "your request was blocked by the moderation policy")
 
 
-def _executor(request: Request) -> Any:
-    state = request.app.state
-    if state.executor is None:
-        start_executor(request.app)
-    return state.executor
-
-
-def start_executor(app: Any) -> None:
-    """The job executor of this app: the queue (CREDENCE_BROKER_URL) or an in-process thread pool.
-
-    Made once; it then recovers what a previous process left (re-queued, not failed) and, in
-    process, queues again the jobs that were waiting.
-    """
-    state = app.state
-    with _executor_lock:
-        if state.executor is not None:
-            return
-        runtime: Runtime = state.runtime
-        if runtime.settings.broker_url:
-            from ..worker import QueueExecutor
-
-            executor: Any = QueueExecutor(runtime.settings)
-            runtime.recover(requeue=executor.enqueue)
-        else:
-            executor = jobs.InProcessExecutor(runtime, state.moderators)
-            runtime.recover(requeue=executor.enqueue)
-            executor.requeue_waiting()
-        state.executor = executor
-
-
-_executor_lock = threading.Lock()
-
-
 def _owned(runtime: Runtime, caller: Caller, generation_id: str) -> Generation:
     """The generation if the caller may see it; 404 otherwise (no existence oracle)."""
     gen = runtime.ledger.get_generation(generation_id)
@@ -300,15 +206,10 @@ def _owned(runtime: Runtime, caller: Caller, generation_id: str) -> Generation:
     return gen
 
 
-def _encode_cursor(gen: Generation) -> str:
-    return base64.urlsafe_b64encode(f"{_iso(gen.created_at)}|{gen.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def _cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
-        moment, _, generation_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(moment), generation_id
-    except (ValueError, UnicodeDecodeError):
+        return decode_cursor(cursor)
+    except SearchError:
         # A cursor names a page: one this API never gave out names no page (404, not a malformed request:
         # the schema's pattern already refuses what is not a cursor's shape).
         raise HTTPException(404, "no page at this cursor (not a cursor this API gave out)") from None
@@ -331,15 +232,14 @@ def make_router(limits: ModelLimits) -> APIRouter:
         (both recorded). The same `Idempotency-Key` returns the same job. 429 past the client's
         request or daily generation quota.
         """
-        settings = runtime.settings
-        options = pipeline.GenerateOptions(model=settings.default_model, seed=body.seed, frames=body.frames,
-                                           steps=body.steps, height=body.height, width=body.width,
-                                           client=caller.client_name, client_id=caller.client_id,
-                                           key_id=caller.key_id)
+        options = GenerateOptions.for_deployment(runtime.settings, seed=body.seed, frames=body.frames,
+                                                 steps=body.steps, height=body.height, width=body.width,
+                                                 client=caller.client_name, client_id=caller.client_id,
+                                                 key_id=caller.key_id)
 
-        def run() -> tuple[Generation, Any, str, bool]:
+        def run() -> tuple[Generation, Decision | None, str, bool]:
             if idempotency_key is not None:
-                existing = jobs.find_idempotent(runtime, caller.client_id, idempotency_key)
+                existing = find_idempotent(runtime, caller.client_id, idempotency_key)
                 if existing is not None:
                     return existing, None, existing.status, False
             retry_after = request.app.state.quotas.generation(caller)
@@ -348,8 +248,8 @@ def make_router(limits: ModelLimits) -> APIRouter:
                                     headers={"Retry-After": str(retry_after)})
             moderator, overlay = request.app.state.moderators(caller.client_id)
             options.overlay_hash = overlay
-            return jobs.submit(runtime, moderator, body.prompt, options, _executor(request),
-                               idempotency_key=idempotency_key)
+            return submit(runtime, moderator, body.prompt, options, executor_for(request.app),
+                          idempotency_key=idempotency_key)
 
         with generation_gate.admit() as ticket:
             gen, decision, status, _created = await ticket.run(run)
@@ -394,13 +294,13 @@ def make_router(limits: ModelLimits) -> APIRouter:
         if since is not None:
             query = query.where(Generation.created_at >= (since if since.tzinfo else since.replace(tzinfo=dt.UTC)))
         if cursor is not None:
-            moment, last_id = _decode_cursor(cursor)
+            moment, last_id = _cursor(cursor)
             query = query.where(or_(Generation.created_at < moment,
                                     and_(Generation.created_at == moment, Generation.id < last_id)))
         with runtime.ledger.session() as s:
             rows = s.scalars(query).all()
             items = [record_of(g) for g in rows[:limit]]
-            next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+            next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return {"items": items, "next_cursor": next_cursor}
 
     @router.get("/v1/generations/{generation_id}", response_model=None,
@@ -429,7 +329,7 @@ def make_router(limits: ModelLimits) -> APIRouter:
                 raise HTTPException(409, str(exc)) from None
             runtime.ledger.audit(s, caller.actor, "generation.cancelled", generation_id, client_id=caller.client_id,
                                  key_id=caller.key_id)
-        jobs.notify_if_final(runtime, generation_id)
+        notify_if_final(runtime, generation_id)
         return record_of(_owned(runtime, caller, generation_id))
 
     @router.get("/v1/generations/{generation_id}/video", response_model=None, response_class=FileResponse,

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ..deps import get_runtime
+from ..errors import public_detail
 from ..runtime import Runtime
 from .problems import PROBLEM_MEDIA_TYPE
 
@@ -113,8 +114,6 @@ async def _run(name: str, check: Callable[[Runtime], str], runtime: Runtime) -> 
         return Check(ok=False, detail=f"no answer within {CHECK_TIMEOUT_S:g} s")
     except Exception as exc:  # any failure makes the process unready; the log has the whole error
         log.warning("readiness check %s failed: %s", name, exc)
-        from ..app import public_detail
-
         detail = str(exc) if isinstance(exc, NotReady) else public_detail(exc, runtime.settings)
         return Check(ok=False, detail=detail)
 

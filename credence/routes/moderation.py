@@ -14,7 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ..auth import Caller
 from ..deps import Gate, gate, get_runtime, require_scope
-from ..pipeline import record_decision
+from ..generation import record_decision
 from ..runtime import Runtime
 from .generate import Prompt
 from .problems import problems

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
+from ..generation.executors import executor_for
 from ..review import Reviewer, ReviewError, ReviewNotFound, ReviewRefused, approve, list_held, reject, show
 from ..runtime import Runtime
 from .problems import problems
@@ -49,15 +50,6 @@ def _http(exc: ReviewError) -> HTTPException:
     return HTTPException(409, str(exc))
 
 
-def _enqueue(request: Request) -> Any:
-    """The app's job executor's enqueue (the queue engine, or the in-process pool)."""
-    try:
-        from .generate import _executor
-    except ImportError:
-        return None
-    return _executor(request).enqueue
-
-
 @router.get("/v1/reviews", response_model=ReviewPage, responses=problems(401, 403, 422, 503))
 def list_reviews(stage: Literal["prompt", "output"] | None = None, category: str | None = Query(None, max_length=64),
                  limit: int = Query(100, ge=1, le=1000), after: str | None = Query(None, max_length=64),
@@ -90,7 +82,7 @@ def approve_review(generation_id: str, body: ReviewNote, request: Request,
     """
     try:
         return approve(runtime, generation_id, Reviewer.from_caller(caller), body.note,
-                       enqueue=_enqueue(request)).to_dict()
+                       enqueue=executor_for(request.app).enqueue).to_dict()
     except (ReviewRefused, ReviewError) as exc:
         raise _http(exc) from None
 

@@ -13,38 +13,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provenance.ledger import Generation, ModerationDecision, prompt_digest, states
 from provenance.ledger.models import utcnow
 from provenance.publish import PublishRequest, check_output_path
 
-from .runtime import Runtime
+from ..runtime import Runtime
+from .hold import held_output_message, quarantine_output
+from .options import GenerateOptions, begin_request, publish_request
+from .protocols import Decision, Model, Moderator
+
+if TYPE_CHECKING:
+    from generator import Clip
 
 #: Exit codes of `credence generate`, by outcome.
 EXIT_CODES = {"published": 0, "blocked": 3, "review": 4}
-
-
-@dataclass
-class GenerateOptions:
-    """What the caller may choose; None means the model's own default."""
-
-    model: Path | None = None
-    seed: int | None = None
-    frames: int | None = None
-    steps: int | None = None
-    height: int | None = None
-    width: int | None = None
-    guidance: float | None = None
-    overwrite: bool = False
-    client: str | None = None
-    client_id: str | None = None
-    key_id: str | None = None
-    overlay_hash: str | None = None
-    device: str | None = None  # None: CUDA, then MPS, then CPU
-    dtype: str | None = None
-    cpu_offload: bool = False
-    vae_tiling: bool = False
 
 
 @dataclass
@@ -76,12 +60,12 @@ class Progress:
     stage: Callable[[str], None] | None = None
 
 
-_models: dict[tuple[Any, ...], Any] = {}
+_models: dict[tuple[Any, ...], Model] = {}
 _models_lock = threading.Lock()
 
 
 def load_model(folder: Path | None, progress: Progress | None = None,
-               options: GenerateOptions | None = None) -> Any:
+               options: GenerateOptions | None = None) -> Model:
     """The text-to-video model in `folder` (the shipped default when None), loaded once per process.
 
     Device, dtype and the memory options are part of the cache key: the same folder loaded for
@@ -99,7 +83,7 @@ def load_model(folder: Path | None, progress: Progress | None = None,
         return _models[key]
 
 
-def record_decision(runtime: Runtime, generation_id: str | None, stage: str, prompt: str, decision: Any,
+def record_decision(runtime: Runtime, generation_id: str | None, stage: str, prompt: str, decision: Decision,
                     status: str | None = None, actor: str | None = None, *, client_id: str | None = None,
                     key_id: str | None = None, overlay_hash: str | None = None) -> None:
     """Record one decision (the prompt's SHA-256, never the prompt) and its audit entry; with `status`,
@@ -118,8 +102,9 @@ def record_decision(runtime: Runtime, generation_id: str | None, stage: str, pro
                              client_id=client_id, key_id=key_id)
 
 
-def screen_and_create(runtime: Runtime, moderator: Any, prompt: str, options: GenerateOptions, *,
-                      start: str = "running", idempotency_key: str | None = None) -> tuple[Generation, Any, str]:
+def screen_and_create(runtime: Runtime, moderator: Moderator, prompt: str, options: GenerateOptions, *,
+                      start: str = "running", idempotency_key: str | None = None,
+                      ) -> tuple[Generation, Decision, str]:
     """Screen the prompt and create the generation row where the decision puts it.
 
     Returns (row, decision, status). A blocked prompt's row is `blocked`, a held one `review`
@@ -127,19 +112,16 @@ def screen_and_create(runtime: Runtime, moderator: Any, prompt: str, options: Ge
     `running` under this process's lease (the synchronous CLI) or `queued` (a job).
     """
     decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
-    request = PublishRequest(prompt=prompt, model_name=_model_label(options.model),
-                             policy_version=decision.policy_label, client=options.client,
-                             client_id=options.client_id, key_id=options.key_id, idempotency_key=idempotency_key,
-                             seed=options.seed, parameters=_parameters(options))
     held = {"block": "blocked", "review": "review"}.get(decision.action)
     status = held or start
-    gen = runtime.publisher.begin(request, status=status, stage="prompt" if held else None)
+    gen = runtime.publisher.begin(begin_request(prompt, options, decision, idempotency_key=idempotency_key),
+                                  status=status, stage="prompt" if held else None)
     record_decision(runtime, gen.id, "prompt", prompt, decision, client_id=options.client_id, key_id=options.key_id,
                     overlay_hash=options.overlay_hash)
     return gen, decision, status
 
 
-def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, options: GenerateOptions,
+def generate(runtime: Runtime, moderator: Moderator, prompt: str, output: Path, options: GenerateOptions,
              progress: Progress | None = None) -> GenerateOutcome:
     """The whole generation flow for one prompt, synchronously (`credence generate`). Reads as its steps."""
     stage = progress.stage if progress and progress.stage else (lambda _s: None)
@@ -151,7 +133,7 @@ def generate(runtime: Runtime, moderator: Any, prompt: str, output: Path, option
     return execute(runtime, moderator, gen.id, prompt, output, options, decision.to_dict(), progress)
 
 
-def execute(runtime: Runtime, moderator: Any, generation_id: str, prompt: str, output: Path,
+def execute(runtime: Runtime, moderator: Moderator, generation_id: str, prompt: str, output: Path,
             options: GenerateOptions, prompt_decision: dict[str, Any], progress: Progress | None = None,
             ) -> GenerateOutcome:
     """Generate, screen the output and publish a generation this process holds (`running`, its lease).
@@ -173,7 +155,7 @@ def execute(runtime: Runtime, moderator: Any, generation_id: str, prompt: str, o
                 prompt=prompt, seed=options.seed, num_frames=options.frames, height=options.height,
                 width=options.width, steps=options.steps, guidance=options.guidance,
             ), progress=progress.denoising if progress else None)
-            _record_model(runtime, generation_id, clip)
+            request = _record_model(runtime, generation_id, clip)
 
             stage("screening the output")
             screened = moderator.screen_frames(clip.frames)
@@ -182,49 +164,27 @@ def execute(runtime: Runtime, moderator: Any, generation_id: str, prompt: str, o
         raise
     held = {"block": "blocked", "review": "review"}.get(screened.action)
     if held == "review":  # the reviewer needs exactly these frames: kept before the row says `review`
-        from .review import quarantine_for
-
-        quarantine_for(runtime).save(generation_id, clip.frames, clip.fps)
+        quarantine_output(runtime, generation_id, clip.frames, clip.fps)
     record_decision(runtime, generation_id, "output", prompt, screened, held, **ids)
     if held is not None:
         # The client is told that the video, not the prompt, was held (the category messages speak of requests).
-        from .review import held_output_message
-
         message = held_output_message(held)
         return GenerateOutcome(held, generation_id, None, prompt_decision,
                                screened.to_dict() | {"user_message": message}, extra={"user_message": message})
 
     stage("publishing")
-    request = PublishRequest(prompt=prompt, model_name=clip.model_name, model_hash=clip.model_hash,
-                             policy_version=_policy_label(prompt_decision),
-                             seed=clip.seed, parameters=clip.parameters, client=options.client,
-                             client_id=options.client_id, key_id=options.key_id)
     published = publisher.publish(generation_id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
     return GenerateOutcome("published", generation_id, str(published.path), prompt_decision, screened.to_dict(),
                            extra={"mark_id": published.mark_hex, "sha256": published.sha256})
 
 
-def _policy_label(decision: dict[str, Any]) -> str | None:
-    from moderation.policy import policy_label
-
-    version, digest = decision.get("policy_version"), decision.get("policy_hash")
-    return policy_label(version, digest) if version and digest else version
-
-
-def _model_label(folder: Path | None) -> str:
-    return folder.name if folder else "credence-default"
-
-
-def _parameters(options: GenerateOptions) -> dict[str, Any]:
-    return {k: v for k, v in {"frames": options.frames, "steps": options.steps, "height": options.height,
-                              "width": options.width, "guidance": options.guidance}.items() if v is not None}
-
-
-def _record_model(runtime: Runtime, generation_id: str, clip: Any) -> None:
-    """Record what actually ran (model, weights' hash, seed, parameters), still under the lease."""
+def _record_model(runtime: Runtime, generation_id: str, clip: Clip) -> PublishRequest:
+    """Record what actually ran (model, weights' hash, seed, parameters), still under the lease; returns
+    what the publisher will sign and record, read from the row just written."""
     with runtime.ledger.session() as s:
         states.renew(s, generation_id, runtime.publisher.owner, runtime.publisher.lease_seconds, stage="screening")
         gen = s.get(Generation, generation_id)
         assert gen is not None
         gen.model, gen.model_hash, gen.seed = clip.model_name, clip.model_hash, clip.seed
         gen.parameters, gen.updated_at = dict(clip.parameters), utcnow()
+        return publish_request(gen)

@@ -6,19 +6,16 @@ already final does nothing; one that finds it `running` under a live lease asks 
 later (`JobBusy`); one whose previous run died after recording its publish finishes that publish
 instead of generating again. So a generation is published at most once, whatever the queue does.
 
-Executors (`make_executor`): with `CREDENCE_BROKER_URL` set, jobs go to Dramatiq on Redis and
-`credence worker` processes run them (see `credence.worker`); without it, a small thread pool in
-the API process runs the same function, so the embedded default needs nothing installed.
+The executors that call it (`credence.generation.executors`): with `CREDENCE_BROKER_URL` set,
+jobs go to Dramatiq on Redis and `credence worker` processes run them; without it, a small thread
+pool in the API process runs the same function, so the embedded default needs nothing installed.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,8 +24,10 @@ from provenance.ledger import FINAL_STATUSES, Generation, ModerationDecision, St
 from provenance.ledger.models import Client, as_utc, utcnow
 from provenance.recovery import settle
 
-from . import pipeline
-from .runtime import Runtime
+from ..runtime import Runtime
+from .options import GenerateOptions, job_options
+from .pipeline import execute, screen_and_create
+from .protocols import Decision, Moderator, ModeratorFor
 
 log = logging.getLogger("credence.jobs")
 
@@ -43,9 +42,6 @@ class Executor(Protocol):
     """Something that eventually runs `run_job` for a generation id."""
 
     def enqueue(self, generation_id: str) -> None: ...
-
-
-ModeratorFor = Callable[[str | None], tuple[Any, str | None]]
 
 
 def output_path(runtime: Runtime, generation_id: str) -> Path:
@@ -79,28 +75,21 @@ def run_job(runtime: Runtime, moderator_for: ModeratorFor, generation_id: str) -
     with ledger.session() as s:
         gen = s.get(Generation, generation_id)
         assert gen is not None
-        prompt, client_id, key_id, seed = gen.prompt, gen.client_id, gen.key_id, gen.seed
-        params = dict(gen.parameters or {})
+        prompt, options = gen.prompt, job_options(gen, runtime.settings)
         decision = s.scalars(select(ModerationDecision).where(ModerationDecision.generation_id == generation_id,
                                                               ModerationDecision.stage == "prompt")
                              .order_by(ModerationDecision.id.desc())).first()
         prompt_decision = {"action": decision.action, "policy_version": decision.policy_version,
                            "policy_hash": decision.policy_hash} if decision else {}
-    moderator, overlay = moderator_for(client_id)
-    settings = runtime.settings
-    options = pipeline.GenerateOptions(
-        model=settings.default_model, seed=seed, frames=params.get("frames"), steps=params.get("steps"),
-        height=params.get("height"), width=params.get("width"), guidance=params.get("guidance"), overwrite=True,
-        client_id=client_id, key_id=key_id, overlay_hash=overlay, device=settings.device, dtype=settings.dtype,
-        cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling)
-    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    moderator, options.overlay_hash = moderator_for(options.client_id)
+    runtime.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     try:
-        outcome = pipeline.execute(runtime, moderator, generation_id, prompt, output_path(runtime, generation_id),
-                                   options, prompt_decision)
+        outcome = execute(runtime, moderator, generation_id, prompt, output_path(runtime, generation_id), options,
+                          prompt_decision)
         return outcome.status
     except StateConflict:
         raise JobBusy(f"generation {generation_id}: the lease was lost mid-run") from None
-    except Exception as exc:  # the row is `failed` with the reason (pipeline.execute saw to it)
+    except Exception as exc:  # the row is `failed` with the reason (`execute` saw to it)
         log.warning("generation %s failed: %s", generation_id, exc)
         return "failed"
     finally:
@@ -121,7 +110,7 @@ def _give_up(runtime: Runtime, generation_id: str, dead_owner: str | None, attem
 
 def notify_if_final(runtime: Runtime, generation_id: str) -> None:
     """Tell the client's webhook (if it has one) that its job ended."""
-    from .webhooks import deliver_async
+    from ..webhooks import deliver_async
 
     with runtime.ledger.session() as s:
         gen = s.get(Generation, generation_id)
@@ -137,85 +126,6 @@ def notify_if_final(runtime: Runtime, generation_id: str) -> None:
     deliver_async(runtime, url, secret, payload, generation_id)
 
 
-class InProcessExecutor:
-    """No broker: a small thread pool in this process runs the jobs (one generation at a time by default)."""
-
-    def __init__(self, runtime: Runtime, moderator_for: ModeratorFor, workers: int = 1) -> None:
-        self.runtime = runtime
-        self.moderator_for = moderator_for
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credence-job")
-
-    def enqueue(self, generation_id: str) -> None:
-        """Run the job soon, in this process."""
-        self.pool.submit(self._run, generation_id)
-
-    def _run(self, generation_id: str) -> None:
-        for _ in range(30):
-            try:
-                run_job(self.runtime, self.moderator_for, generation_id)
-                return
-            except JobBusy:
-                threading.Event().wait(self.runtime.settings.lease_seconds / 4)
-            except Exception:
-                log.exception("job %s crashed", generation_id)
-                return
-
-    def requeue_waiting(self) -> int:
-        """At start-up: queue again the generations a previous process accepted but never ran."""
-        with self.runtime.ledger.session() as s:
-            ids = s.scalars(select(Generation.id).where(Generation.status == "queued")
-                            .order_by(Generation.created_at)).all()
-        for generation_id in ids:
-            self.enqueue(generation_id)
-        return len(ids)
-
-    def shutdown(self) -> None:
-        """Stop taking jobs; running ones finish."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-class ModeratorCache:
-    """The deployment's moderator, loaded once, and per client its stricter overlay (same heads)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self._base: Any = None
-        self._by_overlay: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def base(self) -> Any:
-        """The deployment's moderator (loads the sentence model on first use)."""
-        with self._lock:
-            if self._base is None:
-                from moderation import Moderator, load_policy
-
-                settings = self.runtime.settings
-                self._base = Moderator.load(load_policy(settings.policy_path), clip_checkpoint=settings.clip_model)
-            return self._base
-
-    def __call__(self, client_id: str | None) -> tuple[Any, str | None]:
-        """(moderator, overlay hash) for a client: its overlay applied when it has one."""
-        base = self.base()
-        if client_id is None:
-            return base, None
-        with self.runtime.ledger.session() as s:
-            client = s.get(Client, client_id)
-            text = client.policy_overlay if client is not None else None
-        if not text:
-            return base, None
-        from moderation import Moderator
-        from moderation.frames import available_screens
-        from moderation.overlay import apply_overlay, overlay_hash
-
-        digest = overlay_hash(text)
-        with self._lock:
-            if digest not in self._by_overlay:
-                policy = apply_overlay(base.policy, text)
-                self._by_overlay[digest] = Moderator(policy, base.heads, available_screens(
-                    policy, self.runtime.settings.clip_model))
-            return self._by_overlay[digest], digest
-
-
 def find_idempotent(runtime: Runtime, client_id: str | None, idempotency_key: str) -> Generation | None:
     """The job this client already made with this `Idempotency-Key`, if any."""
     if client_id is None:
@@ -225,8 +135,8 @@ def find_idempotent(runtime: Runtime, client_id: str | None, idempotency_key: st
                                                   Generation.idempotency_key == idempotency_key)).first()
 
 
-def submit(runtime: Runtime, moderator: Any, prompt: str, options: pipeline.GenerateOptions, executor: Executor,
-           *, idempotency_key: str | None = None) -> tuple[Generation, Any, str, bool]:
+def submit(runtime: Runtime, moderator: Moderator, prompt: str, options: GenerateOptions, executor: Executor,
+           *, idempotency_key: str | None = None) -> tuple[Generation, Decision | None, str, bool]:
     """Accept a generation job: screen the prompt now, record it, and queue it when it passed.
 
     Returns (row, decision or None, status, created). With an `idempotency_key` the client already
@@ -237,8 +147,8 @@ def submit(runtime: Runtime, moderator: Any, prompt: str, options: pipeline.Gene
         if existing is not None:
             return existing, None, existing.status, False
     try:
-        gen, decision, status = pipeline.screen_and_create(runtime, moderator, prompt, options, start="queued",
-                                                           idempotency_key=idempotency_key)
+        gen, decision, status = screen_and_create(runtime, moderator, prompt, options, start="queued",
+                                                  idempotency_key=idempotency_key)
     except IntegrityError:  # the same key raced in from another request: that one won
         with runtime.ledger.session() as s:
             existing = s.scalars(select(Generation).where(Generation.client_id == options.client_id,
