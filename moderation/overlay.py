@@ -10,12 +10,14 @@ disabled: []                              # a subset of the deployment's disable
 rules:                                    # extra rules, added to the deployment's
   - {category: violence, score: 0.9, pattern: "\\bknife fight\\b"}
 output: {nudenet: {review: 0.3}}          # lower output thresholds only
+label: {mode: moving, text: "AI-generated · {client}"}   # a stronger visible label only
 ```
 
 Anything that would loosen the deployment's policy (a higher threshold, a weaker action, a
 category switched off that the deployment screens, an allow-list phrase added) is refused with
-the field named. The merged policy is validated like any policy; its decisions record the
-deployment's hash and the overlay's.
+the field named; so is a weaker visible label (a lower mode in off < corner < badge < moving, a
+smaller size, a lower opacity, or text that drops the deployment's words). The merged policy is
+validated like any policy; its decisions record the deployment's hash and the overlay's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import yaml
 
 from .errors import PolicyError
+from .label_policy import stronger_label
 from .policy import Policy, default_policy_path, parse_policy
 
 #: How strong each action is; an overlay may only move up.
@@ -59,9 +62,10 @@ def apply_overlay(base: Policy, text: str) -> Policy:
         raise fail("(file)", f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(overlay, dict):
         raise fail("(top level)", "must be a mapping")
-    unknown = set(overlay) - {"categories", "disabled", "allow_list", "rules", "output", "version"}
+    unknown = set(overlay) - {"categories", "disabled", "allow_list", "rules", "output", "version", "label"}
     if unknown:
-        raise fail(sorted(unknown)[0], "unknown field (an overlay may set categories, disabled, rules, output)")
+        raise fail(sorted(unknown)[0], "unknown field (an overlay may set categories, disabled, rules, output, "
+                                       "label)")
     merged = copy.deepcopy(_base_document(base))
 
     for name, spec in (overlay.get("categories") or {}).items():
@@ -122,6 +126,10 @@ def apply_overlay(base: Policy, text: str) -> Policy:
             if isinstance(value, bool) or not isinstance(value, int | float) or float(value) > float(base_spec[key]):
                 raise fail(f"output.{section}.{key}", f"{value!r} is looser than the deployment's {base_spec[key]}")
         merged.setdefault("output", {}).setdefault(section, {}).update(spec)
+
+    if "label" in overlay:
+        label = stronger_label(base.visible_label, overlay["label"], fail)
+        merged["label"] = {key: getattr(label, key) for key in ("mode", "text", "position", "size", "opacity")}
 
     digest = overlay_hash(text)
     merged["version"] = f"{base.version}+overlay.{digest[:8]}"

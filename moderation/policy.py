@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import PolicyError
+from .label_policy import LabelPolicy, parse_label_section
 from .lexicon import KINDS, Lexicon, load_lexicon
 
 ACTIONS = ("allow", "review", "block")
@@ -85,6 +86,8 @@ class Policy:
     output: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     lexicon: LexiconPolicy | None = None
+    #: The visible AI-disclosure label every published clip carries (`label:`; see label_policy).
+    visible_label: LabelPolicy = field(default_factory=LabelPolicy)
 
     @property
     def enabled(self) -> list[Category]:
@@ -133,7 +136,7 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None,
         raise fail("(top level)", "must be a mapping")
     # `review` (never_approvable, two_reviewers) is read and validated by credence.review.
     unknown = set(data) - {"version", "categories", "disabled", "allow_list", "rules", "output", "review",
-                           "lexicon"}
+                           "lexicon", "label"}
     if unknown:
         raise fail(sorted(unknown)[0], "unknown field")
     version = data.get("version")
@@ -241,9 +244,10 @@ def parse_policy(data: Any, *, sha256: str = "", source: str | None = None,
     if base_dir is None:
         base_dir = Path(source).parent if source and Path(source).is_file() else default_policy_path().parent
     lexicon = _parse_lexicon_section(data.get("lexicon"), categories, base_dir, fail)
+    visible_label = parse_label_section(data.get("label"), fail)
 
     return Policy(version.strip(), sha256, categories, frozenset(disabled),
-                  tuple(a.strip().lower() for a in allow), tuple(rules), output, source, lexicon)
+                  tuple(a.strip().lower() for a in allow), tuple(rules), output, source, lexicon, visible_label)
 
 
 def _number(spec: dict[str, Any], key: str, default: float, at: str, fail: Any) -> float:

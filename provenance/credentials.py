@@ -23,6 +23,9 @@ from .video import SIGNABLE_MIME
 
 GENERATOR_NAME = "credence"
 GENERATION_ASSERTION = "org.credence.generation"
+#: What the clip discloses: the visible label burned into it (mode, text, position) and the
+#: machine-readable layers it carries. EU AI Act Art. 50(2) and 50(4) evidence, read by `verify`.
+DISCLOSURE_ASSERTION = "org.credence.disclosure"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 _OFFLINE_VERIFY = {"ocsp_fetch": False, "remote_manifest_fetch": False, "verify_trust": True,
@@ -42,6 +45,9 @@ class ManifestContent:
     watermark_alg: str | None = None
     watermark_id: str | None = None
     watermark_key_id: str | None = None
+    #: The visible label (`provenance.label.LabelSpec.record()`: mode, text, position); None for
+    #: a publish that decided nothing about labels (the manifest then says nothing of one).
+    label: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_manifest(self) -> dict[str, Any]:
@@ -53,6 +59,15 @@ class ManifestContent:
             "parameters": {"org.credence.generation_id": self.generation_id},
         }]
         assertions: list[dict[str, Any]] = []
+        if self.label is not None and self.label.get("mode", "off") != "off":
+            # The label is burned in after creation and before the mark: an edit, in that order.
+            actions.append({
+                "action": "c2pa.edited",
+                "description": f"visible AI-disclosure label burned in ({self.label['mode']}): {self.label['text']}",
+                "softwareAgent": {"name": GENERATOR_NAME, "version": self.generator_version},
+                "parameters": {"org.credence.label_mode": self.label["mode"],
+                               "org.credence.label_text": self.label["text"]},
+            })
         if self.watermark_alg and self.watermark_id:
             actions.append({"action": "c2pa.watermarked",
                             "parameters": {"org.credence.watermark_key_id": self.watermark_key_id}})
@@ -76,6 +91,13 @@ class ManifestContent:
             "watermark_id": self.watermark_id,
             **self.extra,
         }})
+        if self.label is not None:
+            layers = ["c2pa"] + (["watermark"] if self.watermark_alg and self.watermark_id else [])
+            assertions.append({"label": DISCLOSURE_ASSERTION, "data": {
+                "visible_label": dict(self.label),
+                "machine_readable": layers,
+                "digital_source_type": TRAINED_ALGORITHMIC_MEDIA,
+            }})
         return {
             "claim_generator_info": [{"name": GENERATOR_NAME, "version": self.generator_version}],
             "title": self.title,
@@ -161,13 +183,16 @@ class Credentials:
     manifest_label: str | None = None
     claim_generator: str | None = None
     watermark_id: str | None = None
+    #: The visible label the manifest records (`DISCLOSURE_ASSERTION`), only from a manifest we signed.
+    disclosure: dict[str, Any] | None = None
     error: str | None = None
 
     def to_evidence(self) -> dict[str, Any]:
         """The C2PA evidence item of a verdict."""
         return {"source": "c2pa", "present": self.present, "state": self.state, "ours": self.ours,
                 "generation_id": self.generation_id, "codes": self.codes,
-                "signer": self.signer, "manifest_label": self.manifest_label}
+                "signer": self.signer, "manifest_label": self.manifest_label,
+                "disclosure": self.disclosure}
 
 
 def _read_mime(path: Path) -> str | None:
@@ -227,12 +252,14 @@ def _summarise(reader: c2pa.Reader, our_signers: frozenset[str] | set[str]) -> C
         codes = sorted({item.get("code") for item in store.get("validation_status") or [] if item.get("code")})
     signature = manifest.get("signature_info") or {}
     signer = {k: signature.get(k) for k in ("issuer", "common_name", "cert_serial_number", "alg")}
-    generation_id = watermark_id = None
+    generation_id = watermark_id = disclosure = None
     for assertion in manifest.get("assertions", []):
         if assertion.get("label") == GENERATION_ASSERTION:
             data = assertion.get("data") or {}
             generation_id = data.get("generation_id")
             watermark_id = data.get("watermark_id")
+        elif assertion.get("label") == DISCLOSURE_ASSERTION and isinstance(assertion.get("data"), dict):
+            disclosure = assertion["data"]
     # The Python reader does not expose the certificate itself; the serial number, unique per
     # issuing CA, names it. Only a chain to one of our anchors (Trusted) can be ours.
     serial = signer.get("cert_serial_number")
@@ -249,4 +276,5 @@ def _summarise(reader: c2pa.Reader, our_signers: frozenset[str] | set[str]) -> C
         manifest_label=label,
         claim_generator=(claim[0] or {}).get("name"),
         watermark_id=watermark_id if ours else None,
+        disclosure=disclosure if ours else None,
     )
