@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,10 +41,33 @@ from provenance.ledger import StateConflict
 
 from .deps import Busy, WorkTimeout
 from .quotas import QuotaUnavailable
-from .routes.problems import PROBLEM_MEDIA_TYPE, FieldError
 from .settings import Settings
 
 log = logging.getLogger("credence.app")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str = Field(description="The field's name, dotted for nested fields (`prompts.0`, `file`).")
+    location: str = Field(description="Where the field is: `body`, `query`, `path` or `header`.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str = Field(description="A URI reference naming the kind of problem (`about:blank` for a plain status).")
+    title: str = Field(description="A short summary of the kind of problem.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, without server paths or secrets.")
+    errors: list[FieldError] = Field(default_factory=list,
+                                     description="For validation problems: each bad field, by name.")
+
 
 #: Status for each error type, most specific first; a user's mistake is a 4xx, our own trouble a
 #: 503, never a bare 500 (that is left to bugs).

@@ -1,15 +1,17 @@
 """Problem details (RFC 9457) as the OpenAPI document states them: the schemas, and the error
-responses each route declares. The app renders every error through one handler (`credence.app`);
-this module only says, route by route, which errors a client can meet.
+responses each route declares. The app renders every error through one handler (`credence.errors`,
+which also defines the problem's schema); this module only says, route by route, which errors a
+client can meet.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from ..errors import PROBLEM_MEDIA_TYPE, FieldError, Problem
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
+__all__ = ["DESCRIPTIONS", "PROBLEM_MEDIA_TYPE", "UPLOAD_BODY", "UPLOAD_ERRORS", "FieldError", "Problem",
+           "problem_response", "problems"]
 
 #: What each status means in this API, for the OpenAPI document.
 DESCRIPTIONS = {
@@ -28,27 +30,6 @@ DESCRIPTIONS = {
     503: "Busy (every slot and queue place taken), timed out, or a dependency (ledger, keys, models) is "
          "unavailable; `Retry-After` says when to try again",
 }
-
-
-class FieldError(BaseModel):
-    """One invalid field of a request."""
-
-    field: str = Field(description="The field's name, dotted for nested fields (`prompts.0`, `file`).")
-    location: str = Field(description="Where the field is: `body`, `query`, `path` or `header`.")
-    message: str = Field(description="What is wrong with it.")
-
-
-class Problem(BaseModel):
-    """An error, as RFC 9457 problem details (`application/problem+json`)."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
-
-    type: str = Field(description="A URI reference naming the kind of problem (`about:blank` for a plain status).")
-    title: str = Field(description="A short summary of the kind of problem.")
-    status: int = Field(ge=400, le=599, description="The HTTP status code.")
-    detail: str = Field(description="What went wrong with this request, without server paths or secrets.")
-    errors: list[FieldError] = Field(default_factory=list,
-                                     description="For validation problems: each bad field, by name.")
 
 
 def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
