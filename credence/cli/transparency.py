@@ -24,15 +24,30 @@ def checkpoint(out: Annotated[Path, typer.Option("--out", help="Folder of checkp
                                                  "mount): one new file per run.")],
                json_: Annotated[bool, typer.Option("--json", help="Print the signed head as JSON.")] = False) -> None:
     """Sign the log's tree head (size, root, time) and add it to --out as a new file."""
-    from provenance.ledger.checkpoints import HeadInvalid, fresh_head, verify_tree_head, write_checkpoint
+    from provenance.ledger.checkpoints import (
+        HeadInvalid,
+        checkpoint_files,
+        fresh_head,
+        latest_trusted,
+        verify_tree_head,
+        write_checkpoint,
+    )
+    from provenance.ledger.transparency import TreeCache
 
     rt = runtime()
-    document = fresh_head(rt.ledger.engine, rt.identity)
+    cache = TreeCache(rt.ledger.engine)  # one pass: the new head, and the check against the last one
+    document = fresh_head(rt.ledger.engine, rt.identity, cache)
     try:  # fail closed: a checkpoint the verifier would refuse anchors nothing
         verify_tree_head(document, rt.trust_pem)
     except HeadInvalid as exc:
         raise fail(f"the signed head does not verify against the trust anchors ({exc}); "
                    "set CREDENCE_TRUST_ANCHORS to the signing certificate's root") from None
+    previous = latest_trusted(checkpoint_files(out), rt.trust_pem) if out.is_dir() else None
+    size = document["tree_head"]["tree_size"]
+    if previous is not None and (previous[0].size > size or cache.root(previous[0].size) != previous[0].root):
+        # Never anchor a log that no longer extends the last checkpoint: that is the alarm.
+        raise fail(f"the log is not consistent with checkpoint {previous[1]} (size {previous[0].size}); "
+                   "no checkpoint written: run `credence audit verify --anchor`", 1)
     path = write_checkpoint(out, document)
     if json_:
         print(json.dumps(document | {"file": str(path)}))
@@ -48,7 +63,7 @@ def prove(generation_id: Annotated[str, typer.Argument(help="The generation whos
         -> None:
     """Print (JSON) the inclusion proof of a generation's publish row and the signed head it is relative to."""
     from provenance.ledger.checkpoints import latest_covering, prove_publish
-    from provenance.ledger.transparency import leaf_index, publish_leaf
+    from provenance.ledger.transparency import TreeCache, leaf_index, publish_leaf
 
     rt = runtime()
     engine = rt.ledger.engine
@@ -61,7 +76,7 @@ def prove(generation_id: Annotated[str, typer.Argument(help="The generation whos
         if head is None:
             raise fail(f"no trusted checkpoint in {anchor} contains the publish row yet; run "
                        "`credence audit checkpoint` or leave out --anchor for a fresh head", 1)
-    document = prove_publish(engine, rt.identity, generation_id, head=head)
+    document = prove_publish(engine, rt.identity, generation_id, head=head, cache=TreeCache(engine))
     if document is None:
         raise fail(f"generation {generation_id!r} has no publish record (unknown or not published)", 1)
     print(json.dumps(document, indent=2))

@@ -101,7 +101,7 @@ def transparency_head(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]
     return fresh_head(runtime.ledger.engine, runtime.identity, _cache(runtime))
 
 
-@router.get("/v1/transparency/proof/{generation_id}", response_model=PublishProof, responses=problems(404, 503))
+@router.get("/v1/transparency/proof/{generation_id}", response_model=PublishProof, responses=problems(404, 422, 503))
 def transparency_proof(generation_id: str = PathParam(max_length=64),
                        runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """The inclusion proof of a published generation's publish row, and the signed head it is relative to."""

@@ -308,15 +308,25 @@ def prove_publish(engine: Engine, identity: Any, generation_id: str, *, head: di
     }
 
 
-def latest_covering(path: Path, anchors_pem: str, index: int) -> dict[str, Any] | None:
-    """The newest trusted checkpoint under `path` whose tree contains leaf `index` (None if none)."""
-    best: tuple[str, dict[str, Any]] | None = None
-    for file in checkpoint_files(path):
+def latest_trusted(files: list[Path], anchors_pem: str, *, min_size: int = 0) -> tuple[TreeHead, str,
+                                                                                       dict[str, Any]] | None:
+    """The newest checkpoint among `files` that verifies and holds at least `min_size` leaves.
+
+    Files that do not parse or verify are skipped here (`verify_anchored` is what reports them).
+    """
+    best: tuple[TreeHead, str, dict[str, Any]] | None = None
+    for file in files:
         try:
             document = json.loads(file.read_text(encoding="utf-8"))
             head = verify_tree_head(document, anchors_pem)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, HeadInvalid):
             continue
-        if head.size > index and (best is None or head.timestamp > best[0]):
-            best = (head.timestamp, document)
-    return best[1] if best else None
+        if head.size >= min_size and (best is None or (head.timestamp, head.size) > (best[0].timestamp, best[0].size)):
+            best = (head, file.name, document)
+    return best
+
+
+def latest_covering(path: Path, anchors_pem: str, index: int) -> dict[str, Any] | None:
+    """The newest trusted checkpoint under `path` whose tree contains leaf `index` (None if none)."""
+    found = latest_trusted(checkpoint_files(path), anchors_pem, min_size=index + 1)
+    return found[2] if found else None
