@@ -197,7 +197,9 @@ def test_webhook_is_signed_and_retried(runtime: Runtime, cli_env: dict[str, str]
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-        client = _cli(cli_env, "clients", "create", "hooked", "--scopes", "generate", "--webhook", url)
+        # A loopback receiver: only an operator's --allow-private-webhook lets the server call it.
+        client = _cli(cli_env, "clients", "create", "hooked", "--scopes", "generate", "--webhook", url,
+                      "--allow-private-webhook")
         with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": client["key"]}) as c:
             gen_id = c.post("/v1/generations", json={"prompt": PROMPT, "steps": 2}).json()["id"]
             assert _wait(c, gen_id)["status"] == "published"

@@ -29,6 +29,9 @@ keys_app = typer.Typer(help="API keys of a client: create, revoke, rotate.", no_
 ScopesOption = Annotated[str, typer.Option("--scopes", help="Comma-separated: generate, verify, moderate, review, "
                                                             "audit, admin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AllowPrivateOption = Annotated[bool, typer.Option(
+    "--allow-private-webhook", help="Let this client's webhook reach loopback, private or link-local addresses "
+                                    "(an internal receiver; refused otherwise, at set-up and at every delivery).")]
 ReviewerOption = Annotated[str | None, typer.Option(
     "--reviewer", help="The person who holds this key: approvals need a named reviewer, and the two-reviewer rule "
                        "counts people, not keys.")]
@@ -65,7 +68,8 @@ def _client_dict(client: Client) -> dict[str, Any]:
     return {"client_id": client.id, "name": client.name, "created_at": client.created_at.isoformat(),
             "disabled": client.disabled, "rate_limit": client.rate_limit,
             "daily_generations": client.daily_generations, "policy_overlay_hash": client.policy_overlay_hash,
-            "webhook_url": client.webhook_url, "operator": client.operator,
+            "webhook_url": client.webhook_url, "webhook_allow_private": client.webhook_allow_private,
+            "operator": client.operator,
             "keys": [{"key_id": k.id, "prefix": k.prefix, "scopes": k.scopes,
                       "created_at": k.created_at.isoformat(),
                       "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
@@ -83,6 +87,7 @@ def clients_create(
                                                           help="Generations allowed per day.")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="A policy overlay YAML (stricter only).")] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", help="URL told when each job ends.")] = None,
+    allow_private_webhook: AllowPrivateOption = False,
     expires_days: Annotated[int | None, typer.Option("--expires-days", min=1, help="The key expires after.")] = None,
     reviewer: ReviewerOption = None,
     json_: JsonOption = False,
@@ -97,26 +102,78 @@ def clients_create(
     rt = runtime()
     scope_list = parse_scopes(scopes)
     overlay_text, overlay_digest = _overlay(rt, policy)
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise AuthError(f"--webhook {webhook!r}: must be an http(s) URL")
+    webhook = _check_webhook(webhook, allow_private_webhook)
     webhook_secret = "whsec_" + secrets.token_urlsafe(32) if webhook else None
     with rt.ledger.session() as s:
         if s.scalars(select(Client).where(Client.name == name)).first() is not None:
             raise AuthError(f"a client named {name!r} already exists")
         client = Client(name=name, rate_limit=_check_rate(rate), daily_generations=daily_generations,
                         policy_overlay=overlay_text, policy_overlay_hash=overlay_digest, webhook_url=webhook,
-                        webhook_secret=webhook_secret)
+                        webhook_secret=webhook_secret, webhook_allow_private=bool(webhook and allow_private_webhook))
         s.add(client)
         s.flush()
         row, key = new_key(s, client, scope_list, expires_at=_expiry(expires_days), reviewer=reviewer)
         rt.ledger.audit(s, "cli", "client.created", client.id, name=name, scopes=scope_list, rate=rate,
-                        daily_generations=daily_generations, overlay_hash=overlay_digest, webhook=webhook)
+                        daily_generations=daily_generations, overlay_hash=overlay_digest, webhook=webhook,
+                        webhook_allow_private=bool(webhook and allow_private_webhook))
         rt.ledger.audit(s, "cli", "key.created", row.id, client_id=client.id, key_id=row.id, scopes=scope_list,
                         reviewer=row.reviewer)
         result = {"client_id": client.id, "key_id": row.id, "key": key}
     if webhook_secret:
         result["webhook_secret"] = webhook_secret
     _print_secret(result, json_)
+
+
+def _check_webhook(url: str | None, allow_private: bool) -> str | None:
+    """The webhook URL, refused (exit 2, saying why) when it is not http(s) or points inside the network."""
+    from ..auth import AuthError
+    from ..netguard import WebhookURLRefused, check_webhook_url
+
+    if url is None:
+        return None
+    try:
+        return check_webhook_url(url, allow_private=allow_private)
+    except WebhookURLRefused as exc:
+        raise AuthError(f"--webhook {url[:200]!r}: {exc}") from None
+
+
+@clients_app.command("set-webhook")
+@handles_errors
+def clients_set_webhook(
+    name_or_id: Annotated[str, typer.Argument(help="Client name or id.")],
+    url: Annotated[str | None, typer.Argument(help="The new webhook URL (omit with --remove).")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Stop calling the client's webhook.")] = False,
+    allow_private_webhook: AllowPrivateOption = False,
+    json_: JsonOption = False,
+) -> None:
+    """Change (or remove) a client's webhook; a new signing secret is printed once.
+
+    The URL is checked as at `clients create`: http(s) only, and no loopback, private or
+    link-local address unless --allow-private-webhook.
+    """
+    from ..auth import AuthError
+
+    if remove == (url is not None):
+        raise AuthError("give the new webhook URL, or --remove (not both)")
+    checked = _check_webhook(url, allow_private_webhook)
+    secret = "whsec_" + secrets.token_urlsafe(32) if checked else None
+    rt = runtime()
+    with rt.ledger.session() as s:
+        client = _find_client(s, name_or_id)
+        client.webhook_url, client.webhook_secret = checked, secret
+        client.webhook_allow_private = bool(checked and allow_private_webhook)
+        rt.ledger.audit(s, "cli", "client.webhook_set" if checked else "client.webhook_removed", client.id,
+                        webhook=checked, webhook_allow_private=client.webhook_allow_private)
+        result: dict[str, Any] = {"client_id": client.id, "webhook_url": checked,
+                                  "webhook_allow_private": client.webhook_allow_private}
+    if secret:
+        result["webhook_secret"] = secret
+    if json_:
+        print(json.dumps(result))
+    elif secret:
+        console.print(f"webhook of {name_or_id} set; secret (shown once): [bold]{secret}[/]", highlight=False)
+    else:
+        console.print(f"webhook of {name_or_id} removed", highlight=False)
 
 
 def _overlay(rt: Any, policy: Path | None) -> tuple[str | None, str | None]:

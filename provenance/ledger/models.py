@@ -108,6 +108,8 @@ class Client(Base):
     # Needed in the clear to sign each delivery (HMAC); shown to the client once.
     webhook_secret: Mapped[str | None] = mapped_column(String(128))
     operator: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Only an operator's `--allow-private-webhook` lets deliveries reach loopback or private addresses.
+    webhook_allow_private: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="client")
 
@@ -168,6 +170,8 @@ class Generation(Base):
     client_id: Mapped[str | None] = mapped_column(String(36), index=True)
     key_id: Mapped[str | None] = mapped_column(String(36))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of the request that carried the key: the same key with another body is a 409.
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
@@ -212,7 +216,7 @@ class ModerationDecision(Base):
     client_id: Mapped[str | None] = mapped_column(String(36), index=True)
     key_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
-                                                    server_default=func.now())
+                                                    server_default=func.now(), index=True)
 
     generation: Mapped[Generation | None] = relationship(back_populates="decisions")
 
@@ -232,7 +236,12 @@ class PublishedFile(Base):
     manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
     signer_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
-                                                    server_default=func.now())
+                                                    server_default=func.now(), index=True)
+    # What the file discloses (issue 25): the visible label burned in (mode, words shown; NULL
+    # before labels existed) and whether the signed file read back valid, trusted and ours.
+    label_mode: Mapped[str | None] = mapped_column(String(16))
+    label_text: Mapped[str | None] = mapped_column(String(200))
+    manifest_verified: Mapped[bool | None] = mapped_column()
 
     generation: Mapped[Generation] = relationship(back_populates="files")
 
@@ -320,6 +329,34 @@ class ConsoleSessionRow(Base):
     flash: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
+class WebhookOutbox(Base):
+    """A webhook call owed to a client (issue 21): written in the transaction that changes the generation.
+
+    A deliverer (API process or worker) takes a row under a lease, sends it, and marks it
+    delivered, or schedules the next try, or gives up after the retry schedule. A process that dies
+    mid-delivery leaves its lease to run out (or to be taken at once when its owner is certainly
+    dead), so another deliverer sends it again: at least once.
+    """
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"))
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_webhook_outbox_pending", WebhookOutbox.delivered_at, WebhookOutbox.failed_at, WebhookOutbox.next_attempt_at)
 Index("ix_generations_status_lease", Generation.status, Generation.lease_expires_at)
 Index("ix_generations_client_created", Generation.client_id, Generation.created_at)
 # Audit search and export walk generations in (created_at, id) order, a page at a time.

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import ProvenanceError
 from .models import FINAL_STATUSES, STAGES, TRANSITIONS, Generation, utcnow
+from .outbox import NOTIFIED_STATUSES, enqueue_for_generation
 
 #: How long a lease lasts unless renewed (a queue's visibility timeout is set to match).
 DEFAULT_LEASE_SECONDS = 120.0
@@ -80,7 +81,8 @@ def move(session: Session, generation_id: str, expected: Iterable[str], to: str,
 
     For a `running` row, `owner` must hold the lease. A move to `running` takes the lease for
     `owner`; a move out of `running` gives it up. The caller commits (same unit of work as the
-    rows that go with the move).
+    rows that go with the move, including the client's webhook call in the outbox when the move
+    ends the job or holds it for review).
     """
     expected = tuple(expected)
     for status in expected:
@@ -108,6 +110,9 @@ def move(session: Session, generation_id: str, expected: Iterable[str], to: str,
         held = " (lease held by another process)" if current.status == "running" else ""
         raise StateConflict(f"generation {generation_id} is {current.status}{held}, "
                             f"not {' or '.join(expected)}: refusing to move it to {to}")
+    if to in NOTIFIED_STATUSES:
+        # The client's webhook call is owed in the same transaction as the move (see outbox).
+        enqueue_for_generation(session, generation_id)
 
 
 def claim(session: Session, generation_id: str, owner: str, seconds: float = DEFAULT_LEASE_SECONDS,
