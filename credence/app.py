@@ -31,6 +31,7 @@ from .routes import audit, c2pa_resolution, generate, health, moderation, review
 from .routes.problems import FieldError, Problem, problem_response, problems
 from .runtime import ModeratorCache, Runtime
 from .settings import Settings
+from .transport import install as install_transport
 
 log = logging.getLogger("credence.app")
 
@@ -207,6 +208,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     for router in routers:
         app.include_router(router)
     install_console(app)  # /console: the reviewers' and auditors' web pages (not in the OpenAPI document)
+    install_transport(app, settings)  # HSTS when the deployment says it is behind TLS
     # (path pattern, methods) of every route, for the Allow header of a 405 (included routers are not
     # flattened into app.router.routes).
     app.state.route_table = [(route.path_regex, set(route.methods)) for router in routers for route in router.routes

@@ -37,6 +37,7 @@ from .generation.hold import quarantine_for
 from .generation.jobs import notify_if_final, output_path, run_job
 from .generation.options import publish_request
 from .generation.protocols import ModeratorFor
+from .reviewers import PastApproval, check_approver, repeated_reviewer
 from .runtime import ModeratorCache, Runtime
 from .timestamps import aware, iso
 
@@ -57,26 +58,27 @@ class ReviewRefused(ReviewError):
 
 @dataclass(frozen=True)
 class Reviewer:
-    """Who decides: the audit log's actor name and, over HTTP, the client and key."""
+    """Who decides: the audit log's actor name, the person (`name`) and, over HTTP, the client and key.
+
+    Approvals count people (`credence.reviewers`): a key names its holder (`keys create --reviewer`);
+    a key that names nobody may reject but not approve.
+    """
 
     actor: str
     client_id: str | None = None
     key_id: str | None = None
-
-    @property
-    def identity(self) -> str:
-        """What makes two reviewers different people: their key, else their name."""
-        return self.key_id or self.actor
+    name: str | None = None
 
     @classmethod
     def from_caller(cls, caller: Any) -> Reviewer:
         """The reviewer behind an authenticated API caller (`credence.auth.Caller`)."""
-        return cls(caller.actor, caller.client_id, caller.key_id)
+        return cls(caller.actor, caller.client_id, caller.key_id, caller.reviewer)
 
     @classmethod
     def local(cls, name: str | None = None) -> Reviewer:
         """A reviewer at the command line (`--as NAME`, else the operating-system user)."""
-        return cls(f"cli:{name or getpass.getuser()}")
+        person = name or getpass.getuser()
+        return cls(f"cli:{person}", name=person)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def _item(runtime: Runtime, gen: Generation, decisions: list[ModerationDecision]
         "held_at": iso(held.created_at) if held else None,
         "never_approvable": sorted(set(categories) & rules.never_approvable),
         "reviewers_needed": 2 if set(categories) & rules.two_reviewers else 1,
-        "approvals": [{"actor": (d.reasons or [{}])[0].get("reviewer"), "key_id": d.key_id,
+        "approvals": [{"actor": (d.reasons or [{}])[0].get("reviewer"), "key_id": d.key_id, "client_id": d.client_id,
+                       "reviewer": (d.reasons or [{}])[0].get("reviewer_name"),
                        "at": iso(d.created_at)} for d in approvals],
         "failure_reason": gen.failure_reason,
     }
@@ -281,11 +284,12 @@ def _record(runtime: Runtime, session: Any, gen: Generation, held: ModerationDec
             action: str, note: str, **details: Any) -> None:
     session.add(ModerationDecision(
         generation_id=gen.id, stage="review", prompt_sha256=gen.prompt_sha256, action=action,
-        scores={}, reasons=[{"note": note, "reviewer": reviewer.actor, "held_stage": gen.stage, **details}],
+        scores={}, reasons=[{"note": note, "reviewer": reviewer.actor, "reviewer_name": reviewer.name,
+                             "held_stage": gen.stage, **details}],
         policy_version=held.policy_version if held else (gen.policy_version or "unknown"),
         policy_hash=held.policy_hash if held else None, client_id=reviewer.client_id, key_id=reviewer.key_id))
     runtime.ledger.audit(session, reviewer.actor, f"review.{action}", gen.id, client_id=reviewer.client_id,
-                         key_id=reviewer.key_id, note=note, stage=gen.stage, **details)
+                         key_id=reviewer.key_id, reviewer=reviewer.name, note=note, stage=gen.stage, **details)
 
 
 def _check_note(note: str) -> str:
@@ -339,6 +343,8 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
         gen, decisions = _load_held(s, generation_id)
         held = _held_decision(decisions, gen.stage)
         categories = set(_categories(held))
+        # Who, before what: a client's own request, or a key naming no person, is refused (403) whatever it is.
+        check_approver(reviewer.name, reviewer.client_id, generation_id, gen.client_id)
         forbidden = sorted(categories & rules.never_approvable)
         if forbidden:
             raise ReviewRefused(f"generation {generation_id} was held for {', '.join(forbidden)}, which the policy "
@@ -354,9 +360,10 @@ def approve(runtime: Runtime, generation_id: str, reviewer: Reviewer, note: str,
                 raise ReviewError(f"generation {generation_id}: the held video's review period ended")
         needed = 2 if categories & rules.two_reviewers else 1
         given = _approvals(decisions, held.created_at if held else None)
-        if any((d.key_id or (d.reasons or [{}])[0].get("reviewer")) == reviewer.identity for d in given):
-            raise ReviewRefused(f"generation {generation_id}: you already approved it; the policy needs "
-                                f"{needed} different reviewers")
+        repeated = repeated_reviewer(reviewer.name, reviewer.key_id, [PastApproval.from_decision(d) for d in given])
+        if repeated:
+            raise ReviewRefused(f"generation {generation_id}: {repeated}; the policy needs {needed} different "
+                                "reviewers (different people, with different keys)")
         if len(given) + 1 < needed:
             _record(runtime, s, gen, held, reviewer, "approve", note, approvals=len(given) + 1, needed=needed)
             return ReviewOutcome(generation_id, "approve", "review",

@@ -68,7 +68,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             client = Client(name=name)
             s.add(client)
             s.flush()
-            keys[name] = new_key(s, client, scopes)[1]
+            keys[name] = new_key(s, client, scopes, reviewer="Tess" if "review" in scopes else None)[1]
     ids = {"output": _held(rt, "output", "sexual", "a dancer on a stage", frames=True),
            "prompt": _held(rt, "prompt", "violence", "a bloody knife on a table", frames=False)}
     published = rt.publisher.publish_file(make_clip(root / "source.mp4", frames=24), root / "published.mp4",

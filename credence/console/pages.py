@@ -23,11 +23,13 @@ from ..audit import SearchError, SearchFilters, chunked, export_lines, search_ge
 from ..generation.executors import executor_for
 from ..generation.hold import quarantine_for
 from ..review import Reviewer, ReviewError, approve, list_held, reject, show
-from . import (
+from ..reviewers import ApprovalForbidden
+from .core import (
     PRESESSION_COOKIE,
     SESSION_COOKIE,
     ConsoleError,
     ConsoleSession,
+    SignInFailed,
     _redirect,
     _runtime,
     _security_headers,
@@ -37,6 +39,7 @@ from . import (
     current,
     needs,
     render,
+    resume,
     save_upload,
     sign_in,
 )
@@ -139,7 +142,7 @@ def add_routes(router: APIRouter) -> None:
     @router.get("/console")
     def home(request: Request) -> Response:
         """Signed out: the sign-in page (200). Signed in: the overview."""
-        session = _store(request).get(request.cookies.get(SESSION_COOKIE))
+        session = resume(request)
         if session is None:
             token = secrets.token_urlsafe(32)
             response = render(request, "signin.html", presession=token)
@@ -155,13 +158,15 @@ def add_routes(router: APIRouter) -> None:
         expected = request.cookies.get(PRESESSION_COOKIE, "")
         if not csrf or not expected or not secrets.compare_digest(csrf, expected):
             raise ConsoleError(403, "the form's CSRF token is missing or wrong; reload the page and try again")
-        result = sign_in(request, key)
-        if isinstance(result, str):
+        try:
+            sid, _record = sign_in(request, key)
+        except SignInFailed as failed:
             token = secrets.token_urlsafe(32)
-            response = render(request, "signin.html", 401, presession=token, error=result)
+            response = render(request, "signin.html", failed.status, presession=token, error=failed.message)
             _set_cookie(request, response, PRESESSION_COOKIE, token, 3600)
+            if failed.retry_after is not None:
+                response.headers["Retry-After"] = str(failed.retry_after)
             return response
-        sid, _session = result
         response = _redirect("/console")
         _set_cookie(request, response, SESSION_COOKIE, sid, int(_store(request).seconds))
         response.delete_cookie(PRESESSION_COOKIE, path="/console")
@@ -207,9 +212,11 @@ def add_routes(router: APIRouter) -> None:
                 outcome = approve(runtime, generation_id, reviewer, note, enqueue=executor_for(request.app).enqueue)
             else:
                 outcome = reject(runtime, generation_id, reviewer, note)
-            session.flash.append(f"{generation_id[:8]}: {outcome.detail} (now {outcome.status})")
+            session.say(f"{generation_id[:8]}: {outcome.detail} (now {outcome.status})")
+        except ApprovalForbidden as exc:
+            raise ConsoleError(403, str(exc)) from None  # not a flash: this reviewer may not decide it at all
         except (ReviewError, ProvenanceError) as exc:
-            session.flash.append(f"{generation_id[:8]}: {exc}")
+            session.say(f"{generation_id[:8]}: {exc}")
         target = f"/console/generations/{generation_id}" if back == "generation" else "/console/queue"
         return _redirect(target)
 

@@ -16,6 +16,7 @@ from ..auth import Caller
 from ..deps import get_runtime, require_scope
 from ..generation.executors import executor_for
 from ..review import Reviewer, ReviewError, ReviewNotFound, ReviewRefused, approve, list_held, reject, show
+from ..reviewers import ApprovalForbidden
 from ..runtime import Runtime
 from .problems import problems
 
@@ -77,12 +78,16 @@ def approve_review(generation_id: str, body: ReviewNote, request: Request,
                    runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """Approve: a held prompt's job is queued; a held output is published as it was made.
 
-    409 when it is not held, when the policy never allows approving its category, or when the
-    same reviewer approves twice where two are needed.
+    403 when the key names no reviewer (`keys create --reviewer NAME`) or its client made the
+    request (a client never approves its own held request, whatever its scopes). 409 when it is
+    not held, when the policy never allows approving its category, or when the same person (or
+    key) approves twice where two reviewers are needed.
     """
     try:
         return approve(runtime, generation_id, Reviewer.from_caller(caller), body.note,
                        enqueue=executor_for(request.app).enqueue).to_dict()
+    except ApprovalForbidden as exc:
+        raise HTTPException(403, str(exc)) from None
     except (ReviewRefused, ReviewError) as exc:
         raise _http(exc) from None
 
@@ -91,7 +96,10 @@ def approve_review(generation_id: str, body: ReviewNote, request: Request,
              responses=problems(401, 403, 404, 409, 422, 503))
 def reject_review(generation_id: str, body: ReviewNote, caller: Caller = Depends(require_scope("review")),
                   runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    """Reject: the generation ends `rejected`; its held output is deleted."""
+    """Reject: the generation ends `rejected`; its held output is deleted.
+
+    Any `review` key may reject, its own client's request included: that only withdraws it.
+    """
     try:
         return reject(runtime, generation_id, Reviewer.from_caller(caller), body.note).to_dict()
     except ReviewError as exc:
