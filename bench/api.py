@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from credence.testkit import start_worker, stop_process
+from tests.support import start_worker, stop_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REDIS_URL = os.environ.get("CREDENCE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")

@@ -101,8 +101,8 @@ def published_clip(tmp: Path) -> tuple[Path, dict[str, str]]:
     """A clip published with a manifest, watermark and fingerprints into a fresh home; the CLI's environment."""
     from credence.runtime import Runtime
     from credence.settings import Settings
-    from credence.testkit import make_clip
     from provenance.publish import PublishRequest
+    from tests.support import make_clip
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENCE_")}
     env["CREDENCE_HOME"] = str(tmp / "home")

@@ -9,7 +9,7 @@ published clips whose fingerprints are drawn like real ones and bulk-inserted in
 tables (`bench/synthetic_ledger.py`). A fresh, empty ledger would make the false-accusation
 figure meaningless: there would be nothing to mistake an innocent clip for.
 Identification: publishes real clips from ../shared/data/videos cut into pieces plus procedural
-clips, applies the attacks of `credence/testkit/attacks.py` (manifest stripped by every one) and
+clips, applies the attacks of `tests/support/attacks.py` (manifest stripped by every one) and
 verifies each: the share that comes back `generated` with the right generation id.
 False accusations: never-published clips (real ones, their edits, an unpublished segment of a
 published video, procedural ones including flat, dark and noise clips): the count of `generated`,
@@ -35,8 +35,8 @@ import numpy as np
 from PIL import Image
 
 from bench.synthetic_ledger import LEDGER_FLOOR, fill_ledger, hash_statistics, ledger_hashes, published_clips
-from credence.testkit.attacks import ATTACKS, FAMILY, TARGET, apply_attack
 from provenance.video import frame_rate, iter_frames, write_video
+from tests.support.attacks import ATTACKS, FAMILY, TARGET, apply_attack
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
@@ -236,7 +236,7 @@ def end_to_end(rt, work: Path, published: list, repeats: int) -> dict:
 
     from credence.app import create_app
     from credence.settings import Settings
-    from credence.testkit import LiveServer
+    from tests.support import LiveServer
 
     src = VIDEOS / "threatexchange" / "doorknob-hd-no-bar.mp4"
     frames = list(iter_frames(src)) if src.exists() else procedural_frames(7, "texture", 1280, 720, 120)

@@ -28,10 +28,10 @@ from sqlalchemy import select
 
 from credence.runtime import Runtime
 from credence.settings import Settings
-from credence.testkit import make_clip
 from provenance.ledger import Generation, PublishedFile
 from provenance.ledger.models import Fingerprint
 from provenance.publish import TEMP_PREFIX, PublishRequest, file_sha256
+from tests.support import make_clip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 
 from bench.detector import procedural_frames
-from credence.testkit.attacks import apply_attack
 from provenance.video import write_video
+from tests.support.attacks import apply_attack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_freshness.json"
 

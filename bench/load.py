@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from credence.testkit import make_clip
+from tests.support import make_clip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-load-key-0123456789"

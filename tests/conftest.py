@@ -10,7 +10,7 @@ import pytest
 
 from credence.runtime import Runtime
 from credence.settings import Settings
-from credence.testkit import LiveServer, make_clip
+from tests.support import LiveServer, make_clip
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSTGRES_URL = os.environ.get("CREDENCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

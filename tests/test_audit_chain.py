@@ -233,11 +233,11 @@ BIG = 100_000
 def big_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """100k generations, their decisions and chained audit rows (bulk-inserted as bench/audit.py does),
     served by a real server with an auditor's key and a reviewer's key."""
-    from bench.audit import populate
     from credence.app import create_app
     from credence.auth import new_key
     from credence.runtime import Runtime
     from provenance.ledger.models import Client
+    from tests.support.bulk_ledger import populate
 
     from .conftest import LiveServer, settings_for
 

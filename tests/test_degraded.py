@@ -26,13 +26,13 @@ from sqlalchemy.engine import make_url
 import detector
 from credence.app import create_app
 from credence.runtime import Runtime
-from credence.testkit.attacks import apply_attack
 from detector.evidence import LEDGER_ERRORS
 from detector.resolution import manifest_bytes, matches_by_content
 from provenance.fingerprint_index import FingerprintIndex
 from provenance.ledger import Generation
 from provenance.ledger.models import Fingerprint
 from provenance.publish import PublishedClip, PublishRequest
+from tests.support.attacks import apply_attack
 
 from .conftest import API_KEY, POSTGRES_URL, LiveServer, settings_for
 from .test_fingerprint import write_scene

@@ -17,11 +17,11 @@ import pytest
 import detector
 from credence.app import create_app
 from credence.runtime import Runtime
-from credence.testkit.attacks import apply_attack
 from detector import Evidence, combine
 from provenance.fingerprint import ALGORITHM as FINGERPRINT_ALG
 from provenance.publish import PublishedClip, PublishRequest
 from provenance.video import write_video
+from tests.support.attacks import apply_attack
 
 from .conftest import API_KEY, LiveServer, settings_for
 from .test_fingerprint import scene_frames, write_scene

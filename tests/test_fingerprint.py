@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, inspect
 
 from credence import db
 from credence.runtime import Runtime
-from credence.testkit.attacks import apply_attack
 from detector.fingerprint_source import is_strong
 from provenance.fingerprint import (
     ClipFingerprint,
@@ -27,6 +26,7 @@ from provenance.fingerprint_index import FingerprintIndex, index_for
 from provenance.ledger.models import Fingerprint
 from provenance.publish import PublishRequest
 from provenance.video import iter_frames, write_video
+from tests.support.attacks import apply_attack
 
 
 def scene_frames(seed: int, *, width: int = 256, height: int = 192, frames: int = 36) -> list[np.ndarray]:

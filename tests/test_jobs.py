@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from credence.generation import jobs, pipeline
-from credence.runtime import ModeratorCache, Runtime
-from credence.testkit import process_state, start_worker, stop_process
+from credence import jobs, pipeline
+from credence.runtime import Runtime
 from provenance.ledger import Generation, PublishedFile
+from tests.support import process_state, start_worker, stop_process
 
 from .conftest import settings_for
 
@@ -65,10 +65,10 @@ def _wait_status(rt: Runtime, generation_id: str, wanted: set[str], timeout: flo
 
 
 def _submit(rt: Runtime, **options: object) -> str:
-    from credence.generation.queue import QueueExecutor
+    from credence.worker import QueueExecutor
 
     executor = QueueExecutor(rt.settings)
-    moderator = ModeratorCache(rt)
+    moderator = jobs.ModeratorCache(rt)
     gen, _decision, status, created = jobs.submit(rt, moderator.base(), PROMPT,
                                                   pipeline.GenerateOptions(seed=1, steps=2, **options), executor)
     executor.shutdown()
@@ -112,7 +112,7 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
 
 
 def test_run_job_is_idempotent_and_publishes_once(runtime: Runtime) -> None:
-    moderators = ModeratorCache(runtime)
+    moderators = jobs.ModeratorCache(runtime)
 
     class Collect:
         def __init__(self) -> None:

@@ -25,9 +25,9 @@ import pytest
 
 from credence.app import create_app
 from credence.runtime import Runtime
-from credence.testkit import make_clip
 from generator.model import default_model_path
 from provenance.publish import PublishRequest
+from tests.support import make_clip
 
 from .conftest import API_KEY, LiveServer, settings_for
 

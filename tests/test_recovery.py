@@ -21,11 +21,11 @@ import pytest
 from sqlalchemy import select
 
 from credence.runtime import Runtime
-from credence.testkit import process_state
 from provenance.ledger import Generation, PublishedFile, StateConflict, states
 from provenance.ledger.models import Fingerprint
 from provenance.publish import TEMP_PREFIX, PublishRequest, file_sha256
 from provenance.video import iter_frames
+from tests.support import process_state
 
 from .conftest import make_clip, settings_for
 

@@ -1,7 +1,8 @@
-"""Helpers the tests and the benchmarks share: real clips, a live uvicorn server, and attacks.
+"""Helpers the tests and the benchmarks share: real clips, a live uvicorn server, attacks and a bulk ledger.
 
-One home for both, so that `bench/` never imports `tests/` and `tests/` never imports `bench/`.
-Importing this package is cheap: numpy and PyAV only (the attacks live in `credence.testkit.attacks`).
+The one part of tests/ that bench/ imports (bench/ imports nothing else of tests/); never installed.
+Importing this package is cheap: numpy and PyAV only (the attacks live in `tests.support.attacks`, the
+bulk-inserted ledger in `tests.support.bulk_ledger`).
 """
 
 from __future__ import annotations
