@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from credence import jobs, pipeline
-from credence.runtime import Runtime
+from credence.generation import jobs, pipeline
+from credence.runtime import ModeratorCache, Runtime
 from provenance.ledger import Generation, PublishedFile
 from tests.support import process_state, start_worker, stop_process
 
@@ -65,10 +65,10 @@ def _wait_status(rt: Runtime, generation_id: str, wanted: set[str], timeout: flo
 
 
 def _submit(rt: Runtime, **options: object) -> str:
-    from credence.worker import QueueExecutor
+    from credence.generation.queue import QueueExecutor
 
     executor = QueueExecutor(rt.settings)
-    moderator = jobs.ModeratorCache(rt)
+    moderator = ModeratorCache(rt)
     gen, _decision, status, created = jobs.submit(rt, moderator.base(), PROMPT,
                                                   pipeline.GenerateOptions(seed=1, steps=2, **options), executor)
     executor.shutdown()
@@ -112,7 +112,7 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
 
 
 def test_run_job_is_idempotent_and_publishes_once(runtime: Runtime) -> None:
-    moderators = jobs.ModeratorCache(runtime)
+    moderators = ModeratorCache(runtime)
 
     class Collect:
         def __init__(self) -> None:
