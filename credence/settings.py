@@ -82,6 +82,14 @@ class Settings:
     clip_model: Path | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
     max_upload_seconds: int = 600
+    # Decoding budget of an uploaded clip (issue 21): each frame fits this box (either way round), and
+    # width x height x frames stays under the total (default 600 s of 3840x2160 at 60 fps).
+    max_frame_size: tuple[int, int] = (4096, 2304)
+    max_total_pixels: int = 600 * 3840 * 2160 * 60
+    # Bodies of the routes that take no clip (JSON, forms): a larger declared Content-Length is 413 at once.
+    max_body_bytes: int = 1024 * 1024
+    # Open connections (and requests in flight) past which `credence serve` answers 503 at once.
+    max_connections: int = 512
     # HTTP limits (credence serve): a body that stops arriving, and how many heavy requests run and wait.
     body_timeout: float = 30.0
     queue_timeout: float = 30.0
@@ -147,6 +155,10 @@ class Settings:
             clip_model=_path(env, "CREDENCE_CLIP_CHECKPOINT"),
             max_upload_bytes=_int(env, "CREDENCE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
             max_upload_seconds=_int(env, "CREDENCE_MAX_UPLOAD_SECONDS", 600),
+            max_frame_size=_frame_size(env, "CREDENCE_MAX_FRAME_SIZE", (4096, 2304)),
+            max_total_pixels=_int(env, "CREDENCE_MAX_TOTAL_PIXELS", 600 * 3840 * 2160 * 60),
+            max_body_bytes=_int(env, "CREDENCE_MAX_BODY_BYTES", 1024 * 1024),
+            max_connections=_int(env, "CREDENCE_MAX_CONNECTIONS", 512),
             body_timeout=_seconds(env, "CREDENCE_BODY_TIMEOUT", 30.0),
             queue_timeout=_seconds(env, "CREDENCE_QUEUE_TIMEOUT", 30.0),
             verify_concurrency=_int(env, "CREDENCE_VERIFY_CONCURRENCY", 2),
@@ -182,6 +194,14 @@ class Settings:
         return self.index_dir if self.index_dir is not None else self.home / "index"
 
     @property
+    def decode_limits(self) -> Any:
+        """The decoding budget of an uploaded clip (`provenance.video_limits.DecodeLimits`)."""
+        from provenance.video_limits import DecodeLimits
+
+        return DecodeLimits(frame_box=self.max_frame_size, max_total_pixels=self.max_total_pixels,
+                            max_seconds=float(self.max_upload_seconds))
+
+    @property
     def keys_dir(self) -> Path:
         """Folder of the development CA, signing certificate and watermark secrets."""
         return self.home / "keys"
@@ -190,6 +210,19 @@ class Settings:
     def outputs_dir(self) -> Path:
         """Default folder for clips that `credence generate` publishes."""
         return self.home / "outputs"
+
+
+def _frame_size(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
+    """A frame size such as `4096x2304` (width x height, each at least 16)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    from provenance.video_limits import parse_frame_box
+
+    try:
+        return parse_frame_box(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:

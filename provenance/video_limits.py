@@ -7,7 +7,7 @@ duration limits do not see it. So every untrusted clip is held to a pixel budget
 
 - **per frame**: the frame must fit a box (default 4096×2304, either orientation);
 - **overall**: width × height × frames at most `max_total_pixels` (default 600 s of 3840×2160
-  at 60 fps, about 3×10^14), and no longer than `max_seconds`.
+  at 60 fps, about 3×10^11), and no longer than `max_seconds`.
 
 `check_declared` checks what the headers declare (`provenance.video.probe` without decoding:
 opening the container parses the codec's own headers, so the H.264 SPS size is what it sees,
@@ -29,11 +29,12 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
-
-import av
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import InvalidVideo, VideoTooLarge
+
+if TYPE_CHECKING:  # only for annotations: settings import this module, and must not pull FFmpeg in
+    import av
 
 #: Default frame box (either orientation): 4096×2304, a little over 4K UHD's 3840×2160.
 DEFAULT_FRAME_BOX = (4096, 2304)
