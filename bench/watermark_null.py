@@ -82,7 +82,10 @@ from scipy import stats
 from bench.watermark import FPS, REAL, bench_key, procedural, real_clip
 from provenance.video import VideoWriter
 from provenance.watermark import DETECTION_P, WatermarkEmbedder, WatermarkKey, detect_watermark, detect_watermark_file
-from provenance.watermark import detect as D
+from provenance.watermark import lattice as wm_lattice
+from provenance.watermark import statistics as wm_statistics
+from provenance.watermark import windows as wm_windows
+from provenance.watermark._threads import one_thread
 from provenance.watermark.embed import MIN_SIDE
 from provenance.watermark.layout import TILE, cell_px
 
@@ -111,13 +114,13 @@ class Window:
 
     def sampled(self) -> list[int]:
         """The frame indices `detect_watermark(frames, keys, fps)` accumulates (its own rule)."""
-        window = max(1, round(D.WINDOW_S * self.fps))
-        stride = max(1, math.ceil(window / D.MAX_FRAMES))
+        window = max(1, round(wm_windows.WINDOW_S * self.fps))
+        stride = max(1, math.ceil(window / wm_windows.MAX_FRAMES))
         return [i for i in range(min(window, self.length)) if i % stride == 0]
 
     def all_frames(self) -> list[np.ndarray]:
         """Every frame of the window (for the public-API cross-check)."""
-        return [self.frame(i) for i in range(min(self.length, max(1, round(D.WINDOW_S * self.fps))))]
+        return [self.frame(i) for i in range(min(self.length, max(1, round(wm_windows.WINDOW_S * self.fps))))]
 
 
 def random_edits(rng: np.random.Generator, shape: tuple[int, int]) -> dict[str, object]:
@@ -171,7 +174,7 @@ def apply_edits(frame: np.ndarray, edits: dict[str, object]) -> np.ndarray:
 def clip_window(label: str, group: str, frames: Sequence[np.ndarray], fps: float, rng: np.random.Generator,
                 *, edit: bool = True) -> Window:
     """A window of an in-memory clip at a random start, with random edits."""
-    window = max(1, round(D.WINDOW_S * fps))
+    window = max(1, round(wm_windows.WINDOW_S * fps))
     start = int(rng.integers(0, max(0, len(frames) - window) + 1))
     edits = random_edits(rng, frames[0].shape[:2]) if edit else {}
     edits["start_s"] = round(start / fps, 2)
@@ -200,7 +203,7 @@ def seeded_window(seed: int, *, edit: bool = True) -> Window:
     rng = np.random.default_rng(seed)
     h, w = SEEDED_SIZES[int(rng.integers(len(SEEDED_SIZES)))]
     fps = float(rng.choice([24.0, 25.0, 30.0, 60.0]))
-    n = round(D.WINDOW_S * fps)
+    n = round(wm_windows.WINDOW_S * fps)
     kind = "tiled" if rng.random() < 0.4 else "pink"
     beta = float(rng.uniform(1.5, 2.5))
     still = rng.random() < 0.3
@@ -273,15 +276,15 @@ def make_windows(count: int, real: dict, proc: dict, seed: int) -> list[Window]:
 
 
 # -- the detector, split into its key-free part and its per-key part ----------------------------
-def accumulate(win: Window) -> D._Accumulator:
+def accumulate(win: Window) -> wm_windows._Accumulator:
     """Steps 1 of the detector on the frames it would sample: whitened working-size luma."""
-    acc = D._Accumulator(CPU)
+    acc = wm_windows._Accumulator(CPU)
     for i in win.sampled():
         acc.add_rgb(win.frame(i))
     return acc
 
 
-def key_free(acc: D._Accumulator) -> tuple[list[torch.Tensor], int]:
+def key_free(acc: wm_windows._Accumulator) -> tuple[list[torch.Tensor], int]:
     """Everything `_analyse` does before it looks at a key: lattices, folds, mirrored folds.
 
     Calls the detector's own `key_free_variants` (the very code `_analyse` runs); returns the
@@ -289,21 +292,21 @@ def key_free(acc: D._Accumulator) -> tuple[list[torch.Tensor], int]:
     one look (a 3 s window is one look: `looks_for`).
     """
     assert acc.total is not None and acc.size is not None
-    return D.key_free_variants(acc.total, acc.size, acc.kept)
+    return wm_lattice.key_free_variants(acc.total, acc.size, acc.kept)
 
 
 def p_of(z: float, tests: int) -> float:
     """The detector's p-value for best z over `tests` shift/variant tests (as `_analyse`)."""
-    log_p = D._log_p(z, tests)
+    log_p = wm_statistics._log_p(z, tests)
     return float(min(1.0, math.exp(log_p))) if log_p < 700 else 1.0
 
 
 def key_trial(variants: Sequence[torch.Tensor], tests: int, key: WatermarkKey) -> tuple[float, float, float]:
     """(z max, detector p, fixed-shift z) of one key against a window's folds."""
-    tpl = D._templates(key, CPU)
+    tpl = wm_statistics._templates(key, CPU)
     zmax, z0 = -math.inf, 0.0
     for j, g in enumerate(variants):
-        z = D._zscores(g, tpl)
+        z = wm_statistics._zscores(g, tpl)
         zmax = max(zmax, float(z.max()))
         if j == 0:
             z0 = float(z[0, 0])
@@ -356,16 +359,16 @@ def null_trials(windows: list[Window], keys_per_window: int, verify: int, seed: 
     max_dz, public = 0.0, []
     flat_windows = 0
     for w, win in enumerate(windows):
-        with D._one_thread(CPU):
+        with one_thread(CPU):
             t0 = time.perf_counter()
             frames = {i: win.frame(i) for i in win.sampled()}
             t1 = time.perf_counter()
-            acc = D._Accumulator(CPU)
+            acc = wm_windows._Accumulator(CPU)
             for i in win.sampled():
                 acc.add_rgb(frames[i])
             t2 = time.perf_counter()
             assert acc.total is not None and acc.size is not None
-            full = D._analyse(acc.total, acc.size, [REAL_KEY], acc.frames, acc.kept)
+            full = wm_statistics._analyse(acc.total, acc.size, [REAL_KEY], acc.frames, acc.kept)
             t3 = time.perf_counter()
             variants, tests = key_free(acc)
             t4 = time.perf_counter()
@@ -467,7 +470,7 @@ def wrong_key(count: int, extra_keys: int, real: dict, proc: dict, seed: int) ->
         a_hits += int(res_a.detected)
         a_payload_ok += int(res_a.payload == payload)
         mwin = Window(win.label, win.group, win.fps, len(marked), lambda i, m=marked: m[i])
-        with D._one_thread(CPU):
+        with one_thread(CPU):
             variants, tests = key_free(accumulate(mwin))
             for k in range(extra_keys):
                 _, p, z0 = key_trial(variants, tests, random_key(rng, f"B-{w}-{k}"))

@@ -48,7 +48,11 @@ class VideoInfo:
     container: str
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def open_video(path: Path) -> av.container.InputContainer:
+    """Open a clip for reading; `InvalidVideo` naming why for anything that is not a decodable video.
+
+    The caller closes the container it gets.
+    """
     if not path.exists():
         raise InvalidVideo(f"{path}: no such file")
     if path.is_dir():
@@ -76,7 +80,7 @@ def probe(path: Path, *, decode_check: bool = True) -> VideoInfo:
     Headers alone lie about truncated files, so the check decodes every packet (cheap next to
     anything we then do with the clip) and fails if the stream ends early or is corrupt.
     """
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
@@ -105,7 +109,7 @@ def probe(path: Path, *, decode_check: bool = True) -> VideoInfo:
 
 def iter_frames(path: Path) -> Iterator[np.ndarray]:
     """Yield the clip's frames as RGB uint8 arrays, one at a time."""
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -120,7 +124,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
 
 def frame_rate(path: Path) -> float:
     """The clip's average frame rate (frames per second)."""
-    container = _open(path)
+    container = open_video(path)
     try:
         stream = container.streams.video[0]
         return float(stream.average_rate or stream.guessed_rate or 25)

@@ -15,8 +15,16 @@ import torch
 from PIL import Image
 
 from provenance.video import iter_frames, write_video
-from provenance.watermark import DETECTION_P, WatermarkEmbedder, WatermarkKey, detect_watermark, detect_watermark_file
-from provenance.watermark import detect as D
+from provenance.watermark import (
+    DETECTION_P,
+    WatermarkEmbedder,
+    WatermarkKey,
+    detect_watermark,
+    detect_watermark_file,
+    lattice,
+    statistics,
+    windows,
+)
 from provenance.watermark import embed as E
 from provenance.watermark.layout import cell_px
 
@@ -147,9 +155,9 @@ def test_small_clip_survives_crop_then_half_resize(tmp_path: Path) -> None:
 
 # -- looks over the whole clip, and the p-value's validity ------------------------------------------
 def test_looks_are_fixed_by_the_duration_alone() -> None:
-    assert D.looks_for(None) == [0.0] and D.looks_for(3.0) == [0.0] and D.looks_for(4.4) == [0.0]
-    assert D.looks_for(10.0) == [0.0, 2.5, 5.0, 7.5]
-    assert len(D.looks_for(600.0)) == D.MAX_LOOKS and D.looks_for(600.0)[-1] == 450.0
+    assert windows.looks_for(None) == [0.0] and windows.looks_for(3.0) == [0.0] and windows.looks_for(4.4) == [0.0]
+    assert windows.looks_for(10.0) == [0.0, 2.5, 5.0, 7.5]
+    assert len(windows.looks_for(600.0)) == windows.MAX_LOOKS and windows.looks_for(600.0)[-1] == 450.0
 
 
 def test_a_mark_later_in_the_clip_is_found_and_a_marked_clip_stops_at_the_first_look(tmp_path: Path) -> None:
@@ -160,12 +168,12 @@ def test_a_mark_later_in_the_clip_is_found_and_a_marked_clip_stops_at_the_first_
     write_video(path, iter(late), 12.0, crf=18, preset="veryfast")
     result = detect_watermark_file(path, [KEY])
     assert result.detected and result.payload == PAYLOAD, result
-    assert result.frames_used > D.MAX_FRAMES  # it had to read past the first window
+    assert result.frames_used > windows.MAX_FRAMES  # it had to read past the first window
     embedder = WatermarkEmbedder(KEY, PAYLOAD, target_snr=3.0)
     full = tmp_path / "full.mp4"
     write_video(full, iter([embedder.embed(f, i) for i, f in enumerate(frames)]), 12.0, crf=18, preset="veryfast")
     early = detect_watermark_file(full, [KEY])
-    assert early.detected and early.payload == PAYLOAD and early.frames_used <= D.MAX_FRAMES
+    assert early.detected and early.payload == PAYLOAD and early.frames_used <= windows.MAX_FRAMES
 
 
 def test_each_look_costs_a_factor_in_the_bound() -> None:
@@ -173,15 +181,15 @@ def test_each_look_costs_a_factor_in_the_bound() -> None:
     frames = scene(3, 160, 96, 8)
     for strength in np.arange(0.35, 1.2, 0.05):  # a mark just weak enough that p is neither 1 nor tiny
         weak = WatermarkEmbedder(KEY, PAYLOAD, strength=float(strength))
-        acc = D._Accumulator(torch.device("cpu"))
+        acc = windows._Accumulator(torch.device("cpu"))
         for i, f in enumerate(frames):
             acc.add_rgb(weak.embed(f, i))
         assert acc.total is not None and acc.size is not None
-        one = D._analyse(acc.total, acc.size, [KEY], acc.frames, acc.kept, looks=1)
+        one = statistics._analyse(acc.total, acc.size, [KEY], acc.frames, acc.kept, looks=1)
         if 1e-12 < one.p_value < 0.2:
             break
     assert 1e-12 < one.p_value < 0.2, one
-    four = D._analyse(acc.total, acc.size, [KEY], acc.frames, acc.kept, looks=4)
+    four = statistics._analyse(acc.total, acc.size, [KEY], acc.frames, acc.kept, looks=4)
     assert four.p_value == pytest.approx(min(1.0, 4 * one.p_value), rel=1e-9)
 
 
@@ -201,19 +209,19 @@ def test_null_trials_with_a_fixed_seed_keep_the_bound_valid() -> None:
             res = detect_watermark(clip, [WatermarkKey("wm-null", rng.bytes(32))], fps=6.0)
             assert not res.detected and res.payload is None and res.p_value >= DETECTION_P, res
             full_runs += 1
-        acc = D._Accumulator(torch.device("cpu"))
+        acc = windows._Accumulator(torch.device("cpu"))
         for f in clip[::3]:
             acc.add_rgb(f)
         assert acc.total is not None and acc.size is not None
-        variants, per_key = D.key_free_variants(acc.total, acc.size, acc.kept)
+        variants, per_key = lattice.key_free_variants(acc.total, acc.size, acc.kept)
         if float(variants[0].abs().max()) == 0.0:
             continue  # a flat clip whitens to zero: z ≡ 0, nothing to calibrate
         for _ in range(100):
-            tpl = D._templates(WatermarkKey("wm-null", rng.bytes(32)), torch.device("cpu"))
-            zmax = max(float(D._zscores(g, tpl).max()) for g in variants)
-            p = min(1.0, math.exp(D._log_p(zmax, per_key * 4)))
+            tpl = statistics._templates(WatermarkKey("wm-null", rng.bytes(32)), torch.device("cpu"))
+            zmax = max(float(statistics._zscores(g, tpl).max()) for g in variants)
+            p = min(1.0, math.exp(statistics._log_p(zmax, per_key * 4)))
             assert p >= DETECTION_P
-            z0 = float(D._zscores(variants[0], tpl)[0, 0])
+            z0 = float(statistics._zscores(variants[0], tpl)[0, 0])
             fixed_shift_p.append(0.5 * math.erfc(z0 / math.sqrt(2)))
     assert full_runs == 10
     p = np.array(fixed_shift_p)

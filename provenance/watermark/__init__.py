@@ -8,7 +8,8 @@ windows spread over the clip, averages them, reads the tile's lattice from the a
 (undoing rescaling, reframing and small rotations), folds the frame onto one tile (undoing crops)
 and correlates with the key's sync cells at every cyclic shift; its p-value is an analytic bound
 that holds for any content.
-See `detect.py` for the statistics and `embed.py` for the masking.
+See `detect.py` for the steps (`windows.py`, `lattice.py`, `statistics.py` hold them) and `embed.py`
+for the masking.
 """
 
 from .detect import DETECTION_P, WatermarkResult, detect_watermark, detect_watermark_file

@@ -20,7 +20,7 @@ How much energy in all: the mask is only a shape. The gain is set per frame as a
 mark alone (after rounding to integers), not one global strength: `TARGET_PSNR` at the reference,
 moved per clip within [`PSNR_FLOOR`, `PSNR_CEIL`] by how hard the picture makes the mark to read.
 Every `REASSESS_FRAMES` frames the embedder marks a frame at the reference gain, asks the
-detector's own arithmetic how clean the channel bits come out (`detect.channel_snr`), and aims
+detector's own arithmetic how clean the channel bits come out (`statistics.channel_snr`), and aims
 the gain at `TARGET_SNR`: an easy clip (flat, dark, smooth) gets a fainter mark than the
 reference, a busy one (foliage, water, woven texture, where the texture swamps the mark in the
 detector) a stronger one, never below the floor. The gain ramps toward each new value so that
@@ -40,6 +40,7 @@ from ..errors import ProvenanceError
 from . import ecc
 from ._threads import one_thread as _one_thread
 from .layout import GEOMETRY, WatermarkKey, cell_px, render_pattern, tile_values
+from .statistics import channel_snr, work_size
 
 #: Y-PSNR of the mark alone (dB) at the reference gain; the clip's gain then moves within
 #: [PSNR_FLOOR, PSNR_CEIL] to give the detector `TARGET_SNR` (see `WatermarkEmbedder`).
@@ -57,7 +58,7 @@ PSNR_CEIL = 47.5
 SMALL_FRAME_PX = 640 * 360
 SMALL_FRAME_DB_PER_DECADE = 12.0
 MIN_PSNR_FLOOR = 34.0
-#: Channel-bit SNR (one marked frame, no codec, as `detect.channel_snr` measures it) the gain aims at.
+#: Channel-bit SNR (one marked frame, no codec, as `statistics.channel_snr` measures it) the gain aims at.
 TARGET_SNR = 1.8
 #: Frames between two looks at the picture's difficulty (a scene may change).
 REASSESS_FRAMES = 48
@@ -182,12 +183,10 @@ class WatermarkEmbedder:
 
     def _assess(self, frame: np.ndarray, pattern: torch.Tensor, full_ref: torch.Tensor) -> float:
         """Amplitude (relative to the reference) that gives the detector `target_snr` on this picture."""
-        from .detect import _work_size, channel_snr  # detect imports this module: import late
-
         h, w = frame.shape[:2]
         rgb = torch.from_numpy(np.array(frame, dtype=np.float32)).to(self.device)  # a copy: frames may be read-only
         luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114 + pattern * full_ref
-        hw, ww = _work_size(h, w)
+        hw, ww = work_size(h, w)
         if (hw, ww) != (h, w):
             luma = F.interpolate(luma[None, None], size=(hw, ww), mode="area")[0, 0]
         snr = channel_snr(luma.clamp(0, 255), (h, w), self.key, self.payload, self.geometry)
