@@ -300,7 +300,7 @@ def index_scaling(sizes: list[int], queries: int, seconds: int = 4) -> list[dict
     """Look-up latency and memory of the fingerprint index with synthetic clips of `seconds` s."""
     from bench.index_scale import make_query
     from provenance.fingerprint import QUERY_VARIANTS, STORED_REGIONS
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
 
     regions = len(STORED_REGIONS)
     rng = np.random.default_rng(0)
@@ -398,7 +398,7 @@ def main() -> None:
               f"({max(0, args.ledger_clips - planned_real):,} synthetic)", flush=True)
         fill = fill_ledger(rt.ledger, max(0, args.ledger_clips - planned_real))
         if args.index_snapshot is not None:
-            from provenance.fingerprint_index import index_for
+            from provenance.index import index_for
 
             t = time.perf_counter()
             index = index_for(rt.ledger, snapshot_dir=args.index_snapshot)

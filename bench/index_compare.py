@@ -6,7 +6,7 @@ Each contender runs in its own process (its build peak and resident memory are i
 the same synthetic clips (`bench.synthetic_ledger.bulk_batches`, real-like parents):
 
 * `legacy`: today's hand-written multi-index hash table (bench/index_legacy.py, before issue 16);
-* `faiss_hash`: FAISS `IndexBinaryHash` (what `provenance.fingerprint_index` uses);
+* `faiss_hash`: FAISS `IndexBinaryHash` (what `provenance.index.fingerprint_index` uses);
 * `faiss_multihash`: FAISS `IndexBinaryMultiHash` (4 tables of 16 bits, the pytx PDQ choice);
 * `faiss_ivf`: FAISS `IndexBinaryIVF` (binary k-means lists, nprobe lists scanned);
 * `faiss_flat`: FAISS `IndexBinaryFlat`, exhaustive: the recall ceiling of the candidate stage;
@@ -78,7 +78,7 @@ def run_one(name: str, clips: int, pool: int, queries: int) -> dict:
     from bench.index_scale import make_query, peak_mb, rss_mb
     from detector.fingerprint_source import is_strong
     from provenance.fingerprint import STORED_REGIONS
-    from provenance.fingerprint_index import FingerprintIndex, hash_codes
+    from provenance.index.fingerprint_index import FingerprintIndex, hash_codes
 
     regions = len(STORED_REGIONS)
     seconds, ph, dh, inf = load_clips(clips, pool, seed=16)

@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from provenance.fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
-from provenance.fingerprint_index import FingerprintMatch, score_clip
+from provenance.index import FingerprintMatch, score_clip
 from provenance.ledger import Ledger
 
 #: A stored and a query hash "match" when their pHash and dHash are both this close.

@@ -58,7 +58,7 @@ def build(clips: int, out: Path, pool_size: int, batch: int) -> dict:
 
     from bench.synthetic_ledger import bulk_batches, fingerprint_pool
     from provenance.fingerprint import ALGORITHM, STORED_REGIONS
-    from provenance.fingerprint_index import CANDIDATES_FILE, NFLIP, hash_bits_for, hash_codes
+    from provenance.index.fingerprint_index import CANDIDATES_FILE, NFLIP, hash_bits_for, hash_codes
     from provenance.index.store import SnapshotWriter
 
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def make_query(index, clip: int, rng: np.random.Generator):
 
 def load(folder: Path, queries: int, nflip: int | None) -> dict:
     """Open the snapshot in a fresh index and time queries against it."""
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
 
     before = rss_mb()
     t = time.perf_counter()
@@ -142,7 +142,7 @@ def load(folder: Path, queries: int, nflip: int | None) -> dict:
 
 def serve(folder: Path) -> None:
     """Serve a snapshot as one shard over HTTP (prints its URL, then serves until killed)."""
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
     from provenance.index.shards import shard_server
 
     index = FingerprintIndex(snapshot_dir=folder)
@@ -158,7 +158,7 @@ def shards(clips: int, queries: int, work: Path) -> dict:
     import sys
 
     from bench.synthetic_ledger import bulk_batches, fingerprint_pool
-    from provenance.fingerprint_index import FingerprintIndex, shard_of
+    from provenance.index import FingerprintIndex, shard_of
     from provenance.index.shards import ShardedIndex
 
     pool = fingerprint_pool(300)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provenance.fingerprint import ALGORITHM, QueryFingerprint, query_fingerprint
-from provenance.fingerprint_index import FingerprintMatch, index_for
+from provenance.index import FingerprintMatch, index_for
 
 from .evidence import LEDGER_ERRORS, Evidence, VerificationContext, claim, unchecked
 

@@ -124,7 +124,7 @@ def _matches_by_content(path: Path, context: VerificationContext, ledger: Ledger
         for label in _manifests_of(ledger, wm.generation_id):
             found[label] = ManifestMatch(label, 100, wm.generation_id, watermark_algorithm())
     from provenance.fingerprint import query_fingerprint
-    from provenance.fingerprint_index import index_for
+    from provenance.index import index_for
 
     query = query_fingerprint(path, max_seconds=FingerprintSource().max_seconds)
     if query.informative.any():

@@ -28,7 +28,7 @@ from credence.app import create_app
 from credence.runtime import Runtime
 from detector.evidence import LEDGER_ERRORS
 from detector.resolution import manifest_bytes, matches_by_content
-from provenance.fingerprint_index import FingerprintIndex
+from provenance.index import FingerprintIndex
 from provenance.ledger import Generation
 from provenance.ledger.models import Fingerprint
 from provenance.publish import PublishedClip, PublishRequest

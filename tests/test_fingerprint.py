@@ -22,7 +22,7 @@ from provenance.fingerprint import (
     hash_regions,
     query_fingerprint,
 )
-from provenance.fingerprint_index import FingerprintIndex, index_for
+from provenance.index import FingerprintIndex, index_for
 from provenance.ledger.models import Fingerprint
 from provenance.publish import PublishRequest
 from provenance.video import iter_frames, write_video
@@ -142,7 +142,7 @@ def test_sampled_query_skips_frames_and_hashes_like_the_full_decode(tmp_path: Pa
     """The upload's sampled decode (B-frames skipped) hashes within a few bits of a full decode."""
     import av
 
-    from provenance import fingerprint
+    from provenance.fingerprint import query as fingerprint
 
     path = tmp_path / "long.mp4"
     frames = scene_frames(21, width=320, height=240, frames=72)
@@ -162,7 +162,7 @@ def test_sampled_query_skips_frames_and_hashes_like_the_full_decode(tmp_path: Pa
 
 def test_a_clip_too_thin_for_sampling_is_decoded_in_full(tmp_path: Path) -> None:
     """A 4 fps clip leaves too few frames once B-frames are skipped: all of them are decoded."""
-    from provenance import fingerprint
+    from provenance.fingerprint import query as fingerprint
 
     path = tmp_path / "slow.mp4"
     write_video(path, iter(scene_frames(22, frames=12)), 4.0, preset="veryfast")

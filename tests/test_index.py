@@ -19,7 +19,7 @@ from sqlalchemy import insert
 
 from credence.runtime import Runtime
 from provenance.fingerprint import ALGORITHM, QUERY_VARIANTS, STORED_REGIONS, ClipFingerprint, QueryFingerprint
-from provenance.fingerprint_index import FingerprintIndex, FingerprintMatch, shard_of
+from provenance.index import FingerprintIndex, FingerprintMatch, shard_of
 from provenance.index.shards import ShardedIndex, ShardUnavailable
 from provenance.index.store import current_snapshot
 from provenance.ledger.models import Fingerprint, Generation, mark_to_db

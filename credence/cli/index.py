@@ -61,7 +61,7 @@ def _report(figures: dict[str, object], as_json: bool) -> None:
 @handles_errors
 def rebuild(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOption = False) -> None:
     """Rebuild the index from the ledger alone and make it the current snapshot."""
-    from provenance.fingerprint_index import build_snapshot
+    from provenance.index import build_snapshot
 
     rt = runtime()
     part = _shard(shard)
@@ -76,7 +76,7 @@ def rebuild(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOp
 @handles_errors
 def update(folder: DirOption = None, shard: ShardOption = None, as_json: JsonOption = False) -> None:
     """Open the current snapshot, add the ledger rows recorded since, write that as the new snapshot."""
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
 
     rt = runtime()
     part = _shard(shard)
@@ -119,7 +119,7 @@ def serve_shard(shard: Annotated[str, typer.Option("--shard", help="This shard, 
                 host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
                 folder: DirOption = None) -> None:
     """Serve one shard of the index over HTTP (POST /search, GET /status) until stopped."""
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
     from provenance.index.shards import shard_server
 
     rt = runtime()

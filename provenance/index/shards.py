@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import LedgerError
 from ..fingerprint import QueryFingerprint
-from ..fingerprint_index import FingerprintIndex, FingerprintMatch
+from .fingerprint_index import FingerprintIndex
+from .scoring import FingerprintMatch
 
 #: Largest query body a shard accepts (a 10-minute upload's query is about 1.3 MB).
 MAX_QUERY_BYTES = 16 * 2**20

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ..fsio import fsync_dir, fsync_file, fsync_handle, replace_text
+
 #: The snapshot layout; a snapshot of another format is ignored (rebuilt from the ledger).
 FORMAT = 1
 
@@ -218,8 +220,7 @@ class SnapshotWriter:
         `extra` maps a file name to a callable that writes it given its path (the candidate index).
         """
         for handle in self._files.values():
-            handle.flush()
-            os.fsync(handle.fileno())
+            fsync_handle(handle)
             handle.close()
         for name, writer in (extra or {}).items():
             writer(self.path / name)
@@ -227,16 +228,12 @@ class SnapshotWriter:
                 "stored_seconds": self.seconds, "extra": sorted(extra or {})}
         (self.path / "meta.json").write_text(json.dumps(meta, indent=1))
         for name in ("meta.json", *(extra or {})):
-            with open(self.path / name, "rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(self.path / name)
         final = self.folder / f"snapshot-{int(meta.get('last_row', 0))}-{uuid.uuid4().hex[:8]}"
         os.rename(self.path, final)
-        pointer = self.folder / f".CURRENT-{uuid.uuid4().hex}"
-        pointer.write_text(final.name + "\n")
-        with open(pointer, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(pointer, self.folder / "CURRENT")
-        _fsync_dir(self.folder)
+        replace_text(self.folder / "CURRENT", final.name + "\n",
+                     temp=self.folder / f".CURRENT-{uuid.uuid4().hex}")
+        fsync_dir(self.folder)
         # Older snapshots are no longer named; a reader that mapped one keeps its open files.
         for old in self.folder.glob("snapshot-*"):
             if old.name != final.name:
@@ -248,14 +245,6 @@ class SnapshotWriter:
         for handle in self._files.values():
             handle.close()
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def current_snapshot(folder: Path) -> Path | None:

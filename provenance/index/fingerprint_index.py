@@ -21,7 +21,7 @@ Search runs in two stages:
 2. Scoring: for those few clips every stored hash is compared with every query hash; matches of
    one hypothesis (stored region, query sub-crop, time offset) are counted per stored second.
    An attack is the same edit for the whole clip, so true matches agree on one hypothesis, while
-   chance look-alikes scatter over many.
+   chance look-alikes scatter over many (`scoring`).
 
 Why FAISS's hash index and not its multi-hash, IVF or pgvector: `bench/index_compare.py` and
 docs/architecture.md ("The fingerprint index at scale").
@@ -32,20 +32,18 @@ from __future__ import annotations
 import threading
 import weakref
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 
-from .fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
-from .index.store import ClipStore, SnapshotError, SnapshotWriter, current_snapshot, open_snapshot
-from .ledger import Ledger
-
-#: A stored and a query hash "match" when their pHash and dHash are both this close.
-MAX_PHASH = 12
-MAX_COMBINED = 24
+from ..fingerprint import ALGORITHM, STORED_REGIONS, ClipFingerprint, QueryFingerprint, hamming
+from ..ledger import Ledger
+from ..ledger.models import Fingerprint
+from .scoring import MAX_COMBINED, MAX_PHASH, FingerprintMatch, score_clip
+from .store import ClipStore, SnapshotError, SnapshotWriter, current_snapshot, open_snapshot
 
 #: Candidate clips scored exactly per query (scoring one costs ~0.1 ms; at 10M clips a heavily
 #: edited true clip can have as few hits as dozens of look-alikes).
@@ -74,31 +72,6 @@ CANDIDATES_FILE = "candidates.faiss"
 
 #: Ledger rows read per batch when loading or rebuilding.
 LOAD_BATCH = 20_000
-
-
-@dataclass(frozen=True)
-class FingerprintMatch:
-    """One stored clip that the query matches, with the figures of the best hypothesis."""
-
-    row_id: int
-    generation_id: str | None
-    matched_seconds: int
-    expected_seconds: int
-    similarity: float
-    mean_distance: float
-    region: int
-    query_variant: int
-    offset_s: float
-
-    def to_dict(self) -> dict[str, object]:
-        """The figures a verdict reports."""
-        return {"generation_id": self.generation_id, "similarity": round(self.similarity, 4),
-                "matched_seconds": self.matched_seconds, "expected_seconds": self.expected_seconds,
-                "mean_distance": round(self.mean_distance, 2), "offset_s": self.offset_s}
-
-    def sort_key(self) -> tuple[float, float, float, int]:
-        """Best first: most matched seconds, then similarity, then the smallest distance."""
-        return (-self.matched_seconds, -self.similarity, self.mean_distance, self.row_id)
 
 
 def hash_codes(phash: np.ndarray) -> np.ndarray:
@@ -201,8 +174,6 @@ class FingerprintIndex:
                 self._first_load()
             if self.ledger is None:
                 return 0
-            from .ledger.models import Fingerprint
-
             try:
                 with self.ledger.session() as s:
                     newest = s.scalar(select(func.max(Fingerprint.id))) or 0
@@ -229,8 +200,6 @@ class FingerprintIndex:
             return added
 
     def _read_rows(self, after: int, limit: int) -> list[Any]:
-        from .ledger.models import Fingerprint
-
         assert self.ledger is not None
         with self.ledger.session() as s:
             return list(s.execute(
@@ -421,8 +390,6 @@ class FingerprintIndex:
         missing = [m.row_id for m in matches if m.generation_id is None]
         if not missing or self.ledger is None:
             return matches
-        from .ledger.models import Fingerprint
-
         with self.ledger.session() as s:
             found = dict(s.execute(select(Fingerprint.id, Fingerprint.generation_id)
                                    .where(Fingerprint.id.in_(missing))).all())
@@ -485,38 +452,3 @@ def index_for(ledger: Ledger, *, snapshot_dir: Path | None = None) -> Fingerprin
             index = _INDEXES[ledger] = FingerprintIndex(
                 ledger, snapshot_dir=snapshot_dir or default_snapshot_dir(ledger))
         return index
-
-def score_clip(row_id: int, generation_id: str | None, seconds: int, ph: np.ndarray, dh: np.ndarray,
-               stored_ok: np.ndarray, query: QueryFingerprint) -> FingerprintMatch | None:
-    """Stage 2 for one candidate clip: the best hypothesis (stored region, query variant, time
-    offset) by the number of stored seconds it matches, then by mean distance."""
-    qmask = query.informative
-    qp, qd, qt = query.phash[qmask], query.dhash[qmask], query.times[qmask]
-    # distances: query samples × query variants × stored seconds × regions
-    p = hamming(qp[:, :, None, None], ph[None, None])
-    c = p + hamming(qd[:, :, None, None], dh[None, None])
-    ok = (p <= MAX_PHASH) & (c <= MAX_COMBINED) & stored_ok[None, None, :, None]
-    if not ok.any():
-        return None
-    qi, vi, si, ri = np.nonzero(ok)
-    dist = c[qi, vi, si, ri]
-    # The stored window of second s starts at s + 0.25; the query's at its time.
-    offset = np.round((si + 0.25 - qt[qi]) * 4).astype(np.int64)
-    best: tuple[int, float, int, int, int] | None = None
-    for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
-        r, v, o = (int(k) for k in key)
-        sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
-        secs = np.unique(si[sel])
-        mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
-        cand = (len(secs), -mean, r, v, o)
-        if best is None or cand[:2] > best[:2]:
-            best = cand
-    assert best is not None
-    matched, neg_mean, r, v, o = best
-    offset_s = o / 4
-    # Stored seconds the query spans under this offset, among the informative ones.
-    span = (np.arange(seconds) + 0.25 - offset_s)
-    inside = (span >= -0.25) & (span <= query.duration - 0.25)
-    expected = max(1, int((inside & stored_ok).sum()))
-    return FingerprintMatch(row_id, generation_id, matched, expected,
-                            min(1.0, matched / expected), -neg_mean, r, v, offset_s)

@@ -1,0 +1,253 @@
+"""The sampled query side of fingerprinting: hash every half-second window of an upload to look it up.
+
+An upload is decoded sampled (its bidirectional frames skipped), converted to work-size grey
+from its luma plane, averaged over half-second windows every quarter second, and each window
+hashed at 16 sub-crop variants (`hashing.query_hashes`), decoding on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidVideo
+from ..video import READ_ERRORS, open_video
+from .hashing import QUERY_RATE, WINDOW_BINS_PER_SECOND, WORK_SIDE, WindowAverager, query_hashes
+
+#: Frames a second the query side converts and averages (of all it decodes), for speed.
+QUERY_FRAMES_PER_SECOND = 12
+
+
+@dataclass(frozen=True)
+class QueryFingerprint:
+    """The query side: per sample (4 a second), the hashes of each query sub-crop, flipped and not."""
+
+    times: np.ndarray  # float seconds, samples
+    phash: np.ndarray  # uint64, samples × variants (QUERY_SCALES × (plain, flipped))
+    dhash: np.ndarray
+    informative: np.ndarray  # bool, samples
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video the samples span."""
+        return float(self.times[-1]) + 1.0 / QUERY_RATE if self.times.size else 0.0
+
+
+#: The sampled decode of an upload skips its bidirectional frames (FFmpeg `skip_frame = BIDIR`)
+#: and the deblocking filter. B-frames are never references for I/P-frames, so the decoder drops
+#: them with no harm to any other frame: a typical H.264 upload keeps about a third of its frames
+#: (10 a second at 30 fps) for a quarter of the full decode time. The windows average about
+#: QUERY_FRAMES_PER_SECOND frames a second; more frames move a half-second mean very little,
+#: and the loop filter only smooths block edges a 256-pixel grey frame averages away anyway.
+SAMPLED_DECODE = "BIDIR"
+SAMPLED_CODEC_OPTIONS: dict[str, str] = {}
+
+#: Below this many decoded frames a second, the sampled decode is too thin for half-second
+#: windows (a low frame rate, or an unusual GOP of mostly B-frames): the clip is decoded in full.
+MIN_SAMPLED_FPS = 6.0
+
+
+#: 8-bit pixel formats whose first plane is the full-size luma (grey) picture.
+_LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
+                           "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+
+
+def _frame_grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """The frame as work-size grey float32, from its luma plane when it has one (no colour conversion).
+
+    The luma plane is the grey picture already; a box reduction of it costs a fraction of a
+    colour-space conversion. Limited-range ("TV") luma is stretched to 0-255, like PIL's grey.
+    """
+    fmt = frame.format.name
+    plane = frame.planes[0]
+    if fmt not in _LUMA_FORMATS or plane.width != frame.width or plane.height != frame.height:
+        grey = frame.reformat(width=size[0], height=size[1], format="gray", interpolation="AREA").to_ndarray()
+        return grey.astype(np.float32)
+    luma = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    image = Image.fromarray(np.ascontiguousarray(luma))
+    factor = min(image.width // size[0], image.height // size[1])
+    if factor > 1:
+        image = image.reduce(factor)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BOX)
+    grey = np.asarray(image, dtype=np.float32)
+    if fmt != "gray" and not fmt.startswith("yuvj") and frame.color_range != 2:  # 2: AVCOL_RANGE_JPEG
+        grey = np.clip((grey - 16.0) * (255.0 / 219.0), 0.0, 255.0)
+    return grey
+
+
+def _grey_frames(path: Path, max_seconds: float | None, *,
+                 sampled: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode `path` and yield (time, work-size grey frame), about 12 frames a second.
+
+    `sampled` asks the decoder to skip non-reference frames; times then come from each frame's
+    presentation time (counting frames would be wrong once some are skipped), relative to the
+    first frame, with the counted time as the fallback for frames without one.
+    """
+    container = open_video(path)  # InvalidVideo for what is not a readable video
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if sampled:
+            stream.codec_context.options = dict(SAMPLED_CODEC_OPTIONS)
+            stream.codec_context.skip_frame = SAMPLED_DECODE
+        fps = float(stream.average_rate or stream.guessed_rate or Fraction(25))
+        time_base = stream.time_base
+        count = 0
+        first_pts: int | None = None
+        last_t = -1.0
+        next_t = 0.0  # the next time a frame is converted (QUERY_FRAMES_PER_SECOND of them)
+        size: tuple[int, int] | None = None
+        try:
+            for frame in container.decode(stream):
+                if sampled and frame.pts is not None and time_base is not None:
+                    if first_pts is None:
+                        first_pts = frame.pts
+                    t = float((frame.pts - first_pts) * time_base)
+                else:
+                    # Frame order and the nominal rate give the time: edit lists and odd time bases
+                    # of uploaded files make pts less reliable than counting.
+                    t = count / fps
+                count += 1
+                if max_seconds is not None and t > max_seconds:
+                    break
+                if t + 0.5 / fps < next_t or t <= last_t:
+                    continue  # decoded (the codec needs it) but not converted: the window mean barely moves
+                next_t = t + 1.0 / QUERY_FRAMES_PER_SECOND
+                last_t = t
+                if size is None:
+                    w, h = frame.width, frame.height
+                    factor = min(1.0, WORK_SIDE / max(w, h))
+                    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+                yield t, _frame_grey(frame, size)
+        except READ_ERRORS as exc:
+            raise InvalidVideo(f"{path.name}: the video data is corrupt or truncated ({exc})") from None
+    finally:
+        container.close()
+
+
+#: Seconds of a sampled decode looked at before trusting its frame rate.
+SAMPLED_PROBE_SECONDS = 2.0
+
+
+def _frames_for_query(path: Path, max_seconds: float | None, sampled: bool) -> Iterator[tuple[float, np.ndarray]]:
+    """The query's grey frames, streamed: sampled when that leaves enough frames a second.
+
+    The first SAMPLED_PROBE_SECONDS of a sampled decode are held back and counted; too few
+    frames a second for the half-second windows, and the clip is decoded in full instead.
+    """
+    if not sampled:
+        yield from _grey_frames(path, max_seconds, sampled=False)
+        return
+    frames = _grey_frames(path, max_seconds, sampled=True)
+    head: list[tuple[float, np.ndarray]] = []
+    for item in frames:
+        head.append(item)
+        if item[0] >= SAMPLED_PROBE_SECONDS:
+            break
+    span = head[-1][0] - head[0][0] if head else 0.0
+    thin = len(head) < 2 or (span > 0 and (len(head) - 1) / span < MIN_SAMPLED_FPS)
+    if thin:
+        frames.close()
+        yield from _grey_frames(path, max_seconds, sampled=False)
+        return
+    yield from head
+    yield from frames
+
+
+def _prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 24) -> Iterator[tuple[float, np.ndarray]]:
+    """`frames`, decoded on a thread of their own while the caller hashes the ones before.
+
+    Decoding (FFmpeg) and hashing (PIL, SciPy) both release the GIL, so on two cores the query
+    costs about the longer of the two instead of their sum. The queue is bounded (a few frames
+    of memory); an error while decoding is raised here, in the caller's thread.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(exc)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # the container is closed by the thread that read it
+
+    thread = threading.Thread(target=produce, name="fingerprint-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: bool = True) -> QueryFingerprint:
+    """Hash every half-second window (every quarter second) of a clip, to look it up.
+
+    `sampled` (the default) decodes only the upload's reference frames (`SAMPLED_DECODE`): the
+    windows are means of about 12 frames a second whatever the source rate, so the frames a codec
+    can drop add decode time and nothing to the hash. A clip whose sampled decode is too thin
+    (a low frame rate of mostly droppable frames) is decoded in full.
+    """
+    frames = _prefetched(_frames_for_query(path, max_seconds, sampled))
+    windows = WindowAverager()
+    times: list[float] = []
+    rows: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    next_bin = 0
+
+    def emit_until(last_complete_bin: int) -> None:
+        nonlocal next_bin
+        while next_bin + 1 <= last_complete_bin:
+            grey = windows.window(next_bin)
+            if grey is not None:
+                times.append(next_bin / WINDOW_BINS_PER_SECOND)
+                rows.append(query_hashes(grey))
+            windows.pop_before(next_bin + 1)
+            next_bin += 1
+
+    for t, grey in frames:
+        windows.add(t, grey)
+        emit_until(math.floor(t * WINDOW_BINS_PER_SECOND + 1e-6) - 1)
+    bins = windows.bins
+    if bins:
+        # Windows that end with the clip: a short clip still gets its samples.
+        last = bins[-1]
+        emit_until(last)
+        if not rows or next_bin <= last:
+            grey = windows.window(next_bin)
+            if grey is not None:
+                times.append(next_bin / WINDOW_BINS_PER_SECOND)
+                rows.append(query_hashes(grey))
+    if not rows:
+        raise InvalidVideo(f"{path.name}: the video stream holds no decodable frame")
+    return QueryFingerprint(np.array(times), np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                            np.array([r[2] for r in rows], dtype=bool))
