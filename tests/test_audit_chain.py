@@ -20,9 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 from credence import db
 from credence.runtime import Runtime
-from provenance.audit_chain import GENESIS, row_hash, signed_head, verify, verify_signed_head
 from provenance.errors import LedgerError
 from provenance.ledger import Ledger
+from provenance.ledger.audit_chain import GENESIS, row_hash, signed_head, verify, verify_signed_head
 
 from .conftest import postgres_schema
 

@@ -27,7 +27,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @handles_errors
 def verify(json_: JsonOption = False) -> None:
     """Walk the hash chain once (streaming, O(rows)); exit 0 intact, 1 broken (the first bad row named)."""
-    from provenance.audit_chain import verify as verify_chain
+    from provenance.ledger.audit_chain import verify as verify_chain
 
     report = verify_chain(runtime().ledger.engine)
     if json_:
@@ -45,8 +45,8 @@ def head(sign: Annotated[bool, typer.Option("--sign", help="Sign it with the dep
          output: Annotated[Path | None, typer.Option("-o", "--output", help="Write it here instead of stdout.")]
          = None) -> None:
     """Print the chain's head (last id, last hash, rows) as JSON; `--sign` adds an ES256 signature."""
-    from provenance.audit_chain import head as chain_head
-    from provenance.audit_chain import signed_head
+    from provenance.ledger.audit_chain import head as chain_head
+    from provenance.ledger.audit_chain import signed_head
 
     rt = runtime()
     document = signed_head(rt.ledger.engine, rt.identity) if sign else chain_head(rt.ledger.engine)

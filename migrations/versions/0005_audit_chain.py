@@ -16,7 +16,7 @@ import os
 import sqlalchemy as sa
 from alembic import context, op
 
-from provenance.audit_chain import GENESIS, row_hash
+from provenance.ledger.audit_chain import GENESIS, row_hash
 from provenance.errors import LedgerError
 
 revision = "0005"

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import LedgerError
+from .audit_chain import append
 from .models import Generation, PublishedFile, mark_to_db
 
 
@@ -92,11 +93,9 @@ class Ledger:
               client_id: str | None = None, key_id: str | None = None, **details: Any) -> None:
         """Append an audit entry inside the caller's unit of work, naming the client and key that caused it.
 
-        Every entry extends the hash chain (`provenance.audit_chain`); the chain's lock is held until
-        the caller's unit of work commits, so appends from several processes never interleave.
+        Every entry extends the hash chain (`provenance.ledger.audit_chain`); the chain's lock is held
+        until the caller's unit of work commits, so appends from several processes never interleave.
         """
-        from ..audit_chain import append
-
         append(session, actor, action, subject, details, client_id=client_id, key_id=key_id)
 
     def dispose(self) -> None:

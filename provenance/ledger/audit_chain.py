@@ -30,7 +30,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from .ledger.models import AuditChainHead, AuditEntry, utcnow
+from .models import AuditChainHead, AuditEntry, utcnow
 
 #: `prev_hash` of the first row.
 GENESIS = "0" * 64
