@@ -27,7 +27,7 @@ from .deps import make_gates, require_api_key
 from .errors import install_error_handlers
 from .generation.executors import start_executor
 from .quotas import Quotas
-from .routes import audit, c2pa_resolution, generate, health, moderation, review, verify
+from .routes import audit, c2pa_resolution, compliance, generate, health, moderation, review, verify
 from .routes.problems import FieldError, Problem, problem_response, problems
 from .runtime import ModeratorCache, Runtime
 from .settings import Settings
@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     limits = generate.read_model_limits(Path(settings.default_model) if settings.default_model else None)
     routers = [health.router, moderation.router, verify.router, generate.make_router(limits), c2pa_resolution.router]
     routers += [review.router, audit.router]  # trust and safety (issue 12)
+    routers += [compliance.router]  # disclosure evidence (issue 25)
     for router in routers:
         app.include_router(router)
     install_console(app)  # /console: the reviewers' and auditors' web pages (not in the OpenAPI document)

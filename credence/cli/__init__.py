@@ -303,6 +303,7 @@ def _register_subcommands() -> None:
     """Sub-commands of each area: always part of Credence, so a missing one is an error."""
     from .audit import audit_app
     from .clients import clients_app, keys_app
+    from .compliance import compliance_app
     from .index import index_app
     from .moderate import moderate
     from .review import review_app
@@ -312,6 +313,7 @@ def _register_subcommands() -> None:
     app.add_typer(clients_app, name="clients")
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(compliance_app, name="compliance")
     app.add_typer(review_app, name="review")
     app.add_typer(index_app, name="index")
     app.command("moderate")(handles_errors(moderate))

@@ -28,10 +28,11 @@ from .core import HERE, ConsoleError, NotSignedIn, _redirect, render, resume
 
 def make_router() -> APIRouter:
     """The console's routes (kept out of the OpenAPI document)."""
-    from . import pages
+    from . import compliance_page, pages
 
     router = APIRouter(include_in_schema=False)
     pages.add_routes(router)
+    compliance_page.add_routes(router)
     return router
 
 

@@ -1,0 +1,73 @@
+"""`GET /v1/compliance/report`: the disclosure evidence for a period, for keys with the `audit` scope.
+
+The same report as `credence compliance report` (see `credence.compliance`): JSON by default,
+CSV with `format=csv`. It is evidence towards EU AI Act Art. 50(2) and 50(4) and the Code of
+Practice, linked to the audit chain's head (signed with the deployment's key); never a claim of
+certification.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..auth import Caller
+from ..compliance import ComplianceError, Period, compliance_report, report_csv
+from ..deps import get_runtime, require_scope
+from ..runtime import Runtime
+from .generate import IsoDateTime
+from .problems import problems
+
+router = APIRouter(tags=["audit"])
+
+
+class ComplianceReport(BaseModel):
+    """Per client and in total: published, manifest, watermark_read_back, visible_label, held, blocked."""
+
+    model_config = ConfigDict(extra="allow")
+    report: str
+    generated_at: str
+    period: dict[str, str | None]
+    client: str | None
+    totals: dict[str, Any]
+    clients: list[dict[str, Any]]
+    digest: str = Field(description="SHA-256 of the canonical figures: the same for every run over a closed period.")
+    audit_chain: dict[str, Any] = Field(description="The audit chain's head at report time, signed when the "
+                                                    "deployment's key is at hand.")
+    watermark_read_back_recorded: bool
+    notes: list[str]
+    evidence_for: list[dict[str, Any]]
+    statement: str
+
+
+@router.get("/v1/compliance/report", response_model=ComplianceReport, responses={
+    200: {"description": "The report (JSON), or one CSV row per client and a total row with `format=csv`",
+          "content": {"text/csv": {"schema": {"type": "string"}}}},
+    **problems(400, 401, 403, 422, 503)})
+def compliance(since: IsoDateTime | None = None, until: IsoDateTime | None = None,
+               client: str | None = Query(None, max_length=200, description="A client's id or name."),
+               format: Literal["json", "csv"] = "json",
+               _caller: Caller = Depends(require_scope("audit")),
+               runtime: Runtime = Depends(get_runtime)) -> Any:
+    """Disclosure evidence for [since, until): per client and in total, from ledger rows (SQL aggregates)."""
+    try:
+        document = compliance_report(runtime.ledger, Period(since, until), client, identity=_identity(runtime))
+    except ComplianceError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if format == "csv":
+        return Response(report_csv(document), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="credence-compliance.csv"'})
+    return document
+
+
+def _identity(runtime: Runtime) -> Any:
+    """The signing identity for the head's signature, or None (an unsigned head) when it cannot be loaded."""
+    from provenance.errors import ProvenanceError
+
+    try:
+        return runtime.identity
+    except ProvenanceError:
+        return None
