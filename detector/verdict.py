@@ -30,6 +30,7 @@ from typing import Any
 from provenance.errors import ProvenanceError
 
 from .c2pa_source import C2paSource
+from .disclosure import describe
 from .evidence import (
     LEDGER_ERRORS,
     LEDGER_UNAVAILABLE,
@@ -53,6 +54,8 @@ class Verdict:
     confidence: float
     evidence: list[Evidence] = field(default_factory=list)
     reason: str | None = None
+    #: What the clip discloses (`detector.disclosure`): its visible label and the marks found.
+    disclosure: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer of `credence verify --json` and `POST /v1/verify`."""
@@ -61,6 +64,8 @@ class Verdict:
                                "evidence": [e.to_dict() for e in self.evidence]}
         if self.reason:
             out["reason"] = self.reason
+        if self.disclosure is not None:
+            out["disclosure"] = self.disclosure
         return out
 
 
@@ -154,14 +159,18 @@ def verify(path: Path, context: VerificationContext,
 
     Sources run side by side (decoding and hashing release the GIL): the watermark's 3 s window
     hides behind the fingerprint pass over the clip's sampled frames. Evidence keeps the
-    sources' order, and every source's evidence is in the answer.
+    sources' order, and every source's evidence is in the answer; `disclosure` says what the clip
+    discloses (its visible label, and whether the manifest and the mark were found).
     """
     chosen = list(sources or default_sources())
     if len(chosen) == 1:
-        return combine([_inspect(chosen[0], path, context)])
-    with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="verify") as pool:
-        evidence = list(pool.map(lambda source: _inspect(source, path, context), chosen))
-    return combine(evidence)
+        verdict = combine([_inspect(chosen[0], path, context)])
+    else:
+        with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="verify") as pool:
+            evidence = list(pool.map(lambda source: _inspect(source, path, context), chosen))
+        verdict = combine(evidence)
+    verdict.disclosure = describe(verdict.evidence, verdict.verdict, verdict.generation_id, context)
+    return verdict
 
 
 def matched_record(context: VerificationContext, generation_id: str | None) -> dict[str, Any] | None:
@@ -177,7 +186,8 @@ def matched_record(context: VerificationContext, generation_id: str | None) -> d
         return None
     if gen is None or gen.status != "published":
         return None
-    files = [{"sha256": f.sha256, "manifest_label": f.manifest_label} for f in gen.files]
+    files = [{"sha256": f.sha256, "manifest_label": f.manifest_label, "label_mode": f.label_mode,
+              "label_text": f.label_text, "manifest_verified": f.manifest_verified} for f in gen.files]
     return {"generation_id": gen.id, "client_id": gen.client_id, "model": gen.model, "model_hash": gen.model_hash,
             "policy_version": gen.policy_version, "mark_id": gen.mark_hex, "created_at": gen.created_at.isoformat(),
             "published_at": gen.finished_at.isoformat() if gen.finished_at else None, "files": files}

@@ -53,6 +53,9 @@ class VerifyAnswer(BaseModel):
     record: dict[str, Any] | None = Field(default=None, description="For `generated`: the ledger's record of the "
                                           "generation (client, model, policy, mark id, times, files)")
     clip: ClipInfo
+    disclosure: dict[str, Any] | None = Field(default=None, description="What the clip discloses: `label` (the "
+                                              "visible label recorded, mode and text), `label_source` (`manifest` or "
+                                              "`ledger`), `manifest_found` and `mark_found`")
 
 
 def check_upload(path: Path, size: int, max_seconds: int) -> dict[str, Any]:
