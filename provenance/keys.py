@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import KeyMissing
+from .fsio import replace_text
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca_key.pem"
@@ -140,9 +141,7 @@ def create_watermark_secret(keys_dir: Path, *, activate: bool = True) -> Waterma
     key_id = "wm-" + hashlib.sha256(b"credence-key-id" + secret).hexdigest()[:12]
     _write_secret(wm_dir / f"{key_id}.key", secret.hex().encode() + b"\n")
     if activate:
-        tmp = wm_dir / f".{ACTIVE_WATERMARK}.tmp"
-        tmp.write_text(key_id + "\n")
-        os.replace(tmp, wm_dir / ACTIVE_WATERMARK)
+        replace_text(wm_dir / ACTIVE_WATERMARK, key_id + "\n", temp=wm_dir / f".{ACTIVE_WATERMARK}.tmp")
     return WatermarkSecret(key_id, secret)
 
 

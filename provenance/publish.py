@@ -12,7 +12,9 @@ is what makes a crash at any instant recoverable (`provenance.recovery` finishes
 5. move the row to `published`.
 
 Only a generation that is `running` under this process's lease can be published, and the moves
-are compare-and-sets, so a generation is published at most once.
+are compare-and-sets, so a generation is published at most once. A clip marked by hand
+(`credence watermark embed`) is released by the same steps (`Publisher.publish_external`), less
+the manifest and the fingerprints.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from .credentials import ManifestContent, mime_for, read_credentials, sign_manifest
 from .errors import InvalidVideo, OutputNotWritable, ProvenanceError, SigningUnavailable
+from .fsio import fsync_dir, fsync_file
 from .keys import SigningIdentity
 from .ledger import Generation, Ledger, PublishedFile, new_mark_id, prompt_digest, states
 from .ledger.models import Base, Fingerprint, utcnow
@@ -50,29 +53,6 @@ def temp_path_for(output: Path, generation_id: str, part: str = "signed") -> Pat
 def temp_paths(signed: Path) -> list[Path]:
     """Every temporary file of the publish whose signed temporary is `signed`."""
     return [signed.with_name(signed.name.replace(".signed", f".{part}", 1)) for part in TEMP_PARTS]
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a written file to stable storage (a rename of an unflushed file can leave it empty)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries, so that a rename in it survives a power cut."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # platforms without directory handles: the rename is as durable as they allow
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class FrameMarker(Protocol):
@@ -348,6 +328,70 @@ class Publisher:
         except BaseException as exc:
             self.abandon(generation_id, output if released else None, [encoded, signed], recorded, exc)
             raise
+
+    def publish_external(self, frames: Iterable[np.ndarray], fps: float, output: Path,
+                         make_marker: Callable[[int], FrameMarker], *, mark_id: int, key_id: str, model_name: str,
+                         source_name: str, crf: int = 18) -> PublishedClip:
+        """Release a clip marked by hand (`credence watermark embed`) by the same crash-safe steps as `publish`.
+
+        Every mark our detector trusts has a record, so the clip is recorded as an external-publish
+        generation: created `running` under this process's lease, with `model_name`, `mark_id` as its
+        mark id (`WatermarkError` for a mark id the ledger already knows) and `output` and its
+        temporary named on the row. Then the marked clip is written under the temporary name and
+        fsynced, its published-file row committed under the lease (stage `releasing`), renamed into
+        place, the folder fsynced, and the row moved to `published` with a `watermark.embedded` audit
+        entry. No manifest and no fingerprints: the content is not ours. Any failure rolls back
+        (`abandon`). `output` is absolute and already checked by the caller.
+        """
+        generation_id = self._begin_external(mark_id, key_id, model_name, source_name, output)
+        signed = temp_path_for(output, generation_id)
+        marker = make_marker(mark_id)
+        released = False
+        try:
+            with VideoWriter(signed, fps, crf=crf) as writer:
+                for index, frame in enumerate(frames):
+                    writer.write(marker.embed(frame, index))
+                count = writer.frames_written
+            fsync_file(signed)
+            digest, size = file_sha256(signed), signed.stat().st_size
+            with self.ledger.session() as s:
+                states.renew(s, generation_id, self.owner, self.lease_seconds, stage="releasing")
+                s.add(PublishedFile(generation_id=generation_id, path=str(output), sha256=digest, size_bytes=size,
+                                    mime_type=mime_for(output), manifest_label=None, manifest=None,
+                                    signer_fingerprint=""))
+            os.replace(signed, output)
+            released = True
+            fsync_dir(output.parent)
+            with self.ledger.session() as s:
+                states.move(s, generation_id, ("running",), "published", owner=self.owner, temp_path=None)
+                self.ledger.audit(s, self.actor, "watermark.embedded", generation_id, payload=f"{mark_id:016x}",
+                                  key_id=key_id, path=str(output), sha256=digest)
+        except BaseException as exc:
+            self.abandon(generation_id, output if released else None, [signed], True, exc)
+            raise
+        return PublishedClip(generation_id, mark_id, output, digest, size, None, "", key_id, count)
+
+    def _begin_external(self, mark_id: int, key_id: str, model_name: str, source_name: str, output: Path) -> str:
+        """The external-publish row (step 1 of `publish_external`); refuses a mark id the ledger already knows."""
+        # Imported here: the watermark loads torch, which publishing's other callers (recovery,
+        # `credence doctor`) never need; whoever marks a clip has loaded it already.
+        from .watermark.embed import WatermarkError
+
+        if self.ledger.find_by_mark(mark_id) is not None:
+            raise WatermarkError(f"payload {mark_id:016x} is already a mark id in the ledger: choose another payload")
+        with self.ledger.session() as s:
+            gen = Generation(prompt="", prompt_sha256=prompt_digest(""), model=model_name,
+                             parameters={"external": True, "source": source_name}, status="running",
+                             stage="publishing", lease_owner=self.owner,
+                             lease_expires_at=states.lease_deadline(self.lease_seconds), attempts=1,
+                             watermark_key_id=key_id, client=None, output_path=str(output),
+                             temp_path=str(temp_path_for(output, "0" * 36)))
+            gen.mark_id = mark_id
+            s.add(gen)
+            s.flush()
+            gen.temp_path = str(temp_path_for(output, gen.id))
+            self.ledger.audit(s, self.actor, "generation.created", gen.id, status="running", model=model_name)
+            return gen.id
 
     def abandon(self, generation_id: str, released: Path | None, temps: list[Path], recorded: bool,
                  exc: BaseException) -> None:

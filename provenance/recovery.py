@@ -24,9 +24,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from .fsio import fsync_dir
 from .ledger import Generation, Ledger, PublishedFile, states
 from .ledger.models import Fingerprint, as_utc, utcnow
-from .publish import TEMP_PREFIX, file_sha256, fsync_dir, temp_paths
+from .publish import TEMP_PREFIX, file_sha256, temp_paths
 
 #: `.credence-<generation id>.<part><suffix>`: the temporaries `provenance.publish` writes.
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(?P<id>[0-9a-f-]{36})\.(?:encoded|signed)\.\w+$")
