@@ -81,8 +81,9 @@ def embed(
     """Mark every frame of INPUT with PAYLOAD and write OUTPUT."""
     from provenance.credentials import mime_for
     from provenance.errors import InvalidVideo, OutputNotWritable
+    from provenance.fsio import fsync_dir, fsync_file
     from provenance.ledger import PublishedFile, states
-    from provenance.publish import file_sha256, fsync_dir, fsync_file, temp_path_for
+    from provenance.publish import file_sha256, temp_path_for
     from provenance.video import VideoWriter, iter_frames, probe
     from provenance.watermark import MIN_SIDE, WatermarkEmbedder
 
