@@ -72,7 +72,7 @@ def main() -> None:
     from credence.auth import new_key
     from credence.runtime import Runtime
     from credence.settings import Settings
-    from provenance.audit_chain import verify
+    from provenance.ledger.audit_chain import verify
     from provenance.ledger.models import Client
     from tests.support import LiveServer
 

@@ -154,7 +154,7 @@ class Runtime:
         if ledger is not None and not self.settings.index_shards:
             # Register this ledger's process-wide index with the configured snapshot folder, so that
             # every source and route that asks `index_for(ledger)` starts from the snapshot.
-            from provenance.fingerprint_index import index_for
+            from provenance.index import index_for
 
             index_for(ledger, snapshot_dir=self.settings.index_folder)
         context = VerificationContext(ledger=ledger, trust_pem=self.trust_pem, our_signers=frozenset(signers),

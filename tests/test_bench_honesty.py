@@ -100,7 +100,7 @@ def test_own_eval_prompts_are_not_public_training_rows() -> None:
 def test_synthetic_ledger_rows_are_published_clips_the_detector_loads(runtime) -> None:
     from bench.synthetic_ledger import SYNTHETIC_MODEL, fill_ledger, hash_statistics, ledger_hashes, published_clips
     from detector.evidence import VerificationContext
-    from provenance.fingerprint_index import FingerprintIndex
+    from provenance.index import FingerprintIndex
     from provenance.ledger.models import Generation
 
     ledger = runtime.ledger

@@ -93,6 +93,6 @@ class AuditHead(BaseModel):
 def audit_head(_caller: Caller = Depends(require_scope("audit")),
                runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """The audit log's hash-chain head (`credence audit head --sign` signs it with the deployment's key)."""
-    from provenance.audit_chain import head
+    from provenance.ledger.audit_chain import head
 
     return head(runtime.ledger.engine)
