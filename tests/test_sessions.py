@@ -36,6 +36,8 @@ CLI = [sys.executable, "-m", "credence"]
 REDIS_URL = os.environ.get("CREDENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
 SESSION = "credence_console"
 
+pytestmark = pytest.mark.slow  # every test here serves the app (uvicorn in a thread, or `credence serve`)
+
 
 # -- helpers -----------------------------------------------------------------------------------------
 def make_key(rt: Runtime, client_name: str, scopes: list[str], *, reviewer: str | None = None,
@@ -96,7 +98,6 @@ def audit_rows(rt: Runtime, action: str) -> list[AuditEntry]:
 
 
 # -- a session ends when its key stops working ----------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["revoke", "disable", "expire"])
 def test_a_signed_in_console_ends_on_the_next_request_once_its_key_stops_working(
         how: str, runtime: Runtime, cli_env: dict[str, str]) -> None:
@@ -213,7 +214,6 @@ def _wait_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     raise AssertionError(f"credence serve did not start: {log.read_text()[-3000:]}")
 
 
-@pytest.mark.slow
 def test_two_api_processes_share_sessions_and_the_throttle_through_redis(
         runtime: Runtime, cli_env: dict[str, str], redis_db: Any, tmp_path: Path) -> None:
     env = dict(cli_env, CREDENCE_BROKER_URL=REDIS_URL, CREDENCE_SIGNIN_FAILURES="3/minute",
