@@ -145,11 +145,11 @@ def verify_tree_head(document: Any, anchors_pem: str, *, now: dt.datetime | None
 
 def fresh_head(engine: Engine, identity: Any, cache: tl.TreeCache | None = None) -> dict[str, Any]:
     """Sign the log's current tree head (streamed, or from `cache` when given)."""
-    size = tl.log_size(engine)
     if cache is not None:
         cache.extend()
+        size = cache.size
         return sign_tree_head(size, cache.root(size), identity)
-    size, root = tl.stream_root(engine, size)
+    size, root = tl.stream_root(engine)
     return sign_tree_head(size, root, identity)
 
 
@@ -244,7 +244,7 @@ def verify_anchored(engine: Engine, anchors_pem: str, path: Path, *, block_bits:
         return broken(None, f"audit chain broken at row {chain.row}: {chain.problem}")
     cache = tl.TreeCache(engine, block_bits)
     cache.extend()
-    size = tl.log_size(engine)
+    size = cache.size
     root = cache.root(size)
     previous: tuple[TreeHead, str] | None = None
     for head, name in sorted(heads, key=lambda item: (item[0].timestamp, item[0].size)):

@@ -307,7 +307,9 @@ class TreeCache:
         self.block = 1 << block_bits
         self._hashes: list[bytes] = []
         self._first_ids: list[int] = []
-        self._last_id: int | None = None
+        self._seen_id: int | None = None
+        self._tail: list[bytes] = []
+        self._tail_first = 0
         self._perfect: dict[Range, bytes] = {}
         self._recent: OrderedDict[int, list[bytes]] = OrderedDict()
         self.recent_blocks = recent_blocks
@@ -318,20 +320,33 @@ class TreeCache:
         """Leaves covered by complete cached blocks."""
         return len(self._hashes) * self.block
 
+    @property
+    def size(self) -> int:
+        """Leaves the cache has read: complete blocks and the open tail block."""
+        return self.covered + len(self._tail)
+
     def extend(self) -> None:
-        """Hash every block the log has completed since the last call (one pass over the new rows)."""
+        """Read the rows appended since the last call (only those), sealing each block it completes."""
         with self._lock:
-            frontier, first = Frontier(), None
-            for entry_id, digest in iter_leaves(self.engine, after_id=self._last_id):
-                first = entry_id if first is None else first
-                frontier.push(digest)
-                if frontier.size == self.block:
-                    self._hashes.append(frontier.root())
-                    self._first_ids.append(first)
-                    self._last_id, frontier, first = entry_id, Frontier(), None
+            for entry_id, digest in iter_leaves(self.engine, after_id=self._seen_id):
+                if not self._tail:
+                    self._tail_first = entry_id
+                self._tail.append(digest)
+                self._seen_id = entry_id
+                if len(self._tail) == self.block:
+                    self._hashes.append(mth(self._tail))
+                    self._first_ids.append(self._tail_first)
+                    self._remember(len(self._hashes) - 1, self._tail)
+                    self._tail = []
+
+    def _remember(self, block: int, leaves: list[bytes]) -> None:
+        self._recent[block] = leaves
+        self._recent.move_to_end(block)
+        if len(self._recent) > self.recent_blocks:
+            self._recent.popitem(last=False)
 
     def _block_leaves(self, block: int) -> list[bytes]:
-        """The leaf hashes of one block: complete blocks from a small LRU, the open tail block read afresh."""
+        """The leaf hashes of one block: complete blocks from a small LRU or the ledger, the tail from memory."""
         if block < len(self._hashes):
             hit = self._recent.get(block)
             if hit is not None:
@@ -339,13 +354,9 @@ class TreeCache:
                 return hit
             leaves = [digest for _id, digest in iter_leaves(self.engine, from_id=self._first_ids[block],
                                                              limit=self.block)]
-            self._recent[block] = leaves
-            if len(self._recent) > self.recent_blocks:
-                self._recent.popitem(last=False)
+            self._remember(block, leaves)
             return leaves
-        beyond = block - len(self._hashes)  # past the cached blocks (the tail, or a stale cache)
-        rows = iter_leaves(self.engine, after_id=self._last_id, limit=(beyond + 1) * self.block)
-        return [digest for _id, digest in rows][beyond * self.block:]
+        return list(self._tail) if block == len(self._hashes) else []
 
     def _leaves(self, start: int, end: int) -> list[bytes]:
         """Leaf hashes [start, end), a block at a time."""
@@ -354,7 +365,7 @@ class TreeCache:
             base = block * self.block
             hashes += self._block_leaves(block)[max(start - base, 0):end - base]
         if len(hashes) != end - start:
-            raise ValueError(f"the log ends before leaf {end} (a proof past its size)")
+            raise ValueError(f"the cache ends before leaf {end} (a proof past the log's size, or extend() first)")
         return hashes
 
     def subtree(self, start: int, end: int) -> bytes:
