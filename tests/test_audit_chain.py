@@ -182,10 +182,13 @@ def test_signed_head_verifies_and_a_changed_head_does_not(runtime: Runtime) -> N
     with rt.ledger.session() as s:
         rt.ledger.audit(s, "test", "thing.done", None)
     document = signed_head(rt.ledger.engine, rt.identity)
-    assert verify_signed_head(document) and document["head"]["last_hash"] != GENESIS
+    assert verify_signed_head(document, rt.trust_pem) and document["head"]["last_hash"] != GENESIS
     forged = json.loads(json.dumps(document))
     forged["head"]["rows"] += 1
-    assert not verify_signed_head(forged)
+    assert not verify_signed_head(forged, rt.trust_pem)
+    # Only through the trust anchors: a CA the verifier was not given makes the same head untrusted
+    # (a self-signed attacker's head: tests/test_transparency.py).
+    assert not verify_signed_head(document, "")
 
 
 def test_migration_backfills_the_chain_keeps_triggers_and_guards_downgrade(tmp_path: Path,

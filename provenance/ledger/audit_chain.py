@@ -211,19 +211,34 @@ def signed_head(engine: Engine, identity: Any) -> dict[str, Any]:
             "signer": identity.leaf_fingerprint, "certificate_chain": identity.chain_pem.decode()}
 
 
-def verify_signed_head(document: dict[str, Any]) -> bool:
-    """True when `document` (from `signed_head`) carries a valid signature by its leaf certificate."""
-    from cryptography import x509
+def verify_signed_head(document: dict[str, Any], anchors_pem: str) -> bool:
+    """True when `document` (from `signed_head`) is signed by a certificate that chains to `anchors_pem`.
+
+    The certificate the document carries is only a claim: trusting it alone let a head signed
+    with an attacker's self-signed certificate pass (issue 21, finding 3). The path from it to a
+    trust anchor (the deployment's CA plus `CREDENCE_TRUST_ANCHORS`) is checked at the signing
+    time (`provenance.trust.verify_path`) before its key is used. Anything malformed is False.
+    """
+    import binascii
+
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    message = json.dumps(document["head"], sort_keys=True, separators=(",", ":")).encode()
-    leaf = x509.load_pem_x509_certificates(document["certificate_chain"].encode())[0]
-    public = leaf.public_key()
-    assert isinstance(public, ec.EllipticCurvePublicKey)
+    from ..trust import UntrustedSigner, verify_path
+
     try:
-        public.verify(base64.b64decode(document["signature"]), message, ec.ECDSA(hashes.SHA256()))
+        message = json.dumps(document["head"], sort_keys=True, separators=(",", ":")).encode()
+        signed_at = dt.datetime.strptime(document["head"]["signed_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+        leaf = verify_path(document["certificate_chain"], anchors_pem, at=signed_at)
+        signature = base64.b64decode(document["signature"], validate=True)
+    except (UntrustedSigner, KeyError, TypeError, ValueError, binascii.Error):
+        return False
+    public = leaf.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return False
     return True
