@@ -72,6 +72,7 @@ def _cli_verify(url: str, home: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_intact_chain_verifies_and_cli_exits_0(url: str, tmp_path: Path) -> None:
     ledger = _fill(url)
     report = verify(ledger.engine)
@@ -82,6 +83,7 @@ def test_intact_chain_verifies_and_cli_exits_0(url: str, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("tamper", ["edit", "delete", "insert_out_of_order", "insert_rehashed"])
+@pytest.mark.slow
 def test_tampering_is_named(url: str, tamper: str, tmp_path: Path) -> None:
     ledger = _fill(url)
     assert verify(ledger.engine).ok
@@ -160,6 +162,7 @@ for i in range(25):
 """
 
 
+@pytest.mark.slow
 def test_appends_from_several_processes_on_postgresql() -> None:
     """Four processes (as API replicas and workers would be) append at once to one PostgreSQL ledger."""
     for url in _postgres_schema():
@@ -191,6 +194,7 @@ def test_signed_head_verifies_and_a_changed_head_does_not(runtime: Runtime) -> N
     assert not verify_signed_head(document, "")
 
 
+@pytest.mark.slow
 def test_migration_backfills_the_chain_keeps_triggers_and_guards_downgrade(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
@@ -265,6 +269,7 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_export_of_100k_rows_streams_in_bounded_memory(big_ledger: dict[str, object]) -> None:
     """The full export over HTTP (server in this process): memory does not grow with the rows sent."""
     url, keys = big_ledger["url"], big_ledger["keys"]
@@ -325,6 +330,7 @@ def test_search_and_export_over_http_on_100k_rows(big_ledger: dict[str, object])
         assert abs((lines - 1) - BIG * 2 / 30) < 3  # two days of thirty, rows spread evenly
 
 
+@pytest.mark.slow
 def test_prompt_retention_redacts_to_the_hash_and_says_so(runtime: Runtime) -> None:
     import datetime as dt
 
@@ -348,6 +354,7 @@ def test_prompt_retention_redacts_to_the_hash_and_says_so(runtime: Runtime) -> N
     assert verify(rt.ledger.engine).ok
 
 
+@pytest.mark.slow
 def test_cli_search_and_export(runtime: Runtime, tmp_path: Path) -> None:
     from provenance.publish import PublishRequest
 

@@ -30,6 +30,7 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[\w'-]+", text.lower()))
 
 
+@pytest.mark.slow
 def test_own_eval_split_shares_no_base_with_training() -> None:
     from moderation.training.train import own_rows
 
@@ -85,6 +86,7 @@ def test_no_variant_of_an_eval_prompt_is_trained_on() -> None:
     assert not shared, shared[:5]
 
 
+@pytest.mark.slow
 def test_own_eval_prompts_are_not_public_training_rows() -> None:
     from moderation.normalize import normalize
     from moderation.training.train import DEFAULT_DATA, public_rows
@@ -146,6 +148,7 @@ def _digest(seed: int) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_watermark_bench_random_choices_follow_the_seed_not_the_process() -> None:
     """Another process, with another string-hash seed, draws the same content, key, payload and attacks."""
     other_hash_seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"

@@ -24,6 +24,7 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], needle: str) ->
     assert len(lines) == 1 and needle in lines[0], result.stderr
 
 
+@pytest.mark.slow
 def test_init_publish_verify(cli_env: dict[str, str], clip: Path, tmp_path: Path) -> None:
     assert run(cli_env, "init").returncode == 0
     again = run(cli_env, "init", "--json")
@@ -45,6 +46,7 @@ def test_init_publish_verify(cli_env: dict[str, str], clip: Path, tmp_path: Path
     assert plain["verdict"] == "not_generated" and plain["generation_id"] is None
 
 
+@pytest.mark.slow
 def test_verify_a_foreign_manifest(cli_env: dict[str, str]) -> None:
     fixture = shared_file("videos", "c2pa-fixtures", "video1.mp4")
     run(cli_env, "init")
@@ -55,6 +57,7 @@ def test_verify_a_foreign_manifest(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "truncated", "webm_out", "no_folder", "missing_key"])
+@pytest.mark.slow
 def test_publish_bad_input_is_exit_2_with_one_line(cli_env: dict[str, str], tmp_path: Path, case: str) -> None:
     run(cli_env, "init")
     src, out = make_clip(tmp_path / "in.mp4"), tmp_path / "out.mp4"
@@ -87,11 +90,13 @@ def test_verify_bad_input(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert_clean_error(run(cli_env, "verify", str(junk)), "not a readable video")
 
 
+@pytest.mark.slow
 def test_bad_setting_is_a_clean_error(cli_env: dict[str, str]) -> None:
     env = cli_env | {"CREDENCE_MAX_UPLOAD_BYTES": "lots"}
     assert_clean_error(run(env, "init"), "CREDENCE_MAX_UPLOAD_BYTES")
 
 
+@pytest.mark.slow
 def test_db_upgrade_and_current(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "db", "upgrade")
     assert (result.returncode == 0 and "0001" in result.stdout) or "000" in result.stdout

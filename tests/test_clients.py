@@ -44,6 +44,7 @@ def server(runtime: Runtime, cli_env: dict[str, str]) -> Any:
         yield live
 
 
+@pytest.mark.slow
 def test_authorisation_matrix(runtime: Runtime, cli_env: dict[str, str], server: LiveServer, tmp_path: Path) -> None:
     alice = _cli(cli_env, "clients", "create", "alice", "--scopes", "generate,verify,moderate")
     bob = _cli(cli_env, "clients", "create", "bob", "--scopes", "generate,verify,moderate")
@@ -118,6 +119,7 @@ def test_authorisation_matrix(runtime: Runtime, cli_env: dict[str, str], server:
         assert alice["key"].split("_", 2)[2] not in dump
 
 
+@pytest.mark.slow
 def test_quotas_idempotency_and_cancel(runtime: Runtime, cli_env: dict[str, str], server: LiveServer) -> None:
     limited = _cli(cli_env, "clients", "create", "limited", "--scopes", "generate,moderate", "--rate", "4/minute")
     with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": limited["key"]}) as c:
@@ -152,6 +154,7 @@ def test_quotas_idempotency_and_cancel(runtime: Runtime, cli_env: dict[str, str]
         assert [g["id"] for g in c.get("/v1/generations", params={"status": "cancelled"}).json()["items"]] == [ids[-1]]
 
 
+@pytest.mark.slow
 def test_policy_overlay_looser_refused_stricter_applied(runtime: Runtime, cli_env: dict[str, str],
                                                         server: LiveServer, tmp_path: Path) -> None:
     loose = tmp_path / "loose.yaml"
@@ -180,6 +183,7 @@ def test_policy_overlay_looser_refused_stricter_applied(runtime: Runtime, cli_en
     assert decision.policy_hash and decision.overlay_hash and decision.overlay_hash != decision.policy_hash
 
 
+@pytest.mark.slow
 def test_webhook_is_signed_and_retried(runtime: Runtime, cli_env: dict[str, str], server: LiveServer) -> None:
     received: list[tuple[dict[str, str], bytes]] = []
 

@@ -28,6 +28,8 @@ from provenance.publish import PublishRequest
 
 from .conftest import API_KEY, LiveServer, make_clip, settings_for
 
+pytestmark = pytest.mark.slow  # a live server and headless Chromium
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]

@@ -188,6 +188,7 @@ def _verdict(client: httpx.Client, path: Path, outage: Outage) -> dict[str, obje
     return r.json() if r.status_code == 200 else {"verdict": "503", "detail": r.json()}
 
 
+@pytest.mark.slow
 def test_database_outage_and_return_under_a_running_server(outage: Outage) -> None:
     settings = settings_for(outage.folder / "home", CREDENCE_DATABASE_URL=outage.url, CREDENCE_API_KEYS=API_KEY)
     gid = outage.clip.generation_id
@@ -237,6 +238,7 @@ def published(runtime: Runtime, tmp_path: Path) -> PublishedClip:
 
 
 @pytest.mark.parametrize("status", ["running", "failed"])
+@pytest.mark.slow
 def test_a_clip_the_ledger_never_released_is_review(runtime: Runtime, published: PublishedClip, tmp_path: Path,
                                                    status: str) -> None:
     """A complete signed clip left by a publish killed before its commit (the row is not `published`)."""

@@ -125,6 +125,7 @@ def test_migration_0002_upgrade_and_downgrade(tmp_path: Path) -> None:
     assert "fingerprints" not in inspect(create_engine(url)).get_table_names()
 
 
+@pytest.mark.slow
 def test_publish_records_fingerprint_and_index_sees_it_at_once(runtime: Runtime, tmp_path: Path) -> None:
     index = index_for(runtime.ledger)
     index.refresh()  # built before the publish, as in a running service

@@ -32,6 +32,8 @@ from provenance.video import iter_frames, probe, write_video
 
 from .conftest import API_KEY, LiveServer, settings_for
 
+pytestmark = pytest.mark.slow  # a live server and a hypothesis corpus of damaged videos
+
 T = TypeVar("T")
 
 #: A call that takes longer than this on one small damaged clip is a hang.

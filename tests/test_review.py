@@ -128,6 +128,7 @@ def _held_row(deployment: dict[str, Any], stage: str, categories: list[str], fra
 
 # -- held outputs ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_held_output_is_quarantined_then_approved_and_published_as_that_output(deployment: dict[str, Any]) -> None:
     outcome = _generate(deployment, "a red circle moving left on a blue background", "held-output")
     answer = outcome.to_dict()
@@ -190,6 +191,7 @@ def test_held_output_rejected_is_never_served(deployment: dict[str, Any]) -> Non
 
 # -- held prompts ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_held_prompt_two_reviewers_then_the_job_runs_and_its_output_is_still_screened(
         deployment: dict[str, Any]) -> None:
     outcome = _generate(deployment, "a bloody knife on a table", "held-prompt")
@@ -233,6 +235,7 @@ def test_held_prompt_rejected_tells_the_client_why(deployment: dict[str, Any]) -
 
 # -- policy rules ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sexual_minors_hold_cannot_be_approved_by_anyone(deployment: dict[str, Any]) -> None:
     gen_id = _held_row(deployment, "prompt", ["sexual_minors", "sexual"])
     url = deployment["server"].url
@@ -283,6 +286,7 @@ def test_two_reviewers_release_a_held_output_exactly_as_quarantined(deployment: 
     assert _verify(deployment, Path(gen.files[0].path))["generation_id"] == gen_id
 
 
+@pytest.mark.slow
 def test_quarantined_outputs_expire(deployment: dict[str, Any]) -> None:
     from credence.review import expire_held_outputs, list_held
     from provenance.quarantine import Quarantine
@@ -304,6 +308,7 @@ def test_quarantined_outputs_expire(deployment: dict[str, Any]) -> None:
     assert gen_id not in [i["id"] for i in list_held(rt)]
 
 
+@pytest.mark.slow
 def test_cli_approve_of_a_held_prompt_runs_the_job_to_its_end(deployment: dict[str, Any]) -> None:
     """The embedded default (no broker): `credence review approve` runs the job itself, as `generate` would."""
     rt: Runtime = deployment["runtime"]

@@ -126,6 +126,7 @@ def test_payload_survives_edits(shipped: tuple[Path, list[np.ndarray], list[np.n
     assert result.detected and result.payload == PAYLOAD, (edit, result)
 
 
+@pytest.mark.slow
 def test_wrong_key_and_unmarked_clips_are_not_detected(
         shipped: tuple[Path, list[np.ndarray], list[np.ndarray]], tmp_path: Path) -> None:
     path, source, _ = shipped
@@ -195,6 +196,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> Non
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_cli_embed_and_detect(cli_env: dict[str, str], tmp_path: Path) -> None:
     source = tmp_path / "source.mp4"
     write_video(source, iter(natural_frames(2, 320, 192, 24)), 12.0, crf=18, preset="veryfast")

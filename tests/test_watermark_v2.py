@@ -176,6 +176,7 @@ def test_a_mark_later_in_the_clip_is_found_and_a_marked_clip_stops_at_the_first_
     assert early.detected and early.payload == PAYLOAD and early.frames_used <= windows.MAX_FRAMES
 
 
+@pytest.mark.slow
 def test_each_look_costs_a_factor_in_the_bound() -> None:
     """p with L looks is exactly min(1, L · p with one): the Bonferroni price of stopping at the best look."""
     frames = scene(3, 160, 96, 8)
@@ -193,6 +194,7 @@ def test_each_look_costs_a_factor_in_the_bound() -> None:
     assert four.p_value == pytest.approx(min(1.0, 4 * one.p_value), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_null_trials_with_a_fixed_seed_keep_the_bound_valid() -> None:
     """Unmarked 10 s clips, read through every look, against wrong keys: never a detection, and the
     fixed-shift statistic is calibrated (P(Φ̄(z) ≤ α) ≈ α), so the union bound built on it is valid."""
