@@ -26,6 +26,7 @@ from sqlalchemy.sql import Select
 from provenance.ledger import Generation, Ledger, ModerationDecision, mark_from_db, mark_to_db
 from provenance.ledger.models import Client, utcnow
 
+from .csvsafe import neutralise_row
 from .timestamps import aware, iso
 
 #: What a prompt becomes once its retention has passed.
@@ -200,7 +201,11 @@ def iter_generations(ledger: Ledger, since: dt.datetime | None, until: dt.dateti
 
 def export_lines(ledger: Ledger, since: dt.datetime | None, until: dt.datetime | None, fmt: str,
                  filters: SearchFilters | None = None) -> Iterator[str]:
-    """The export as text lines (`csv` with a header row, or `jsonl`), produced as they are read."""
+    """The export as text lines (`csv` with a header row, or `jsonl`), produced as they are read.
+
+    CSV cells that a spreadsheet would run as formulas get a leading `'` (`credence.csvsafe`);
+    JSON Lines keeps the exact text.
+    """
     if fmt not in ("csv", "jsonl"):
         raise SearchError(f"format must be csv or jsonl, got {fmt!r}")
     if fmt == "jsonl":
@@ -208,7 +213,9 @@ def export_lines(ledger: Ledger, since: dt.datetime | None, until: dt.datetime |
             yield json.dumps(item, separators=(",", ":")) + "\n"
         return
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # RFC 4180 line ends: a cell holding a bare CR is then quoted too (with "\n" alone it was not, and
+    # a prompt with a carriage return split its row).
+    writer = csv.writer(buffer, lineterminator="\r\n")
 
     def line(values: Any) -> str:
         buffer.seek(0)
@@ -219,7 +226,8 @@ def export_lines(ledger: Ledger, since: dt.datetime | None, until: dt.datetime |
     yield line(CSV_COLUMNS)
     for item in iter_generations(ledger, since, until, filters):
         item = dict(item, decisions=json.dumps(item["decisions"], separators=(",", ":")))
-        yield line(["" if item[c] is None else item[c] for c in CSV_COLUMNS])
+        # Client-written text (prompts, reasons) must not run as a spreadsheet formula (credence.csvsafe).
+        yield line(neutralise_row("" if item[c] is None else item[c] for c in CSV_COLUMNS))
 
 
 def chunked(lines: Iterator[str], size: int = 1 << 16) -> Iterator[bytes]:
