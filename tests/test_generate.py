@@ -28,6 +28,7 @@ PROMPT = "a red circle moving left on a blue background"
 FAST = ("--steps", "4", "--seed", "3")
 
 
+@pytest.mark.slow
 def test_generate_publishes_a_clip_that_verifies_as_ours(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert run(cli_env, "init").returncode == 0
     out = tmp_path / "clip.mp4"
@@ -55,6 +56,7 @@ def test_generate_publishes_a_clip_that_verifies_as_ours(cli_env: dict[str, str]
     rt.ledger.dispose()
 
 
+@pytest.mark.slow
 def test_blocked_prompt_writes_nothing_and_exits_3(cli_env: dict[str, str], tmp_path: Path) -> None:
     run(cli_env, "init")
     out = tmp_path / "never.mp4"
@@ -65,6 +67,7 @@ def test_blocked_prompt_writes_nothing_and_exits_3(cli_env: dict[str, str], tmp_
     assert not list(tmp_path.glob(".never.mp4*")), "no temporary file may be left behind"
 
 
+@pytest.mark.slow
 def test_generate_bad_usage_is_exit_2(cli_env: dict[str, str], tmp_path: Path) -> None:
     run(cli_env, "init")
     assert_clean_error(run(cli_env, "generate", PROMPT, "--frames", "0"), "--frames")
@@ -76,6 +79,7 @@ def test_generate_bad_usage_is_exit_2(cli_env: dict[str, str], tmp_path: Path) -
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_generation_api(live_server: LiveServer) -> None:
     """POST answers at once with a queued job; the in-process executor runs it; the clip verifies."""
     import time

@@ -88,6 +88,7 @@ def _invariants(runtime: Runtime, folders: list[Path]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("point", PUBLISH_POINTS)
+@pytest.mark.slow
 def test_publish_killed_at_each_step_then_recovered(runtime: Runtime, cli_env: dict[str, str], tmp_path: Path,
                                                    point: str) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=12)
@@ -114,6 +115,7 @@ def test_publish_killed_at_each_step_then_recovered(runtime: Runtime, cli_env: d
     assert runtime.recover(check_published=True).actions == []  # idempotent: nothing left to do
 
 
+@pytest.mark.slow
 def test_generate_killed_mid_generation_is_rolled_back(runtime: Runtime, cli_env: dict[str, str],
                                                       tmp_path: Path) -> None:
     output = tmp_path / "out.mp4"
@@ -202,6 +204,7 @@ def test_owner_liveness() -> None:
     assert not states.owner_is_dead("another-host:1:t")  # unknown: the lease decides
 
 
+@pytest.mark.slow
 def test_watermark_embed_records_an_external_publish(runtime: Runtime, cli_env: dict[str, str],
                                                      tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=24)
@@ -218,6 +221,7 @@ def test_watermark_embed_records_an_external_publish(runtime: Runtime, cli_env: 
     assert not (tmp_path / "again.mp4").exists()
 
 
+@pytest.mark.slow
 def test_publish_of_an_outside_clip_screens_its_prompt(runtime: Runtime, cli_env: dict[str, str],
                                                        tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=6)
