@@ -75,10 +75,24 @@ def upgrade() -> None:
     op.create_index("ix_published_files_created_at", "published_files", ["created_at"])
     op.create_index("ix_moderation_decisions_created_at", "moderation_decisions", ["created_at"])
     # --- end labels and publish evidence ---
+    # --- watermark read-back (issue 22) ---
+    # Whether the mark was read back at publish, from the exact released bytes and again after one
+    # simulated platform re-encode (H.264 CRF 32), and with what p-value and margin (the worse of
+    # the two reads). NULL for files published before the read-back existed.
+    op.add_column("published_files", sa.Column("watermark_read_back", sa.Boolean()))
+    op.add_column("published_files", sa.Column("watermark_read_back_p", sa.Float()))
+    op.add_column("published_files", sa.Column("watermark_read_back_margin", sa.Float()))
+    # --- end watermark read-back ---
     pass
 
 
 def downgrade() -> None:
+    # --- watermark read-back (issue 22) ---
+    with op.batch_alter_table("published_files") as batch:
+        batch.drop_column("watermark_read_back_margin")
+        batch.drop_column("watermark_read_back_p")
+        batch.drop_column("watermark_read_back")
+    # --- end watermark read-back ---
     # --- labels and publish evidence (issue 25) ---
     op.drop_index("ix_moderation_decisions_created_at", table_name="moderation_decisions")
     op.drop_index("ix_published_files_created_at", table_name="published_files")

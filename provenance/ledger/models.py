@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -242,6 +243,11 @@ class PublishedFile(Base):
     label_mode: Mapped[str | None] = mapped_column(String(16))
     label_text: Mapped[str | None] = mapped_column(String(200))
     manifest_verified: Mapped[bool | None] = mapped_column()
+    # Watermark read-back at publish (issue 22): the mark decoded from the released bytes and after
+    # one simulated H.264 CRF 32 re-encode; the worse p-value and margin (decades below 1e-6).
+    watermark_read_back: Mapped[bool | None] = mapped_column()
+    watermark_read_back_p: Mapped[float | None] = mapped_column(Float)
+    watermark_read_back_margin: Mapped[float | None] = mapped_column(Float)
 
     generation: Mapped[Generation] = relationship(back_populates="files")
 
