@@ -196,6 +196,7 @@ def test_devices_and_dtypes_are_checked():
 
 
 # -- training -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dit_training_loss_is_finite_and_falls():
     torch.set_num_threads(1)
     cfg = DitConfig(steps=40, batch=8, lr=2e-3, warmup=5, num_layers=1, heads=2, head_dim=24, ffn=64, seed=3)
@@ -204,6 +205,7 @@ def test_dit_training_loss_is_finite_and_falls():
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
+@pytest.mark.slow
 def test_vae_training_loss_falls(tmp_path):
     torch.set_num_threads(1)
     cfg = VaeConfig(steps=12, batch=1, lr=3e-3, frames=5, base_dim=8, seed=2)
