@@ -157,6 +157,7 @@ def test_a_clip_published_by_another_process_is_found_without_a_rebuild(
     assert current_snapshot(folder) == snapshot
 
 
+@pytest.mark.slow
 def test_credence_index_rebuild_equals_the_incremental_index(
         runtime: Runtime, ledger_clips: tuple[list[ClipFingerprint], list[str]], cli_env: dict[str, str]) -> None:
     built = run_cli(cli_env, "rebuild")
@@ -205,6 +206,7 @@ def shard_servers(runtime: Runtime, ledger_clips: tuple[list[ClipFingerprint], l
             proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_two_shards_answer_like_one(runtime: Runtime, ledger_clips: tuple[list[ClipFingerprint], list[str]],
                                     shard_servers: list[tuple[subprocess.Popen[str], str]]) -> None:
     fps, ids = ledger_clips
