@@ -113,6 +113,7 @@ def test_document_states_the_model_limits_and_upload_bodies(api: tuple[LiveServe
                     assert "application/problem+json" in response["content"], (operation["operationId"], status)
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure(api: tuple[LiveServer, list[bytes]], tmp_path: Path) -> None:
     from click.testing import CliRunner
     from hypothesis import strategies as st
@@ -164,6 +165,7 @@ def test_limits_come_from_the_configured_model_folder(tmp_path: Path) -> None:
     assert wan.frame_counts()[:3] == [5, 9, 13] and wan.size_multiple == 16 and wan.max_steps == 100
 
 
+@pytest.mark.slow
 def test_app_starts_without_importing_torch(tmp_path: Path) -> None:
     """Building the app (model limits included) reads JSON only: start-up stays fast."""
     code = ("import sys; from credence.app import create_app; from credence.settings import Settings; "
