@@ -10,7 +10,8 @@ clip carried them. This module counts, from ledger rows only:
 * `manifest`: of those, files whose signed manifest read back valid, trusted and ours at publish;
 * `watermark_read_back`: of those, files whose mark was read back at publish — counted only when
   the ledger records it (a `published_files.watermark_read_back` column, issue 22); until then the
-  figure is null and the report says that read-back is not recorded;
+  figure is null and the report says that read-back is not recorded; files published before it was
+  recorded are counted apart (`watermark_read_back_not_recorded`) with the date it was first recorded;
 * `visible_label`: files by label mode (`not_recorded` for files published before labels);
 * `held` and `blocked`: generations with a `review` or `block` moderation decision in the period
   (`moderation_decisions.created_at`), in total and by category.
@@ -125,7 +126,9 @@ def _resolve_client(session: Session, client: str | None) -> str | None:
 
 
 def _empty() -> dict[str, Any]:
-    return {"published": 0, "manifest": 0, "watermark_read_back": 0 if read_back_recorded() else None,
+    recorded = read_back_recorded()
+    return {"published": 0, "manifest": 0, "watermark_read_back": 0 if recorded else None,
+            "watermark_read_back_not_recorded": 0 if recorded else None,
             "visible_label": dict.fromkeys(LABEL_COLUMNS, 0),
             "held": {"total": 0, "by_category": {}}, "blocked": {"total": 0, "by_category": {}}}
 
@@ -134,10 +137,13 @@ def _published(session: Session, period: Period, client_id: str | None) -> list[
     """(client, label mode, files, manifest verified, read back) per client and mode: one GROUP BY."""
     pf, gen = PublishedFile.__table__.c, Generation.__table__.c
     mode = func.coalesce(pf.label_mode, literal("not_recorded"))
-    read_back = (func.sum(case((pf.watermark_read_back == true(), 1), else_=0)) if read_back_recorded()
-                 else literal(None, Integer))
+    if read_back_recorded():
+        read_back = func.sum(case((pf.watermark_read_back == true(), 1), else_=0))
+        not_recorded = func.sum(case((pf.watermark_read_back.is_(None), 1), else_=0))
+    else:
+        read_back = not_recorded = literal(None, Integer)
     query = (select(gen.client_id, mode, func.count(pf.id), func.sum(case((pf.manifest_verified == true(), 1),
-                                                                          else_=0)), read_back)
+                                                                          else_=0)), read_back, not_recorded)
              .select_from(PublishedFile.__table__.join(Generation.__table__, gen.id == pf.generation_id))
              .where(gen.status == "published", *_in_period(pf.created_at, period))
              .group_by(gen.client_id, mode))
@@ -183,16 +189,19 @@ def compliance_report(ledger: Ledger, period: Period, client: str | None = None,
         client_id = _resolve_client(s, client)
         published = _published(s, period, client_id)
         totals, by_category = _held(s, period, client_id)
+        first_read_back = (s.scalar(select(func.min(PublishedFile.__table__.c.created_at)).where(
+            PublishedFile.__table__.c.watermark_read_back.isnot(None))) if read_back_recorded() else None)
         seen = {r[0] for r in published} | {r[0] for r in totals}
         names = dict(s.execute(select(Client.id, Client.name).where(Client.id.in_([c for c in seen if c]))).all())
     per_client: dict[str | None, dict[str, Any]] = {}
     overall = _empty()
-    for cid, mode, files, manifest, read_back in published:
+    for cid, mode, files, manifest, read_back, not_recorded in published:
         for target in (per_client.setdefault(cid, _empty()), overall):
             target["published"] += files
             target["manifest"] += int(manifest or 0)
             if target["watermark_read_back"] is not None:
                 target["watermark_read_back"] += int(read_back or 0)
+                target["watermark_read_back_not_recorded"] += int(not_recorded or 0)
             target["visible_label"][mode if mode in LABEL_COLUMNS else "not_recorded"] += files
     for cid, action, count in totals:
         key = "held" if action == "review" else "blocked"
@@ -217,7 +226,8 @@ def compliance_report(ledger: Ledger, period: Period, client: str | None = None,
         "digest": digest,
         "audit_chain": chain,
         "watermark_read_back_recorded": read_back_recorded(),
-        "notes": ([] if read_back_recorded() else [READ_BACK_MISSING]) + [
+        "notes": [
+            *_read_back_notes(overall, first_read_back),
             "published, manifest, watermark_read_back and visible_label count files released in the period "
             "(published_files.created_at); held and blocked count generations with a review or block decision "
             "in the period (moderation_decisions.created_at); a generation may be held and later published",
@@ -225,6 +235,18 @@ def compliance_report(ledger: Ledger, period: Period, client: str | None = None,
         "evidence_for": list(OBLIGATIONS),
         "statement": STATEMENT,
     }
+
+
+def _read_back_notes(overall: dict[str, Any], first: Any) -> list[str]:
+    """Say plainly what the read-back figure covers: nothing (not recorded), or not files from before it."""
+    if not read_back_recorded():
+        return [READ_BACK_MISSING]
+    missing = overall["watermark_read_back_not_recorded"]
+    if not missing:
+        return []
+    since = f"first recorded {first.isoformat()[:19]}" if first is not None else "never recorded yet"
+    return [f"{missing} file(s) of the period were published before the watermark read-back was recorded "
+            f"(read-back {since}); they are not counted in watermark_read_back"]
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -235,7 +257,8 @@ def report_csv(report: dict[str, Any]) -> str:
     categories = sorted({c for item in [report["totals"], *report["clients"]] for key in ("held", "blocked")
                          for c in item[key]["by_category"]})
     head = report["audit_chain"]["head"]
-    columns = (["scope", "client_id", "client_name", "since", "until", "published", "manifest", "watermark_read_back"]
+    columns = (["scope", "client_id", "client_name", "since", "until", "published", "manifest", "watermark_read_back",
+                "watermark_read_back_not_recorded"]
                + [f"label_{m}" for m in LABEL_COLUMNS] + ["held", "blocked"]
                + [f"held_{c}" for c in categories] + [f"blocked_{c}" for c in categories]
                + ["audit_head_id", "audit_head_hash", "digest"])
@@ -248,7 +271,9 @@ def report_csv(report: dict[str, Any]) -> str:
         period = report["period"]
         writer.writerow(neutralise_row([scope, item["client_id"] or "", item["client_name"], period["since"] or "",
                          period["until"] or "", item["published"], item["manifest"],
-                         "" if item["watermark_read_back"] is None else item["watermark_read_back"]]
+                         "" if item["watermark_read_back"] is None else item["watermark_read_back"],
+                         "" if item["watermark_read_back_not_recorded"] is None
+                         else item["watermark_read_back_not_recorded"]]
                         + [item["visible_label"][m] for m in LABEL_COLUMNS]
                         + [item["held"]["total"], item["blocked"]["total"]]
                         + [item["held"]["by_category"].get(c, 0) for c in categories]

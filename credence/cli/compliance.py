@@ -69,8 +69,9 @@ def _print_table(document: dict[str, Any]) -> None:
     signed = " (signed)" if "signature" in document["audit_chain"] else ""
     console.print(f"audit chain head{signed}: row {head['last_id']}, {head['last_hash']}", highlight=False)
     console.print(f"digest {document['digest']}", highlight=False)
-    for note in document["notes"][:1] if not document["watermark_read_back_recorded"] else []:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for note in document["notes"]:
+        if "read-back" in note:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"[dim]{document['statement']}[/]", highlight=False)
 
 

@@ -15,10 +15,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import Caller
-from ..compliance import ComplianceError, Period, compliance_report, report_csv
+from ..compliance import ComplianceError, Period, compliance_report, parse_moment, report_csv
 from ..deps import get_runtime, require_scope
 from ..runtime import Runtime
-from .generate import IsoDateTime
 from .problems import problems
 
 router = APIRouter(tags=["audit"])
@@ -47,14 +46,21 @@ class ComplianceReport(BaseModel):
     200: {"description": "The report (JSON), or one CSV row per client and a total row with `format=csv`",
           "content": {"text/csv": {"schema": {"type": "string"}}}},
     **problems(400, 401, 403, 422, 503)})
-def compliance(since: IsoDateTime | None = None, until: IsoDateTime | None = None,
+def compliance(since: str | None = Query(None, max_length=40, description="From this ISO date or date-time "
+                                        "(UTC when no offset), inclusive: `2026-12-01` or `2026-12-01T10:00:00Z`."),
+               until: str | None = Query(None, max_length=40, description="Up to this ISO date or date-time, "
+                                                                          "exclusive."),
                client: str | None = Query(None, max_length=200, description="A client's id or name."),
                format: Literal["json", "csv"] = "json",
                _caller: Caller = Depends(require_scope("audit")),
                runtime: Runtime = Depends(get_runtime)) -> Any:
     """Disclosure evidence for [since, until): per client and in total, from ledger rows (SQL aggregates)."""
     try:
-        document = compliance_report(runtime.ledger, Period(since, until), client, identity=_identity(runtime))
+        start, end = parse_moment(since, "since"), parse_moment(until, "until")
+    except ComplianceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        document = compliance_report(runtime.ledger, Period(start, end), client, identity=_identity(runtime))
     except ComplianceError as exc:
         raise HTTPException(400, str(exc)) from None
     if format == "csv":
