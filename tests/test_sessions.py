@@ -171,6 +171,17 @@ def test_sessions_in_the_ledger_are_shared_by_two_apps(runtime: Runtime) -> None
         # Signing out on one ends the session on both.
         assert b.post("/console/signout", data={"csrf": page_csrf(queue.text)}).status_code == 303
         assert refused(a.get("/console/queue"))
+        # A browser that signs in while it holds a live session (a sign-in form left open in another
+        # tab) gets a new id, and the old session ends: an id is never carried over (no fixation).
+        assert sign_in(a, made["key"]).status_code == 303
+        old = a.cookies[SESSION]
+        with httpx.Client(base_url=two.url, timeout=60) as c:
+            form = c.get("/console")
+            c.cookies.set(SESSION, old, domain="127.0.0.1", path="/console")
+            again = c.post("/console/signin", data={"key": made["key"], "csrf": page_csrf(form.text)})
+            assert again.status_code == 303 and c.cookies[SESSION] != old
+            assert c.get("/console/queue").status_code == 200
+        assert refused(a.get("/console/queue"))
 
 
 @pytest.fixture

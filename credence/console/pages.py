@@ -167,6 +167,8 @@ def add_routes(router: APIRouter) -> None:
             if failed.retry_after is not None:
                 response.headers["Retry-After"] = str(failed.retry_after)
             return response
+        # A session the browser held before is ended, not left to run out beside the new one.
+        _store(request).drop(request.cookies.get(SESSION_COOKIE))
         response = _redirect("/console")
         _set_cookie(request, response, SESSION_COOKIE, sid, int(_store(request).seconds))
         response.delete_cookie(PRESESSION_COOKIE, path="/console")
