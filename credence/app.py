@@ -23,14 +23,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .auth import Caller
 from .console import install as install_console
+from .body_limits import DeclaredLengthLimit
 from .deps import make_gates, require_api_key
 from .errors import install_error_handlers
 from .generation.executors import start_executor
 from .quotas import Quotas
-from .routes import audit, c2pa_resolution, compliance, generate, health, moderation, review, verify
+from .routes import audit, c2pa_resolution, compliance, generate, health, moderation, review, transparency, verify
 from .routes.problems import FieldError, Problem, problem_response, problems
 from .runtime import ModeratorCache, Runtime
+from .serving import problem_overflow_protocol
 from .settings import Settings
+from .webhooks import Deliverer
 from .transport import install as install_transport
 
 log = logging.getLogger("credence.app")
@@ -150,7 +153,10 @@ def serve_config(settings: Settings) -> dict[str, Any]:
     return {
         "timeout_keep_alive": 5,  # idle keep-alive connections are dropped after 5 s
         "timeout_graceful_shutdown": max(30, int(settings.body_timeout)),
-        "limit_concurrency": 512,  # past it uvicorn answers 503 at once instead of piling connections
+        # Past it the server answers 503 at once instead of piling connections; as a problem, like every
+        # other error (uvicorn's own is plain text: credence.serving).
+        "limit_concurrency": settings.max_connections,
+        "http": problem_overflow_protocol(),
         "backlog": 1024,
         "h11_max_incomplete_event_size": 64 * 1024,  # request line and headers
         "server_header": False,
@@ -170,7 +176,10 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
             await asyncio.to_thread(start_executor, app)
         except Exception as exc:
             log.warning("job executor not started yet: %s", type(exc).__name__)
+        # Webhook calls owed in the ledger's outbox (credence.webhooks): sent from here and from workers.
+        deliverer = Deliverer(runtime.ledger, actor="api").start()
         yield
+        deliverer.stop()
         executor = app.state.executor
         if executor is not None:
             executor.shutdown()
@@ -187,6 +196,9 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     app.state.executor = None  # made on first use: the queue (Redis) or the in-process thread pool
     install_error_handlers(app, settings, bad_request_tags=[c2pa_resolution.TAG])
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout)  # type: ignore[arg-type]
+    # Outermost: a declared Content-Length over the route's limit is 413 before a byte is read.
+    app.add_middleware(DeclaredLengthLimit, upload_bytes=settings.max_upload_bytes,  # type: ignore[arg-type]
+                       max_body_bytes=settings.max_body_bytes)
 
     @app.get("/v1/whoami", response_model=None,
              responses={200: {"description": "The client, key id and scopes of the key",
@@ -206,6 +218,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     routers = [health.router, moderation.router, verify.router, generate.make_router(limits), c2pa_resolution.router]
     routers += [review.router, audit.router]  # trust and safety (issue 12)
     routers += [compliance.router]  # disclosure evidence (issue 25)
+    routers += [transparency.router]  # signed tree heads and inclusion proofs, public (issue 21)
     for router in routers:
         app.include_router(router)
     install_console(app)  # /console: the reviewers' and auditors' web pages (not in the OpenAPI document)

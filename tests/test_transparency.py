@@ -414,7 +414,7 @@ def test_http_head_and_publish_proof_verify_offline(runtime: Runtime, tmp_path: 
     out.parent.mkdir(parents=True, exist_ok=True)
     published = runtime.publisher.publish_file(make_clip(tmp_path / "src.mp4"), out,
                                                PublishRequest(prompt="a red circle moving left", model_name="m"))
-    queued = runtime.publisher.begin(PublishRequest(prompt="not yet", model_name="m"), status="queued")
+    queued = runtime.publisher.begin(PublishRequest(prompt="not yet", model_name="m"), status="blocked")
     _fill(runtime, 5)
     ca_pem = (runtime.settings.keys_dir / "ca.pem").read_bytes()
     with LiveServer(create_app(settings_for(runtime.settings.home))) as server, \
@@ -444,6 +444,22 @@ def test_http_head_and_publish_proof_verify_offline(runtime: Runtime, tmp_path: 
             absent = http.get(f"/v1/transparency/proof/{missing}")
             assert absent.status_code == 404 and absent.headers["content-type"].startswith("application/problem+json")
             assert absent.json()["status"] == 404
+    # `credence audit prove`, against a checkpoint that contains the row, checked the same way.
+    home = runtime.settings.home
+    assert _cli(home, "audit", "checkpoint", "--out", str(tmp_path / "cp")).returncode == 0
+    _fill(runtime, 3, "later")
+    proved = _cli(home, "audit", "prove", published.generation_id, "--anchor", str(tmp_path / "cp"))
+    assert proved.returncode == 0, proved.stderr
+    document = json.loads(proved.stdout)
+    _check_head_signature(document["signed_tree_head"], ca_pem)
+    tree = document["signed_tree_head"]["tree_head"]
+    assert tree == json.loads(next((tmp_path / "cp").iterdir()).read_text())["tree_head"]  # the checkpoint's head
+    data = document["leaf"]["data"].encode()
+    path = [bytes.fromhex(h) for h in document["inclusion_proof"]["audit_path"]]
+    root = ref_root_from_path(document["leaf"]["index"], tree["tree_size"], sha(b"\x00" + data), path)
+    assert root is not None and root.hex() == tree["root_hash"]
+    unknown = _cli(home, "audit", "prove", queued.id)
+    assert unknown.returncode == 1 and "no publish record" in unknown.stderr, unknown.stderr
 
 
 def test_postgresql_leaves_proofs_and_a_rewrite(tmp_path: Path) -> None:

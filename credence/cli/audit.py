@@ -1,8 +1,11 @@
 """`credence audit ...`: walk the audit chain, export its signed head, search and export the ledger.
 
 `verify` exits 0 when the chain is intact and 1 when it is broken, naming the first bad row
-(`row <id>`); `search` prints one JSON object per line with `--json`; `export` streams CSV or
-JSON lines for any number of rows in constant memory.
+(`row <id>`); with `--anchor DIR` it also checks the log against the signed checkpoints in DIR
+and exits 1 naming the first inconsistent one. `checkpoint --out DIR` (cron) adds a signed tree
+head to DIR; `prove ID` prints a generation's inclusion proof (`provenance.ledger.transparency`).
+`search` prints one JSON object per line with `--json`; `export` streams CSV or JSON lines for
+any number of rows in constant memory.
 """
 
 from __future__ import annotations
@@ -25,10 +28,28 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 @audit_app.command("verify")
 @handles_errors
-def verify(json_: JsonOption = False) -> None:
-    """Walk the hash chain once (streaming, O(rows)); exit 0 intact, 1 broken (the first bad row named)."""
+def verify(json_: JsonOption = False,
+           anchor: Annotated[Path | None, typer.Option("--anchor", help="Also check the log against every signed "
+                                                       "checkpoint in this folder (or this one file).")] = None,
+           ) -> None:
+    """Walk the hash chain once (streaming, O(rows)); exit 0 intact, 1 broken (the first bad row named).
+
+    With --anchor: also each checkpoint's signer (through the trust anchors), its size and root
+    against the log, and consistency proofs between them and to the current head; exit 1 names the
+    first inconsistent checkpoint (truncation, a rewritten tail, a forged signer).
+    """
     from provenance.ledger.audit_chain import verify as verify_chain
 
+    if anchor is not None:
+        from provenance.ledger.checkpoints import verify_anchored
+
+        rt = runtime()
+        anchored = verify_anchored(rt.ledger.engine, rt.trust_pem, anchor)
+        if json_:
+            print(json.dumps(anchored.to_dict()))
+        else:
+            console.print(anchored.line(), highlight=False, soft_wrap=True)
+        raise typer.Exit(0 if anchored.ok else 1)
     report = verify_chain(runtime().ledger.engine)
     if json_:
         print(json.dumps(report.to_dict()))
@@ -56,6 +77,72 @@ def head(sign: Annotated[bool, typer.Option("--sign", help="Sign it with the dep
     else:
         output.write_text(text + "\n", encoding="utf-8")
         console.print(f"head written to {output}", highlight=False)
+
+
+@audit_app.command("checkpoint")
+@handles_errors
+def checkpoint(out: Annotated[Path, typer.Option("--out", help="Folder of checkpoints (a write-once bucket's "
+                                                 "mount): one new file per run.")],
+               json_: Annotated[bool, typer.Option("--json", help="Print the signed head as JSON.")] = False) -> None:
+    """Sign the log's tree head (size, root, time) and add it to --out as a new file."""
+    from provenance.ledger.checkpoints import (
+        HeadInvalid,
+        checkpoint_files,
+        fresh_head,
+        latest_trusted,
+        verify_tree_head,
+        write_checkpoint,
+    )
+    from provenance.ledger.transparency import TreeCache
+
+    rt = runtime()
+    cache = TreeCache(rt.ledger.engine)  # one pass: the new head, and the check against the last one
+    document = fresh_head(rt.ledger.engine, rt.identity, cache)
+    try:  # fail closed: a checkpoint the verifier would refuse anchors nothing
+        verify_tree_head(document, rt.trust_pem)
+    except HeadInvalid as exc:
+        raise fail(f"the signed head does not verify against the trust anchors ({exc}); "
+                   "set CREDENCE_TRUST_ANCHORS to the signing certificate's root") from None
+    previous = latest_trusted(checkpoint_files(out), rt.trust_pem) if out.is_dir() else None
+    size = document["tree_head"]["tree_size"]
+    if previous is not None and (previous[0].size > size or cache.root(previous[0].size) != previous[0].root):
+        # Never anchor a log that no longer extends the last checkpoint: that is the alarm.
+        raise fail(f"the log is not consistent with checkpoint {previous[1]} (size {previous[0].size}); "
+                   "no checkpoint written: run `credence audit verify --anchor`", 1)
+    path = write_checkpoint(out, document)
+    if json_:
+        print(json.dumps(document | {"file": str(path)}))
+    else:
+        body = document["tree_head"]
+        console.print(f"checkpoint {path.name}: {body['tree_size']} rows, root {body['root_hash']}",
+                      highlight=False, soft_wrap=True)
+
+
+@audit_app.command("prove")
+@handles_errors
+def prove(generation_id: Annotated[str, typer.Argument(help="The generation whose publish row to prove.")],
+          anchor: Annotated[Path | None, typer.Option("--anchor", help="Prove against the newest checkpoint in "
+                                                      "this folder (or file) that contains the row.")] = None)\
+        -> None:
+    """Print (JSON) the inclusion proof of a generation's publish row and the signed head it is relative to."""
+    from provenance.ledger.checkpoints import latest_covering, prove_publish
+    from provenance.ledger.transparency import TreeCache, leaf_index, publish_leaf
+
+    rt = runtime()
+    engine = rt.ledger.engine
+    head = None
+    if anchor is not None:
+        leaf = publish_leaf(engine, generation_id)
+        if leaf is None:
+            raise fail(f"generation {generation_id!r} has no publish record (unknown or not published)", 1)
+        head = latest_covering(anchor, rt.trust_pem, leaf_index(engine, leaf.entry_id))
+        if head is None:
+            raise fail(f"no trusted checkpoint in {anchor} contains the publish row yet; run "
+                       "`credence audit checkpoint` or leave out --anchor for a fresh head", 1)
+    document = prove_publish(engine, rt.identity, generation_id, head=head, cache=TreeCache(engine))
+    if document is None:
+        raise fail(f"generation {generation_id!r} has no publish record (unknown or not published)", 1)
+    print(json.dumps(document, indent=2))
 
 
 def _moment(text: str | None, option: str) -> dt.datetime | None:
