@@ -3,8 +3,9 @@
 `embed` marks a clip with the active key (from `credence init`) and a 64-bit payload given as
 16 hex digits, and writes H.264 CRF 18. Every mark our detector trusts has a ledger record, so
 `embed` records an external-publish generation with the payload as its mark id (a payload
-already in the ledger is refused) and releases the file the way `provenance.publish` does:
-named on the row, written and fsynced under a temporary name, recorded, renamed, published.
+already in the ledger is refused) and releases the file by `Publisher.publish_external`, the
+publisher's own crash-safe steps: named on the row, written and fsynced under a temporary name,
+recorded, renamed, published.
 `detect` tries every key under CREDENCE_HOME (old keys
 too, so rotated keys still find old clips) and prints the decision, its p-value and the payload.
 Exit 2 with a one-line reason for a bad payload, a missing key or a file that is not a usable video.
@@ -13,7 +14,6 @@ Exit 2 with a one-line reason for a bad payload, a missing key or a file that is
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,8 +25,6 @@ from .common import console, handles_errors, runtime
 
 if TYPE_CHECKING:
     from provenance.watermark import WatermarkKey
-
-    from ..runtime import Runtime
 
 # The watermark loads torch, the ledger SQLAlchemy, the video PyAV: each command imports what it
 # uses, so `credence --help` and the other commands do not wait for them.
@@ -79,12 +77,8 @@ def embed(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
     """Mark every frame of INPUT with PAYLOAD and write OUTPUT."""
-    from provenance.credentials import mime_for
     from provenance.errors import InvalidVideo, OutputNotWritable
-    from provenance.fsio import fsync_dir, fsync_file
-    from provenance.ledger import PublishedFile, states
-    from provenance.publish import file_sha256, temp_path_for
-    from provenance.video import VideoWriter, iter_frames, probe
+    from provenance.video import iter_frames, probe
     from provenance.watermark import MIN_SIDE, WatermarkEmbedder
 
     value = parse_payload(payload)
@@ -100,54 +94,11 @@ def embed(
     if min(info.width, info.height) < MIN_SIDE:
         raise InvalidVideo(f"{input}: {info.width}x{info.height} is below the {MIN_SIDE}px minimum the watermark needs")
     rt = runtime(actor="cli")
-    gen_id = _begin_external(rt, value, key.key_id, input, output)
-    signed = temp_path_for(output, gen_id)
-    marker = WatermarkEmbedder(key, value)
-    released = False
-    try:
-        with VideoWriter(signed, info.fps, crf=18) as writer:
-            for index, frame in enumerate(iter_frames(input)):
-                writer.write(marker.embed(frame, index))
-        fsync_file(signed)
-        digest, size = file_sha256(signed), signed.stat().st_size
-        with rt.ledger.session() as s:
-            states.renew(s, gen_id, rt.owner, rt.settings.lease_seconds, stage="releasing")
-            s.add(PublishedFile(generation_id=gen_id, path=str(output), sha256=digest, size_bytes=size,
-                                mime_type=mime_for(output), manifest_label=None, manifest=None, signer_fingerprint=""))
-        os.replace(signed, output)
-        released = True
-        fsync_dir(output.parent)
-        with rt.ledger.session() as s:
-            states.move(s, gen_id, ("running",), "published", owner=rt.owner, temp_path=None)
-            rt.ledger.audit(s, rt.actor, "watermark.embedded", gen_id, payload=f"{value:016x}", key_id=key.key_id,
-                            path=str(output), sha256=digest)
-    except BaseException as exc:
-        rt.publisher.abandon(gen_id, output if released else None, [signed], True, exc)
-        raise
+    clip = rt.publisher.publish_external(iter_frames(input), info.fps, output,
+                                         lambda mark_id: WatermarkEmbedder(key, mark_id), mark_id=value,
+                                         key_id=key.key_id, model_name=EXTERNAL_MODEL, source_name=input.name)
     console.print(f"marked [bold]{output}[/] with payload {value:016x} (key {key.key_id}), "
-                  f"recorded as generation {gen_id}")
-
-
-def _begin_external(rt: Runtime, mark_id: int, key_id: str, source: Path, output: Path) -> str:
-    """The external-publish row for a mark made by hand; refuses a payload the ledger already knows."""
-    from provenance.ledger import Generation, prompt_digest, states
-    from provenance.publish import temp_path_for
-    from provenance.watermark import WatermarkError
-
-    if rt.ledger.find_by_mark(mark_id) is not None:
-        raise WatermarkError(f"payload {mark_id:016x} is already a mark id in the ledger: choose another payload")
-    with rt.ledger.session() as s:
-        gen = Generation(prompt="", prompt_sha256=prompt_digest(""), model=EXTERNAL_MODEL,
-                         parameters={"external": True, "source": source.name}, status="running", stage="publishing",
-                         lease_owner=rt.owner, lease_expires_at=states.lease_deadline(rt.settings.lease_seconds),
-                         attempts=1, watermark_key_id=key_id, client=None, output_path=str(output),
-                         temp_path=str(temp_path_for(output, "0" * 36)))
-        gen.mark_id = mark_id
-        s.add(gen)
-        s.flush()
-        gen.temp_path = str(temp_path_for(output, gen.id))
-        rt.ledger.audit(s, rt.actor, "generation.created", gen.id, status="running", model=EXTERNAL_MODEL)
-        return gen.id
+                  f"recorded as generation {clip.generation_id}")
 
 
 @app.command()
