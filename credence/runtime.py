@@ -29,6 +29,7 @@ from provenance.keys import (
 from provenance.ledger import KeyRecord, Ledger, states
 from provenance.ledger.models import Client
 from provenance.publish import Publisher, WatermarkSpec
+from provenance.video_limits import set_process_limits
 
 from . import db
 from .settings import Settings
@@ -44,6 +45,9 @@ class Runtime:
         self.settings = settings
         self.actor = actor
         self.owner = states.new_lease_owner()
+        # Every decoder of this process (verification's sources, publishing, the console's preview) is
+        # held to the deployment's decoding budget (provenance.video_limits).
+        set_process_limits(settings.decode_limits)
 
     def checkpoint(self, name: str) -> None:
         """A step boundary of a generation. With `CREDENCE_FAULT_POINT` naming it (crash tests only),
@@ -113,10 +117,14 @@ class Runtime:
     def watermark(self) -> WatermarkSpec:
         """The watermark every published clip carries; a missing key fails closed (`KeyMissing`)."""
         from provenance.watermark import ALGORITHM, WatermarkEmbedder, WatermarkKey
+        from provenance.watermark.readback import KeyedReadBack, stronger_embedder
 
         secret = active_watermark_secret(self.settings.keys_dir)
         key = WatermarkKey(secret.key_id, secret.secret)
-        return WatermarkSpec(ALGORITHM, key.key_id, lambda mark_id: WatermarkEmbedder(key, mark_id))
+        # Every clip's mark is read back before release, and re-marked once a step stronger if it does not read.
+        return WatermarkSpec(ALGORITHM, key.key_id, lambda mark_id: WatermarkEmbedder(key, mark_id),
+                             read_back=KeyedReadBack(key),
+                             make_stronger=lambda mark_id: stronger_embedder(key, mark_id))
 
     @cached_property
     def publisher(self) -> Publisher:

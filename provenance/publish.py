@@ -5,8 +5,9 @@ is what makes a crash at any instant recoverable (`provenance.recovery` finishes
 
 1. commit the final path and the temporary names on the generation row (stage `publishing`),
    before any byte is written, so that recovery knows which files are this publish's;
-2. write the marked, encoded clip under a temporary name in the output folder, sign it into a
-   second temporary name, fsync it, and read it back as valid and ours;
+2. write the labelled (the visible AI label), marked, encoded clip under a temporary name in the
+   output folder, sign it into a second temporary name, fsync it, and read it back as valid and ours,
+   and its mark as readable, also after a simulated re-encode (`provenance.readback`, issue 22);
 3. commit the published-file, fingerprint and audit rows (stage `releasing`);
 4. rename the signed file to its final path (atomic on one file system) and fsync the folder;
 5. move the row to `published`.
@@ -34,8 +35,11 @@ from .credentials import ManifestContent, mime_for, read_credentials, sign_manif
 from .errors import InvalidVideo, OutputNotWritable, ProvenanceError, SigningUnavailable
 from .fsio import fsync_dir, fsync_file
 from .keys import SigningIdentity
+from .label import LabelSpec, burn_in
 from .ledger import Generation, Ledger, PublishedFile, new_mark_id, prompt_digest, states
 from .ledger.models import Base, Fingerprint, utcnow
+from .ledger.outbox import NOTIFIED_STATUSES, enqueue_for_generation
+from .readback import FrameSpool, MarkReader, ReadBack, WatermarkUnreadable, encode_marked, platform_copy
 from .video import VideoWriter, iter_frames, probe
 
 MIN_PUBLISH_SIDE = 64
@@ -76,6 +80,10 @@ class WatermarkSpec:
     algorithm: str
     key_id: str
     make_marker: Callable[[int], FrameMarker]
+    #: Reads the mark back from the signed file before release (issue 22); None: no read-back.
+    read_back: MarkReader | None = None
+    #: The next strength step, used once when the read-back fails; None: fail at once.
+    make_stronger: Callable[[int], FrameMarker] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,10 @@ class PublishRequest:
     client_id: str | None = None
     key_id: str | None = None
     idempotency_key: str | None = None
+    #: SHA-256 of the request that carried `idempotency_key` (the same key with another body is refused).
+    request_sha256: str | None = None
+    #: The visible AI label burned in before the watermark (None: no label decided, none drawn).
+    label: LabelSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +193,8 @@ class Publisher:
                 model=request.model_name, model_hash=request.model_hash, parameters=request.parameters,
                 seed=request.seed, status=status, policy_version=request.policy_version,
                 client=request.client, client_id=request.client_id, key_id=request.key_id,
-                idempotency_key=request.idempotency_key, failure_reason=failure_reason,
+                idempotency_key=request.idempotency_key, request_sha256=request.request_sha256,
+                failure_reason=failure_reason,
                 started_at=utcnow() if running else None,
                 finished_at=utcnow() if status == "blocked" else None,
                 stage=stage or ("generating" if running else None),
@@ -195,6 +208,8 @@ class Publisher:
             s.flush()
             self.ledger.audit(s, self.actor, "generation.created", gen.id, status=status,
                               model=request.model_name, client_id=request.client_id, key_id=request.key_id)
+            if status in NOTIFIED_STATUSES:  # born blocked or held: the client's webhook call, same transaction
+                enqueue_for_generation(s, gen.id)
         return gen
 
     def renew(self, generation_id: str, stage: str | None = None) -> None:
@@ -279,24 +294,36 @@ class Publisher:
         recorded = released = False
         try:
             # 2. Write, sign, flush and read back under the temporary names.
-            recorders = [make(fps) for make in self.recorders]
-            count = self._encode(self._marked(frames, mark_id), fps, encoded, recorders)
-            self.checkpoint("encoded")
-            content = ManifestContent(
-                generation_id=generation_id, title=output.name, model_name=request.model_name,
-                model_version=request.model_version or (request.model_hash or "")[:12] or None,
-                policy_version=request.policy_version,
-                watermark_alg=self.watermark.algorithm if self.watermark else None,
-                watermark_id=f"{mark_id:016x}" if self.watermark else None,
-                watermark_key_id=self.watermark.key_id if self.watermark else None,
-            )
-            manifest = sign_manifest(encoded, signed, content, self.identity, trust_pem=self.trust_pem)
-            encoded.unlink(missing_ok=True)
-            fsync_file(signed)
-            creds = read_credentials(signed, trust_pem=self.trust_pem, our_signers={self.identity.leaf_serial})
-            if not (creds.ours and creds.state == "Trusted" and creds.generation_id == generation_id):
-                raise SigningUnavailable(f"the signed file does not verify as ours (state {creds.state}, "
-                                         f"codes {creds.codes})")
+            # The visible label first, then the mark: the mark and the fingerprints cover the labelled frames.
+            labelled = burn_in(frames, request.label, fps)
+            # Read the mark back before release (issue 22): if it does not read, mark once more at the
+            # next strength step from the kept frames; if it still does not, the generation fails.
+            wm = self.watermark
+            reader = wm.read_back if wm is not None else None
+            markers = [wm.make_marker] + ([wm.make_stronger] if wm.make_stronger else []) if wm else [None]
+            spool = FrameSpool() if reader is not None and len(markers) > 1 else None
+            source = spool.through(labelled) if spool is not None else labelled
+            read: ReadBack | None = None
+            for attempt, make_marker in enumerate(markers):
+                recorders = [make(fps) for make in self.recorders]
+                with platform_copy(reader) as platform:
+                    count = encode_marked(source, mark_id, make_marker, fps, encoded, self.crf, recorders,
+                                          platform, reader)
+                    self.checkpoint("encoded")
+                    manifest, creds, verified = self._sign(encoded, signed, generation_id, output, request, mark_id)
+                    if reader is None or platform is None:
+                        break
+                    read = reader.read(signed, platform, mark_id)
+                self.checkpoint("read_back")
+                if read.ok:
+                    break
+                signed.unlink(missing_ok=True)
+                if attempt + 1 == len(markers):
+                    twice = " (twice)" if attempt else ""
+                    raise WatermarkUnreadable(f"the watermark could not be read back before release{twice}, so the "
+                                              f"clip was not published: {read.reason}")
+                source = spool.replay()  # type: ignore[union-attr]  # two markers: spooled
+            del spool  # the kept frames (an anonymous temporary file beyond the memory budget)
             digest, size = file_sha256(signed), signed.stat().st_size
             self.checkpoint("signed")
             # 3. Commit the record, still under the lease (a lost lease aborts here).
@@ -305,7 +332,12 @@ class Publisher:
                 s.add(PublishedFile(
                     generation_id=generation_id, path=str(output), sha256=digest, size_bytes=size,
                     mime_type=mime_for(output), manifest_label=creds.manifest_label, manifest=manifest,
-                    signer_fingerprint=self.identity.leaf_fingerprint,
+                    signer_fingerprint=self.identity.leaf_fingerprint, manifest_verified=verified,
+                    label_mode=request.label.mode if request.label is not None else None,
+                    label_text=(request.label.shown_text or None) if request.label is not None else None,
+                    watermark_read_back=read.ok if read is not None else None,
+                    watermark_read_back_p=read.p_value if read is not None else None,
+                    watermark_read_back_margin=read.margin if read is not None else None,
                 ))
                 for recorder in recorders:
                     s.add_all(recorder.records(generation_id))
@@ -420,26 +452,27 @@ class Publisher:
         if released is not None:
             released.unlink(missing_ok=True)
 
-    def _marked(self, frames: Iterable[np.ndarray], mark_id: int) -> Iterator[np.ndarray]:
-        if self.watermark is None:
-            yield from frames
-            return
-        marker = self.watermark.make_marker(mark_id)
-        for index, frame in enumerate(frames):
-            yield marker.embed(frame, index)
-
-    def _encode(self, frames: Iterable[np.ndarray], fps: float, path: Path,
-                recorders: list[FrameRecorder]) -> int:
-        with VideoWriter(path, fps, crf=self.crf) as writer:
-            for index, frame in enumerate(frames):
-                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                    raise InvalidVideo(f"frame {index} is {frame.dtype} {frame.shape}, expected uint8 HxWx3")
-                writer.write(frame)
-                for recorder in recorders:
-                    recorder.add(frame, index)
-            if writer.frames_written == 0:
-                raise InvalidVideo("the clip has no frames")
-            return writer.frames_written
+    def _sign(self, encoded: Path, signed: Path, generation_id: str, output: Path, request: PublishRequest,
+              mark_id: int) -> tuple[bytes, Any, bool]:
+        """Sign the encoded clip into `signed`, fsync it and read it back as valid, trusted and ours."""
+        content = ManifestContent(
+            generation_id=generation_id, title=output.name, model_name=request.model_name,
+            model_version=request.model_version or (request.model_hash or "")[:12] or None,
+            policy_version=request.policy_version,
+            watermark_alg=self.watermark.algorithm if self.watermark else None,
+            watermark_id=f"{mark_id:016x}" if self.watermark else None,
+            watermark_key_id=self.watermark.key_id if self.watermark else None,
+            label=request.label.record() if request.label is not None else None,
+        )
+        manifest = sign_manifest(encoded, signed, content, self.identity, trust_pem=self.trust_pem)
+        encoded.unlink(missing_ok=True)
+        fsync_file(signed)
+        creds = read_credentials(signed, trust_pem=self.trust_pem, our_signers={self.identity.leaf_serial})
+        verified = creds.ours and creds.state == "Trusted" and creds.generation_id == generation_id
+        if not verified:
+            raise SigningUnavailable(f"the signed file does not verify as ours (state {creds.state}, "
+                                     f"codes {creds.codes})")
+        return manifest, creds, verified
 
 
 def _who(session: Any, generation_id: str) -> dict[str, str | None]:

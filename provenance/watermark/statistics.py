@@ -42,6 +42,9 @@ class WatermarkResult:
     frames_used: int = 0
     reason: str | None = None
     soft_bits: np.ndarray | None = field(default=None, repr=False)  # channel soft values, best key
+    #: log10 of the p-value bound before clipping at 1 and underflow (a strong mark's p is 0.0 in a
+    #: float; this says by how many decades it clears the threshold: the publish read-back's margin).
+    log10_p: float = 0.0
 
     @property
     def payload_hex(self) -> str | None:
@@ -160,7 +163,7 @@ def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[Wa
     if payload is not None:
         agreement = float(np.mean((soft < 0) == ecc.encode(payload).astype(bool)))
     return WatermarkResult(detected, p_value, payload, key.key_id if detected else None, zmax, agreement,
-                           frames, None, soft)
+                           frames, None, soft, min(0.0, log_p / math.log(10)))
 
 
 def channel_snr(luma: torch.Tensor, frame_size: tuple[int, int], key: WatermarkKey, payload: int,

@@ -23,16 +23,26 @@ __all__ = ["LiveServer", "make_clip", "process_state", "start_worker", "stop_pro
 
 def make_clip(path: Path, *, frames: int = 24, width: int = 256, height: int = 192, fps: float = 24.0,
               seed: int = 0, **options: object) -> Path:
-    """A textured moving clip written with PyAV (random blocks drifting right)."""
+    """A textured moving clip written with PyAV (smooth random blobs drifting right over a gradient).
+
+    The blobs are a random colour every 16 px, bilinearly interpolated: texture for the
+    fingerprints and a picture the watermark can be read back from (issue 22: publishing refuses a
+    clip whose mark does not read). Sharp random 8 px blocks, what this drew before, put all their
+    energy at the mark's own cell scale; the publish read-back rightly refused them.
+    """
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 2, 3), dtype=np.uint8)
-    big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+    cell, span = 16, width + frames + 1
+    base = rng.integers(0, 256, (height // cell + 2, span // cell + 2, 3)).astype(np.float32)
+    fy, fx = np.arange(height) / cell, np.arange(span) / cell
+    y0, x0 = fy.astype(np.int64), fx.astype(np.int64)
+    wy, wx = (fy - y0)[:, None, None], (fx - x0)[None, :, None]
+    rows = base[y0] * (1 - wy) + base[y0 + 1] * wy
+    big = rows[:, x0] * (1 - wx) + rows[:, x0 + 1] * wx
     ys, xs = np.mgrid[0:height, 0:width]
-    gradient = ((xs + ys) % 256).astype(np.uint8)[..., None]
+    gradient = ((xs + ys) % 256).astype(np.float32)[..., None]
 
     def frame(i: int) -> np.ndarray:
-        tile = big[:height, i % 8: i % 8 + width]
-        return (tile // 2 + gradient // 2).astype(np.uint8)
+        return np.clip(big[:, i: i + width] * 0.5 + gradient * 0.5, 0, 255).astype(np.uint8)
 
     write_video(path, (frame(i) for i in range(frames)), fps, **options)
     return path

@@ -1,0 +1,80 @@
+"""Publish reads the watermark back (issue 22): from the released bytes and after a simulated re-encode.
+
+A clip whose mark cannot be read is never published: the fault below blurs every frame after it is
+marked (what a broken pipeline stage between the embedder and the encoder would do), the read-back
+fails, the one re-mark at the next strength step is blurred too, and the generation fails with the
+reason: no file at the final path, no published-file row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from credence.runtime import Runtime
+from provenance.ledger import Generation, PublishedFile
+from provenance.publish import Publisher, PublishRequest, WatermarkSpec
+from provenance.readback import MARGIN_DECADES, FrameSpool, WatermarkUnreadable
+from provenance.watermark import ALGORITHM, WatermarkEmbedder, WatermarkKey
+from provenance.watermark.readback import KeyedReadBack, stronger_embedder
+
+from .conftest import make_clip
+
+REQUEST = PublishRequest(prompt="a red circle moving left on a blue background", model_name="external")
+
+
+def test_published_row_records_the_read_back(runtime: Runtime, clip: Path, tmp_path: Path) -> None:
+    published = runtime.publisher.publish_file(clip, tmp_path / "out.mp4", REQUEST)
+    with runtime.ledger.session() as s:
+        row = s.scalars(select(PublishedFile).where(PublishedFile.generation_id == published.generation_id)).one()
+        assert row.watermark_read_back is True
+        assert row.watermark_read_back_margin is not None and row.watermark_read_back_margin >= MARGIN_DECADES
+        assert row.watermark_read_back_p is not None and row.watermark_read_back_p <= 1e-8
+
+
+class _BlurAfter:
+    """The fault: a marker whose frames are blurred after the mark is in (sigma 3: the mark's cells are gone)."""
+
+    def __init__(self, inner: WatermarkEmbedder, calls: list[int]) -> None:
+        self.inner, self.calls = inner, calls
+
+    def embed(self, frame: np.ndarray, index: int) -> np.ndarray:
+        if index == 0:
+            self.calls.append(1)
+        return cv2.GaussianBlur(self.inner.embed(frame, index), (0, 0), 3.0)
+
+
+def test_a_mark_destroyed_after_embedding_is_never_published(runtime: Runtime, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", frames=48, width=320, height=240)
+    secret = runtime.watermark.read_back.key  # type: ignore[union-attr]
+    key = WatermarkKey(secret.key_id, secret.secret)
+    markers: list[int] = []
+    spec = WatermarkSpec(ALGORITHM, key.key_id, lambda m: _BlurAfter(WatermarkEmbedder(key, m), markers),
+                         read_back=KeyedReadBack(key),
+                         make_stronger=lambda m: _BlurAfter(stronger_embedder(key, m), markers))
+    publisher = Publisher(runtime.ledger, runtime.identity, trust_pem=runtime.trust_pem, watermark=spec)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(WatermarkUnreadable, match="could not be read back before release \\(twice\\)"):
+        publisher.publish_file(clip, out, REQUEST)
+    assert len(markers) == 2  # marked, read back, re-marked one step stronger, read back again
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".credence-")] == []
+    with runtime.ledger.session() as s:
+        assert (s.scalar(select(func.count()).select_from(PublishedFile)) or 0) == 0
+        [gen] = s.scalars(select(Generation)).all()
+        assert gen.status == "failed" and "WatermarkUnreadable" in (gen.failure_reason or "")
+        assert "payload could not be decoded" in (gen.failure_reason or "") or "cleared" in (gen.failure_reason or "")
+
+
+def test_frame_spool_replays_in_order_from_memory_and_disk() -> None:
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(7)]
+    spool = FrameSpool(limit=3 * frames[0].nbytes)  # three in memory, four spilled to the temporary file
+    assert all(a is b for a, b in zip(spool.through(frames), frames, strict=True))
+    replayed = list(spool.replay())
+    assert len(replayed) == 7 and all(np.array_equal(a, b) for a, b in zip(replayed, frames, strict=True))
+    spool.close()
