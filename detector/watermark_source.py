@@ -23,7 +23,7 @@ class WatermarkSource:
     def inspect(self, path: Path, context: VerificationContext) -> Evidence:
         """Evidence from the watermark (survives re-encoding and the loss of the manifest)."""
         details: dict[str, Any] = {"available": bool(context.watermark_keys), "detected": False, "p_value": None,
-                                   "payload": None, "key_id": None, "generation_id": None}
+                                   "payload": None, "key_id": None, "generation_id": None, "read_back": None}
         if not context.watermark_keys:
             details["reason"] = "no watermark key is configured (run `credence init`)"
             return Evidence(self.name, None, "absent", 0.0, details)
@@ -58,4 +58,25 @@ class WatermarkSource:
             details["reason"] = "payload is not a mark id in the ledger"
             return Evidence(self.name, None, "tampered", strength, details)
         details["generation_id"] = generation.id
+        try:
+            details["read_back"] = _read_back(context, generation.id)
+        except LEDGER_ERRORS:
+            details["read_back"] = None
         return claim(self.name, generation.id, strength, details, context, status=generation.status)
+
+
+def _read_back(context: VerificationContext, generation_id: str) -> dict[str, Any] | None:
+    """What publishing recorded when it read this generation's mark back (issue 22), else None.
+
+    None for files published before the read-back existed (and for hand-marked clips, which are
+    not read back): the evidence then says nothing either way. A recorded read-back always passed
+    (publishing refuses a clip whose mark does not read), so `passed` is there for the record.
+    """
+    assert context.ledger is not None
+    generation = context.ledger.get_generation(generation_id)
+    files = [f for f in (generation.files if generation is not None else []) if f.watermark_read_back is not None]
+    if not files:
+        return None
+    row = files[-1]
+    return {"passed": bool(row.watermark_read_back), "p_value": row.watermark_read_back_p,
+            "margin": row.watermark_read_back_margin}

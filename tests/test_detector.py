@@ -69,7 +69,8 @@ def test_published_clip_is_generated_with_its_id(service: Service) -> None:
     evidence = {e["source"]: e for e in body["evidence"]}
     assert evidence["c2pa"]["present"] and evidence["c2pa"]["ours"] and evidence["c2pa"]["state"] == "Trusted"
     assert evidence["fingerprint"]["matched"] and evidence["fingerprint"]["generation_id"] == service.clip.generation_id
-    assert {"detected", "p_value", "payload", "generation_id"} <= set(evidence["watermark"])
+    assert {"detected", "p_value", "payload", "generation_id", "read_back"} <= set(evidence["watermark"])
+    assert evidence["watermark"]["read_back"]["passed"] is True  # the publish read-back (issue 22), over the API
     assert body["clip"]["width"] == 256 and 0 < body["confidence"] <= 1
     # The CLI's verdict is the same function on the same ledger.
     local = detector.verify(service.clip.path, service.runtime.verification).to_dict()
@@ -201,6 +202,9 @@ def test_watermark_names_the_generation_of_a_stripped_copy(service: Service) -> 
     stripped = apply_attack("reencode_crf35", service.clip.path, service.folder / "wm-stripped.mp4")
     evidence = detector.WatermarkSource().inspect(stripped, service.runtime.verification)
     assert evidence.details["detected"] and evidence.generation_id == service.clip.generation_id
+    # What publishing recorded when it read the mark back (issue 22), shown with the evidence.
+    read_back = evidence.details["read_back"]
+    assert read_back["passed"] is True and read_back["p_value"] <= 1e-8 and read_back["margin"] >= 2.0
 
 
 def test_another_issuers_manifest_is_reported_as_foreign(service: Service) -> None:
