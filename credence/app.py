@@ -22,8 +22,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .auth import Caller
-from .console import install as install_console
 from .body_limits import DeclaredLengthLimit
+from .console import install as install_console
 from .deps import make_gates, require_api_key
 from .errors import install_error_handlers
 from .generation.executors import start_executor
@@ -33,8 +33,8 @@ from .routes.problems import FieldError, Problem, problem_response, problems
 from .runtime import ModeratorCache, Runtime
 from .serving import problem_overflow_protocol
 from .settings import Settings
-from .webhooks import Deliverer
 from .transport import install as install_transport
+from .webhooks import Deliverer
 
 log = logging.getLogger("credence.app")
 

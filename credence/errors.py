@@ -36,6 +36,7 @@ from provenance.errors import (
     ProvenanceError,
     SigningUnavailable,
     UnsupportedFormat,
+    VideoTooLarge,
 )
 from provenance.ledger import StateConflict
 
@@ -73,6 +74,7 @@ class Problem(BaseModel):
 #: 503, never a bare 500 (that is left to bugs).
 STATUS_FOR: list[tuple[type[BaseException], int]] = [
     (UnsupportedFormat, 415),
+    (VideoTooLarge, 413),  # over the decoding budget (a subclass of InvalidVideo: first)
     (InvalidVideo, 422),
     (ResolutionError, 400),
     (KeyMissing, 503),

@@ -176,40 +176,6 @@ class Deliverer:
                 self._wake.clear()
 
 
-# -- the thread-per-call delivery this module had before the outbox (kept until every caller is moved) --
-def deliver(url: str, secret: str, payload: dict[str, Any], *, backoff: tuple[float, ...] = BACKOFF_SECONDS,
-            timeout_s: float = 10.0) -> tuple[bool, int]:
-    """POST `payload` to `url` until a 2xx answer; returns (delivered, attempts)."""
-    body = json.dumps(payload, sort_keys=True).encode()
-    attempts = 0
-    for wait in (0.0, *backoff):
-        time.sleep(wait)
-        attempts += 1
-        headers = {"content-type": "application/json", "Credence-Signature": signature(secret, int(time.time()), body)}
-        try:
-            answer = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-            if 200 <= answer.status_code < 300:
-                return True, attempts
-        except httpx.HTTPError as exc:
-            log.info("webhook %s: %s", url, exc)
-    return False, attempts
-
-
-def deliver_async(runtime: Any, url: str, secret: str, payload: dict[str, Any], generation_id: str) -> None:
-    """Deliver on a daemon thread and record the outcome in the audit log."""
-
-    def run() -> None:
-        delivered, attempts = deliver(url, secret, payload)
-        try:
-            with runtime.ledger.session() as s:
-                runtime.ledger.audit(s, runtime.actor, "webhook.delivered" if delivered else "webhook.failed",
-                                     generation_id, attempts=attempts, status=payload.get("status"))
-        except Exception:  # the ledger is down: the delivery itself already happened or failed
-            log.warning("could not record webhook outcome for %s", generation_id)
-
-    threading.Thread(target=run, name=f"webhook-{generation_id[:8]}", daemon=True).start()
-
-
 _running: weakref.WeakSet[Deliverer] = weakref.WeakSet()
 
 

@@ -1,7 +1,8 @@
 """`credence worker`: a generation worker on Dramatiq over Redis (`credence.generation.queue`).
 
 It loads the runtime, the moderator and the model once, recovers what a crashed predecessor
-left (interrupted jobs are queued again), then takes jobs from the queue until SIGTERM or SIGINT.
+left (interrupted jobs are queued again), then takes jobs from the queue until SIGTERM or SIGINT,
+and sends the webhook calls owed in the ledger's outbox (`credence.webhooks.Deliverer`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from .generation.queue import QUEUE, QueueExecutor, attach_worker
 from .runtime import ModeratorCache, Runtime
 from .settings import Settings
+from .webhooks import Deliverer
 
 __all__ = ["QueueExecutor", "run_worker"]
 
@@ -41,7 +43,10 @@ def run_worker(settings: Settings, concurrency: int = 1, *, preload: bool = True
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
+    # The webhook calls this worker's jobs owe (and any other process left in the outbox).
+    deliverer = Deliverer(runtime.ledger, actor="worker").start()
     print(f"credence worker ready: {concurrency} thread(s) on queue {QUEUE!r}", flush=True)
     stop.wait()
     worker.stop(timeout=30_000)
+    deliverer.stop()
     executor.shutdown()

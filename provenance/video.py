@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from .errors import InvalidVideo, OutputNotWritable
+from .video_limits import DecodeLimits, bounded_decode, check_declared, configure_decoder, process_limits
 
 #: Containers that C2PA can carry a manifest in, by file extension, with their MIME types.
 SIGNABLE_MIME: dict[str, str] = {
@@ -48,10 +49,12 @@ class VideoInfo:
     container: str
 
 
-def open_video(path: Path) -> av.container.InputContainer:
+def open_video(path: Path, limits: DecodeLimits | None = None) -> av.container.InputContainer:
     """Open a clip for reading; `InvalidVideo` naming why for anything that is not a decodable video.
 
-    The caller closes the container it gets.
+    Its video decoder is bounded before anything decodes (`video_limits.configure_decoder`:
+    FFmpeg refuses frames over the frame limit, threads sized to the frames), with `limits` or
+    the process's. The caller closes the container it gets.
     """
     if not path.exists():
         raise InvalidVideo(f"{path}: no such file")
@@ -59,8 +62,11 @@ def open_video(path: Path) -> av.container.InputContainer:
         raise InvalidVideo(f"{path}: is a directory, not a video file")
     if path.stat().st_size == 0:
         raise InvalidVideo(f"{path}: the file is empty")
+    bounds = limits or process_limits()
     try:
-        container = av.open(str(path), mode="r")
+        # Opening probes the streams, which decodes a frame or two: FFmpeg's frame-size limit applies
+        # there too (without it, the probe of a 16384x8704 header alone peaks near 400 MB).
+        container = av.open(str(path), mode="r", options={"max_pixels": str(bounds.max_frame_pixels)})
     except READ_ERRORS as exc:
         raise InvalidVideo(f"{path}: not a readable video (not a video, or corrupt or truncated: "
                            f"{exc.__class__.__name__})") from None
@@ -71,29 +77,52 @@ def open_video(path: Path) -> av.container.InputContainer:
         # A damaged codec tag or parameters: FFmpeg has no decoder to give the stream.
         container.close()
         raise InvalidVideo(f"{path}: the video stream's codec cannot be decoded (corrupt or unsupported)")
+    context = container.streams.video[0].codec_context
+    try:
+        # The size the headers (the codec's own, e.g. the H.264 SPS) declare, refused before a decoder
+        # opens: opening one on a 16384x8704 header alone costs about 400 MB.
+        bounds.check_frame(context.width, context.height, str(path))
+    except InvalidVideo:
+        container.close()
+        raise
+    configure_decoder(container.streams.video[0], limits)
     return container
 
 
-def probe(path: Path, *, decode_check: bool = True) -> VideoInfo:
+def _decode_error(path: Path, exc: BaseException) -> InvalidVideo:
+    """What a failed decode means: damaged data, or a frame FFmpeg refused because it is over the limit."""
+    box = process_limits().frame_box
+    return InvalidVideo(f"{path}: the video data is corrupt or truncated, or a frame is over the {box[0]}x{box[1]} "
+                        f"frame limit ({exc})")
+
+
+def probe(path: Path, *, decode_check: bool = True, limits: DecodeLimits | None = None) -> VideoInfo:
     """Describe a clip, and with `decode_check` prove that its frames really decode.
 
     Headers alone lie about truncated files, so the check decodes every packet (cheap next to
-    anything we then do with the clip) and fails if the stream ends early or is corrupt.
+    anything we then do with the clip) and fails if the stream ends early or is corrupt. With
+    `limits`, what the headers declare is checked against them first, before any decoder opens
+    (`VideoTooLarge` over the budget, `InvalidVideo` for an absurd declaration).
     """
-    container = open_video(path)
+    container = open_video(path, limits)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         fps = float(rate)
         width, height = stream.codec_context.width, stream.codec_context.height
+        if limits is not None:
+            declared = stream.frames or 0
+            seconds = declared / fps if declared and fps else float(container.duration or 0) / 1e6
+            check_declared(VideoInfo(width, height, fps, declared, seconds, stream.codec_context.name,
+                                     container.format.name), limits, str(path))
         frames = 0
         if decode_check:
             try:
-                for frame in container.decode(stream):
+                for frame in bounded_decode(container, stream, limits, str(path)):
                     width, height = frame.width, frame.height
                     frames += 1
             except READ_ERRORS as exc:
-                raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+                raise _decode_error(path, exc) from None
             if frames == 0:
                 raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
         else:
@@ -114,10 +143,10 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            for frame in container.decode(stream):
+            for frame in bounded_decode(container, stream, where=str(path)):
                 yield frame.to_ndarray(format="rgb24")
         except READ_ERRORS as exc:
-            raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+            raise _decode_error(path, exc) from None
     finally:
         container.close()
 

@@ -49,8 +49,9 @@ ABSURD_SECONDS = 10.0**7
 ABSURD_FRAMES = 10**9
 
 #: What one decoder's frames may take at once; its thread count is cut to fit (each frame thread
-#: holds a few frames).
+#: holds a few frames), and never passes `MAX_DECODE_THREADS`.
 DECODE_FRAME_MEMORY = 96 * 1024 * 1024
+MAX_DECODE_THREADS = 4
 FRAMES_PER_THREAD = 4
 
 _BOX = re.compile(r"^\s*(\d{1,6})\s*[x×X]\s*(\d{1,6})\s*$")
@@ -140,14 +141,25 @@ def process_limits() -> DecodeLimits:
     return _process_limits
 
 
+def _cores() -> int:
+    """Cores this process may run on (its affinity; FFmpeg's own count sees every core of the host)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def decoder_threads(width: int, height: int) -> int:
-    """Frame threads for a decoder of `width`×`height` frames: 0 (FFmpeg's choice, one per core) while
-    its frames fit `DECODE_FRAME_MEMORY`, fewer as frames grow, at least 1."""
+    """Frame threads for a decoder of `width`×`height` frames: one per core up to `MAX_DECODE_THREADS`,
+    fewer as frames grow (each thread holds a few frames), at least 1.
+
+    Never 0 (FFmpeg's automatic count): that is one thread per core of the host, 17 on a 16-core
+    machine, and each frame thread re-allocates the decoder's tables when a sequence header
+    switches to a huge size mid-stream (about 45 MB each at 16384×8704).
+    """
     frame_bytes = max(1, width * height) * 3 // 2  # yuv420p
     fit = DECODE_FRAME_MEMORY // (frame_bytes * FRAMES_PER_THREAD)
-    if fit > (os.cpu_count() or 1):
-        return 0
-    return int(max(1, fit))
+    return int(max(1, min(MAX_DECODE_THREADS, _cores(), fit)))
 
 
 def configure_decoder(stream: av.video.stream.VideoStream, limits: DecodeLimits | None = None) -> None:

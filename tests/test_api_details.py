@@ -45,8 +45,8 @@ def _client(live: dict[str, Any]) -> httpx.Client:
     return httpx.Client(base_url=live["url"], timeout=120, headers={"X-API-Key": API_KEY})
 
 
-def _raw(port: int, head: str, timeout: float = 10.0) -> tuple[bytes, float]:
-    """Send a request head (no body) and read the answer; (answer, seconds it took)."""
+def _raw(port: int, head: str, timeout: float = 40.0) -> tuple[bytes, float]:
+    """Send a request head (no body) and read one answer (head and `Content-Length` body); (answer, seconds)."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head.encode())
@@ -54,6 +54,10 @@ def _raw(port: int, head: str, timeout: float = 10.0) -> tuple[bytes, float]:
         try:
             while chunk := sock.recv(65536):
                 data += chunk
+                top, sep, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", top)
+                if sep and length and len(body) >= int(length.group(1)):
+                    break
         except (TimeoutError, ConnectionResetError):
             pass
     return data, time.monotonic() - started
@@ -150,6 +154,7 @@ def test_a_review_record_names_no_server_path(live: dict[str, Any]) -> None:
     runtime: Runtime = live["runtime"]
     home: Path = live["home"]
     source = make_clip(home.parent / "source.mp4", frames=12)
+    (home / "outputs-review").mkdir(parents=True, exist_ok=True)
     published = runtime.publisher.publish_file(source, home / "outputs-review" / "clip.mp4",
                                                PublishRequest(prompt="a blue square", model_name="external"))
     with _client(live) as c:

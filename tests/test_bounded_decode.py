@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+import av
 import pytest
 
 from bench.bombs import RssSampler, make_resolution_bomb, make_small_clip, serving, tree_rss, upload
@@ -85,8 +86,9 @@ def test_the_budget_is_a_setting(tmp_path: Path) -> None:
 # -- the bombs themselves -------------------------------------------------------------------------
 def test_the_bombs_are_small_and_declare_huge_frames(bombs: dict[str, Path]) -> None:
     assert all(path.stat().st_size < BOMB_BYTES_MAX for path in bombs.values())
-    declared = probe(bombs["declared"], decode_check=False)
-    assert (declared.width, declared.height) == (16384, 8704)
+    with av.open(str(bombs["declared"])) as container:  # plain PyAV: open_video refuses it
+        context = container.streams.video[0].codec_context
+        assert (context.width, context.height) == (16384, 8704)
     assert probe(bombs["switch"], decode_check=False).width == 64  # the first header is honest
 
 
@@ -95,8 +97,9 @@ def test_a_declared_bomb_is_refused_before_any_decoder_opens(bombs: dict[str, Pa
         check_declared(probe(bombs["declared"], decode_check=False), DecodeLimits())
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, with models loaded).
 DECODE_PEAK = """
-import resource, sys
+import sys
 from pathlib import Path
 from provenance.errors import InvalidVideo
 from provenance.video import iter_frames
@@ -107,7 +110,8 @@ try:
     outcome = "decoded"
 except InvalidVideo as exc:
     outcome = "refused: " + str(exc)
-print(frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, outcome, sep="|")
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(frames, int(hwm.split()[1]) // 1024, outcome, sep="|")
 """
 
 
@@ -143,7 +147,7 @@ def test_bounded_decode_reads_an_ordinary_clip_whole(tmp_path: Path) -> None:
 
 
 def test_decoder_threads_shrink_as_frames_grow() -> None:
-    assert decoder_threads(1280, 720) == 0  # small frames: FFmpeg's own choice
+    assert 1 <= decoder_threads(1280, 720) <= 4  # one per core, never FFmpeg's one per host core
     assert decoder_threads(4096, 2304) == 1
     assert decoder_threads(16384, 8704) == 1
 

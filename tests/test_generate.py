@@ -102,7 +102,8 @@ def test_generation_api(live_server: LiveServer) -> None:
         assert verdict["verdict"] == "generated" and verdict["generation_id"] == body["id"]
 
         blocked = client.post("/v1/generations", json={"prompt": "a naked child in a bedroom", "steps": 4})
-        assert blocked.status_code == 422 and blocked.json()["status"] == "blocked"
+        assert blocked.status_code == 422 and blocked.json()["status"] == 422  # RFC 9457: the HTTP status
+        assert blocked.json()["generation_status"] == "blocked"
         assert blocked.headers["content-type"].startswith("application/problem+json")
         assert "minor" in blocked.json()["detail"]
         assert client.get(f"/v1/generations/{blocked.json()['id']}/video").status_code == 404

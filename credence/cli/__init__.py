@@ -109,11 +109,13 @@ def verify(
 
     if not file.is_file():
         raise InvalidVideo(f"{file}: no such file")
-    probe(file, decode_check=False)  # InvalidVideo for a non-video
+    rt = runtime()
+    # InvalidVideo for a non-video; VideoTooLarge (exit 2, naming the limit) over the decoding budget,
+    # before any decoder opens: the same check as POST /v1/verify.
+    probe(file, decode_check=False, limits=rt.settings.decode_limits)
     from detector import matched_record
     from detector import verify as run_verify
 
-    rt = runtime()
     context = rt.verification
     verdict = run_verify(file, context, rt.verification_sources())
     result = verdict.to_dict()
@@ -148,6 +150,9 @@ def generate(
         "--cpu-offload", help="Keep components on the CPU, move each to the GPU while it runs (big models).")] = False,
     vae_tiling: Annotated[bool, typer.Option(
         "--vae-tiling", help="Decode in tiles and slices where the VAE supports it (lower peak memory).")] = False,
+    label: Annotated[str | None, typer.Option(
+        "--label", help="Visible AI label for this clip: off, corner, badge or moving. It may only strengthen the "
+                        "policy's label (default: the policy's).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Moderate, generate, watermark, sign and record a clip. Exit 3 if blocked, 4 if held for review."""
@@ -170,9 +175,14 @@ def generate(
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         rt.settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         output = rt.settings.outputs_dir / f"clip-{stamp}-{secrets.token_hex(2)}.mp4"
+    moderator = ModeratorCache(rt).base()
+    if label is not None:  # a weaker mode than the policy's is refused here, before any model runs
+        from ..labels import check_requested_mode, policy_label
+
+        check_requested_mode(policy_label(moderator), label)
     options = generation.GenerateOptions.for_deployment(
         rt.settings, model=model, device=device, cpu_offload=cpu_offload, vae_tiling=vae_tiling, seed=seed,
-        frames=frames, steps=steps, overwrite=overwrite)
+        frames=frames, steps=steps, overwrite=overwrite, label=label)
     # Progress is for a person at a terminal; piped or --json runs keep stderr to the one-line error.
     quiet = json_ or not err_console.is_terminal
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -192,7 +202,6 @@ def generate(
             err_console.print(f"[dim]{text}…[/]")
 
     with bars:
-        moderator = ModeratorCache(rt).base()
         outcome = generation.generate(rt, moderator, prompt, output, options,
                                       generation.Progress(loading=loading, denoising=denoising, stage=stage))
     result = outcome.to_dict()

@@ -8,7 +8,6 @@ module and nothing imports back: no cycle between the console's modules.
 from __future__ import annotations
 
 import hmac
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,23 +220,5 @@ def sign_in(request: Request, key: str) -> tuple[str, SessionRecord]:
     return _store(request).create(caller)
 
 
-def save_upload(upload: Any, limit: int) -> tuple[Path, int]:
-    """Copy an uploaded file to a private temporary file, refusing more than `limit` bytes."""
-    handle = tempfile.NamedTemporaryFile(prefix="credence-upload-", suffix=Path(upload.filename or "").suffix[:8],
-                                         delete=False)
-    size = 0
-    try:
-        with handle:
-            while chunk := upload.file.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise ConsoleError(413, f"the upload is larger than {limit} bytes")
-                handle.write(chunk)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return Path(handle.name), size
-
-
 __all__ = ["CONSOLE_SCOPES", "ConsoleError", "ConsoleSession", "NotSignedIn", "SignInFailed", "check_csrf", "current",
-           "needs", "render", "resume", "save_upload", "sign_in"]
+           "needs", "render", "resume", "sign_in"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
 from collections import Counter, defaultdict
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 
@@ -40,7 +40,6 @@ from .core import (
     needs,
     render,
     resume,
-    save_upload,
     sign_in,
 )
 
@@ -322,25 +321,38 @@ def add_routes(router: APIRouter) -> None:
         return render(request, "verify.html", session=session, result=None, page="verify")
 
     @router.post("/console/verify")
-    async def verify_upload(request: Request, file: UploadFile = File(...), csrf: str = Form("", max_length=200),
+    async def verify_upload(request: Request, csrf: str = Query("", max_length=200),
                             session: ConsoleSession = Depends(_either)) -> Response:
-        """The detector's verdict and evidence for the uploaded clip (under the API's verification limits)."""
+        """The detector's verdict and evidence for the uploaded clip (under the API's verification limits).
+
+        The form posts its CSRF token in its URL (`?csrf=`), so that the token and the declared size are
+        checked before a byte of the upload is read (a form field comes after the file); the clip then
+        streams to a temporary file under the upload limit, as on `POST /v1/verify`.
+        """
         check_csrf(session, csrf)
+        from ..routes.uploads import ENVELOPE_BYTES, receive_upload
         from ..routes.verify import verify_file
 
         runtime = _runtime(request)
+        limit = runtime.settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + ENVELOPE_BYTES:
+            raise ConsoleError(413, f"the upload is larger than {limit} bytes")
         # The same gate as POST /v1/verify: the console cannot run more verifications than the API allows.
         with request.app.state.gates["verify"].admit() as ticket:
-            path, size = await asyncio.to_thread(save_upload, file, runtime.settings.max_upload_bytes)
             try:
-                result = await ticket.run(verify_file, runtime, path, size)
-                error = None
-            except ProvenanceError as exc:
-                result, error = None, str(exc).replace(str(path), "the upload")
-            finally:
-                path.unlink(missing_ok=True)
+                async with receive_upload(request, limit) as (path, filename, size):
+                    try:
+                        result = await ticket.run(verify_file, runtime, path, size)
+                        error = None
+                    except ProvenanceError as exc:
+                        result, error = None, str(exc).replace(str(path), "the upload")
+            except HTTPException as exc:  # over the limit, not a form, a malformed body
+                raise ConsoleError(exc.status_code, str(exc.detail)) from None
+            except RequestValidationError:
+                raise ConsoleError(400, "the form has no file: choose a clip to verify") from None
         return render(request, "verify.html", 422 if error else 200, session=session, result=result, error=error,
-                      filename=file.filename, page="verify")
+                      filename=filename, page="verify")
 
 
 def _filters(form: dict[str, str]) -> SearchFilters:

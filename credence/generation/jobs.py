@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from provenance.ledger import FINAL_STATUSES, Generation, ModerationDecision, StateConflict, states
-from provenance.ledger.models import Client, as_utc, utcnow
+from provenance.ledger.models import as_utc, utcnow
 from provenance.recovery import settle
 
 from ..runtime import Runtime
@@ -109,21 +109,12 @@ def _give_up(runtime: Runtime, generation_id: str, dead_owner: str | None, attem
 
 
 def notify_if_final(runtime: Runtime, generation_id: str) -> None:
-    """Tell the client's webhook (if it has one) that its job ended."""
-    from ..webhooks import deliver_async
+    """Wake this process's webhook deliverers: the move that ended the job (or held it) already wrote the
+    client's call to the ledger's outbox, in its own transaction (`provenance.ledger.outbox`); a deliverer
+    sends it (`credence.webhooks`). Without a deliverer here, another process's sends it on its next poll."""
+    from ..webhooks import kick_all
 
-    with runtime.ledger.session() as s:
-        gen = s.get(Generation, generation_id)
-        if gen is None or (gen.status not in FINAL_STATUSES and gen.status != "review") or gen.client_id is None:
-            return
-        client = s.get(Client, gen.client_id)
-        if client is None or not client.webhook_url or not client.webhook_secret:
-            return
-        payload = {"id": gen.id, "status": gen.status, "stage": gen.stage,
-                   "finished_at": gen.finished_at.isoformat() if gen.finished_at else None,
-                   "failure_reason": gen.failure_reason, "mark_id": gen.mark_hex if gen.status == "published" else None}
-        url, secret = client.webhook_url, client.webhook_secret
-    deliver_async(runtime, url, secret, payload, generation_id)
+    kick_all()
 
 
 def find_idempotent(runtime: Runtime, client_id: str | None, idempotency_key: str) -> Generation | None:
@@ -135,24 +126,44 @@ def find_idempotent(runtime: Runtime, client_id: str | None, idempotency_key: st
                                                   Generation.idempotency_key == idempotency_key)).first()
 
 
+class IdempotencyMismatch(StateConflict):
+    """An `Idempotency-Key` the client already used, with another request body (HTTP 409)."""
+
+
+def check_replay(existing: Generation, request_sha256: str | None) -> None:
+    """Refuse to replay `existing` for a request whose body differs from the one that made it.
+
+    A key names one request: answering another body with the first one's job would silently drop
+    what the client asked for. Rows from before the fingerprint was recorded replay as before.
+    """
+    if request_sha256 is not None and existing.request_sha256 is not None \
+            and existing.request_sha256 != request_sha256:
+        raise IdempotencyMismatch(f"this Idempotency-Key was already used with a different request body "
+                                  f"(generation {existing.id}); use a new key for a new request")
+
+
 def submit(runtime: Runtime, moderator: Moderator, prompt: str, options: GenerateOptions, executor: Executor,
-           *, idempotency_key: str | None = None) -> tuple[Generation, Decision | None, str, bool]:
+           *, idempotency_key: str | None = None, request_sha256: str | None = None,
+           ) -> tuple[Generation, Decision | None, str, bool]:
     """Accept a generation job: screen the prompt now, record it, and queue it when it passed.
 
     Returns (row, decision or None, status, created). With an `idempotency_key` the client already
-    used, the existing job is returned unchanged (`created` False) and nothing is queued again.
+    used, the existing job is returned unchanged (`created` False) and nothing is queued again;
+    with another request body than that job's (`request_sha256`) it is `IdempotencyMismatch`.
     """
     if idempotency_key is not None:
         existing = find_idempotent(runtime, options.client_id, idempotency_key)
         if existing is not None:
+            check_replay(existing, request_sha256)
             return existing, None, existing.status, False
     try:
         gen, decision, status = screen_and_create(runtime, moderator, prompt, options, start="queued",
-                                                  idempotency_key=idempotency_key)
+                                                  idempotency_key=idempotency_key, request_sha256=request_sha256)
     except IntegrityError:  # the same key raced in from another request: that one won
         with runtime.ledger.session() as s:
             existing = s.scalars(select(Generation).where(Generation.client_id == options.client_id,
                                                           Generation.idempotency_key == idempotency_key)).one()
+        check_replay(existing, request_sha256)
         return existing, None, existing.status, False
     if status == "queued":
         executor.enqueue(gen.id)

@@ -40,6 +40,8 @@ class GenerateOptions:
     dtype: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
+    #: A visible-label mode for this run (`--label`): it may strengthen the policy's label, never weaken it.
+    label: str | None = None
 
     @classmethod
     def for_deployment(cls, settings: Settings, *, model: Path | None = None, device: str | None = None,
@@ -74,11 +76,12 @@ def job_options(gen: Generation, settings: Settings, overlay_hash: str | None = 
 
 
 def begin_request(prompt: str, options: GenerateOptions, decision: Decision, *,
-                  idempotency_key: str | None = None) -> PublishRequest:
+                  idempotency_key: str | None = None, request_sha256: str | None = None) -> PublishRequest:
     """What the ledger records when a generation's row is created, before any model runs."""
     return PublishRequest(prompt=prompt, model_name=options.model_label, policy_version=decision.policy_label,
                           client=options.client, client_id=options.client_id, key_id=options.key_id,
-                          idempotency_key=idempotency_key, seed=options.seed, parameters=options.parameters)
+                          idempotency_key=idempotency_key, request_sha256=request_sha256, seed=options.seed,
+                          parameters=options.parameters)
 
 
 def publish_request(gen: Generation) -> PublishRequest:

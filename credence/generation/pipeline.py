@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from provenance.ledger import Generation, ModerationDecision, prompt_digest, sta
 from provenance.ledger.models import utcnow
 from provenance.publish import PublishRequest, check_output_path
 
+from ..labels import resolve_label
 from ..runtime import Runtime
 from .hold import held_output_message, quarantine_output
 from .options import GenerateOptions, begin_request, publish_request
@@ -104,7 +105,7 @@ def record_decision(runtime: Runtime, generation_id: str | None, stage: str, pro
 
 def screen_and_create(runtime: Runtime, moderator: Moderator, prompt: str, options: GenerateOptions, *,
                       start: str = "running", idempotency_key: str | None = None,
-                      ) -> tuple[Generation, Decision, str]:
+                      request_sha256: str | None = None) -> tuple[Generation, Decision, str]:
     """Screen the prompt and create the generation row where the decision puts it.
 
     Returns (row, decision, status). A blocked prompt's row is `blocked`, a held one `review`
@@ -114,7 +115,8 @@ def screen_and_create(runtime: Runtime, moderator: Moderator, prompt: str, optio
     decision = moderator.screen_prompt(prompt)  # raises (fails closed) when no decision can be made
     held = {"block": "blocked", "review": "review"}.get(decision.action)
     status = held or start
-    gen = runtime.publisher.begin(begin_request(prompt, options, decision, idempotency_key=idempotency_key),
+    gen = runtime.publisher.begin(begin_request(prompt, options, decision, idempotency_key=idempotency_key,
+                                                request_sha256=request_sha256),
                                   status=status, stage="prompt" if held else None)
     record_decision(runtime, gen.id, "prompt", prompt, decision, client_id=options.client_id, key_id=options.key_id,
                     overlay_hash=options.overlay_hash)
@@ -145,6 +147,9 @@ def execute(runtime: Runtime, moderator: Moderator, generation_id: str, prompt: 
     ids = {"client_id": options.client_id, "key_id": options.key_id, "overlay_hash": options.overlay_hash}
     try:
         with publisher.keep_lease(generation_id):
+            # The visible label (the policy's, a client overlay's, a stronger `--label`): decided
+            # before the model runs, so a refused mode costs no GPU time.
+            label = resolve_label(runtime.ledger, moderator, options.label, options.client_id, options.client)
             stage("loading the model")
             model = load_model(options.model, progress, options)
             from generator import GenerationRequest
@@ -173,9 +178,11 @@ def execute(runtime: Runtime, moderator: Moderator, generation_id: str, prompt: 
                                screened.to_dict() | {"user_message": message}, extra={"user_message": message})
 
     stage("publishing")
+    request = replace(request, label=label)
     published = publisher.publish(generation_id, clip.frames, clip.fps, output, request, overwrite=options.overwrite)
     return GenerateOutcome("published", generation_id, str(published.path), prompt_decision, screened.to_dict(),
-                           extra={"mark_id": published.mark_hex, "sha256": published.sha256})
+                           extra={"mark_id": published.mark_hex, "sha256": published.sha256,
+                                  "label": label.record() if label.enabled else {"mode": "off"}})
 
 
 def _record_model(runtime: Runtime, generation_id: str, clip: Clip) -> PublishRequest:

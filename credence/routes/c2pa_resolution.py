@@ -141,7 +141,7 @@ async def post_matches_by_content(request: Request, max_results: int = Query(10,
     settings = runtime.settings
 
     def run(path: Any, size: int) -> list[Any]:
-        check_upload(path, size, settings.max_upload_seconds)
+        check_upload(path, size, settings.decode_limits)
         return matches_by_content(path, runtime.verification, max_results)
 
     with await admit_upload(verify_gate, request) as ticket:

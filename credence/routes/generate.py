@@ -9,6 +9,8 @@ before any work starts.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +29,7 @@ from ..auth import Caller
 from ..deps import Gate, gate, get_runtime, require_scope, visible_to
 from ..generation import Decision, GenerateOptions, find_idempotent, notify_if_final, submit
 from ..generation.executors import executor_for
+from ..generation.jobs import check_replay
 from ..runtime import Runtime
 from ..timestamps import iso
 from .problems import PROBLEM_MEDIA_TYPE, problems
@@ -228,10 +231,14 @@ def make_router(limits: ModelLimits) -> APIRouter:
                                 generation_gate: Gate = Depends(gate("generation"))) -> JSONResponse:
         """Screen the prompt now and queue the job: 202 `{"id", "status": "queued"}` with a `Location`.
 
-        A held prompt is 202 with status `review`; a blocked one is 422 with the user-facing reason
-        (both recorded). The same `Idempotency-Key` returns the same job. 429 past the client's
-        request or daily generation quota.
+        A held prompt is 202 with status `review`; a blocked one is a 422 problem with the user-facing
+        reason, the recorded `id` and `generation_status: "blocked"` (both recorded). The same
+        `Idempotency-Key` with the same body returns the same job; with another body it is 409. 429
+        past the client's request or daily generation quota.
         """
+        # What the key names: the validated request (key order, spacing and defaults do not matter).
+        request_sha256 = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True,
+                                                   separators=(",", ":")).encode()).hexdigest()
         options = GenerateOptions.for_deployment(runtime.settings, seed=body.seed, frames=body.frames,
                                                  steps=body.steps, height=body.height, width=body.width,
                                                  client=caller.client_name, client_id=caller.client_id,
@@ -241,6 +248,7 @@ def make_router(limits: ModelLimits) -> APIRouter:
             if idempotency_key is not None:
                 existing = find_idempotent(runtime, caller.client_id, idempotency_key)
                 if existing is not None:
+                    check_replay(existing, request_sha256)
                     return existing, None, existing.status, False
             retry_after = request.app.state.quotas.generation(caller)
             if retry_after is not None:
@@ -249,7 +257,7 @@ def make_router(limits: ModelLimits) -> APIRouter:
             moderator, overlay = request.app.state.moderators(caller.client_id)
             options.overlay_hash = overlay
             return submit(runtime, moderator, body.prompt, options, executor_for(request.app),
-                          idempotency_key=idempotency_key)
+                          idempotency_key=idempotency_key, request_sha256=request_sha256)
 
         with generation_gate.admit() as ticket:
             gen, decision, status, _created = await ticket.run(run)
@@ -260,8 +268,10 @@ def make_router(limits: ModelLimits) -> APIRouter:
         if status == "blocked":
             message = (decision.to_dict().get("user_message") if decision is not None else None) \
                 or "your request was blocked by the moderation policy"
+            # RFC 9457: `status` is the HTTP status; the generation's own status has its own field.
             problem = {"type": "about:blank#blocked", "title": "Blocked by the moderation policy", "status": 422,
-                       "detail": message, "errors": [], **answer}
+                       "detail": message, "errors": [], "id": gen.id, "generation_status": status,
+                       **{k: v for k, v in answer.items() if k not in ("id", "status")}}
             return JSONResponse(problem, 422, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
         return JSONResponse(answer, 202, headers=headers)
 
@@ -271,6 +281,7 @@ def make_router(limits: ModelLimits) -> APIRouter:
                 responses={202: {"model": JobAccepted, "description": "Queued (or held for review); poll Location",
                                  "headers": {"Location": {"schema": {"type": "string"}}}},
                            **problems(400, 401, 403, 408, 429, 503,
+                                      s409="The Idempotency-Key was already used with a different request body",
                                       s422="Invalid request, or the prompt was blocked by the moderation policy "
                                            "(`detail` is the user-facing reason, `id` the recorded generation)")},
                 )(create_generation)

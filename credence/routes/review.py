@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ..auth import Caller
 from ..deps import get_runtime, require_scope
+from ..errors import scrub
 from ..generation.executors import executor_for
 from ..review import Reviewer, ReviewError, ReviewNotFound, ReviewRefused, approve, list_held, reject, show
 from ..reviewers import ApprovalForbidden
@@ -64,11 +65,41 @@ def list_reviews(stage: Literal["prompt", "output"] | None = None, category: str
 @router.get("/v1/reviews/{generation_id}", responses=problems(401, 403, 404, 503))
 def get_review(generation_id: str, _caller: Caller = Depends(require_scope("review")),
                runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    """One generation as a reviewer sees it: prompt, reasons, decisions, audit trail."""
+    """One generation as a reviewer sees it: prompt, reasons, decisions, audit trail (no server path)."""
     try:
-        return show(runtime, generation_id)
+        item = show(runtime, generation_id)
     except ReviewError as exc:
         raise _http(exc) from None
+    return without_server_paths(item, runtime.settings)
+
+
+#: Keys whose values are where the server keeps files (the published clip, its temporary file).
+_PATH_KEYS = frozenset({"path", "output_path", "temp_path"})
+
+
+def _scrubbed(value: Any, settings: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, settings) for k, v in value.items() if k not in _PATH_KEYS}
+    if isinstance(value, list):
+        return [_scrubbed(v, settings) for v in value]
+    if isinstance(value, str):
+        return scrub(value, settings)
+    return value
+
+
+def without_server_paths(item: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """`item` as an API client may see it: files and audit entries without the server's paths.
+
+    The console's own pages show the record whole (they are the operator's); over the API the
+    file's hash, size and manifest label identify it, and where it lies is the server's business.
+    Free text the server wrote (audit details, failure reasons) is scrubbed like error details;
+    the prompt and the decisions' reasons are the client's and the policy's words, left as they are.
+    """
+    out = dict(item)
+    for key in ("files", "audit", "failure_reason"):
+        if key in out:
+            out[key] = _scrubbed(out[key], settings)
+    return out
 
 
 @router.post("/v1/reviews/{generation_id}/approve", response_model=ReviewOutcomeModel,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from detector import matched_record, verify
 from provenance.errors import InvalidVideo
 from provenance.video import probe
+from provenance.video_limits import DecodeLimits
 
 from ..auth import Caller
 from ..deps import Gate, gate, get_runtime, require_scope
@@ -58,18 +59,17 @@ class VerifyAnswer(BaseModel):
                                               "`ledger`), `manifest_found` and `mark_found`")
 
 
-def check_upload(path: Path, size: int, max_seconds: int) -> dict[str, Any]:
-    """Refuse what is not a video we can read, or too long; returns what the clip is.
+def check_upload(path: Path, size: int, limits: DecodeLimits) -> dict[str, Any]:
+    """Refuse what is not a video we can read, or over the decoding budget; returns what the clip is.
 
-    Headers only: the sources decode the clip anyway, and a corrupt stream found then is
-    `InvalidVideo` (422) all the same.
+    Headers only, before any decoder opens: frames over the frame box, more pixels in all than
+    the budget, or longer than CREDENCE_MAX_UPLOAD_SECONDS is `VideoTooLarge` (413); an absurd
+    declaration is `InvalidVideo` (422). The sources decode the clip under the same limits, so a
+    stream that switches to a huge size later, or a corrupt one, is `InvalidVideo` (422) then.
     """
     if size == 0:
         raise InvalidVideo("the upload is empty")
-    info = probe(path, decode_check=False)
-    if info.duration_s > max_seconds:
-        raise HTTPException(413, f"the clip lasts {info.duration_s:.1f} s, over the {max_seconds} s limit "
-                                 "(CREDENCE_MAX_UPLOAD_SECONDS)")
+    info = probe(path, decode_check=False, limits=limits)
     return {"bytes": size, "width": info.width, "height": info.height, "fps": round(info.fps, 3),
             "duration_s": round(info.duration_s, 3), "codec": info.codec}
 
@@ -77,7 +77,7 @@ def check_upload(path: Path, size: int, max_seconds: int) -> dict[str, Any]:
 def verify_file(runtime: Runtime, path: Path, size: int) -> dict[str, Any]:
     """Check and verify one received file (runs on a verify-gate thread: it is CPU work)."""
     settings = runtime.settings
-    clip = check_upload(path, size, settings.max_upload_seconds)
+    clip = check_upload(path, size, settings.decode_limits)
     context = runtime.verification
     verdict = verify(path, context, runtime.verification_sources(max_seconds=settings.max_upload_seconds))
     record = matched_record(context, verdict.generation_id) if verdict.verdict == "generated" else None
@@ -92,8 +92,9 @@ async def verify_upload(request: Request, _caller: Caller = Depends(require_scop
                         verify_gate: Gate = Depends(gate("verify"))) -> dict[str, Any]:
     """Upload a clip (multipart field `file`, or the raw bytes); get the verdict and its evidence.
 
-    413 over the size or duration limit, 415 for a body that is not a file, 422 for a file that
-    is not a readable video (empty, truncated, not a video, smaller than 16 px a side), 503 when
+    413 over the size or duration limit or the decoding budget (frame size, total pixels), 415
+    for a body that is not a file, 422 for a file that is not a readable video (empty, truncated,
+    not a video, smaller than 16 px a side, an absurd declared size), 503 when
     the verification queue is full (with `Retry-After`) or a verification runs past its limit.
     """
     with await admit_upload(verify_gate, request) as ticket:

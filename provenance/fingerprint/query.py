@@ -96,7 +96,8 @@ def _grey_frames(path: Path, max_seconds: float | None, *,
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if sampled:
-            stream.codec_context.options = dict(SAMPLED_CODEC_OPTIONS)
+            # Added to (not instead of) what open_video set: FFmpeg's frame-size limit stays.
+            stream.codec_context.options = {**stream.codec_context.options, **SAMPLED_CODEC_OPTIONS}
             stream.codec_context.skip_frame = SAMPLED_DECODE
         fps = float(stream.average_rate or stream.guessed_rate or Fraction(25))
         time_base = stream.time_base
