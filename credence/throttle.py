@@ -60,7 +60,7 @@ class SignInThrottle:
     """Counters of failed sign-ins, by address and by key prefix."""
 
     def __init__(self, settings: Settings) -> None:
-        self.storage = storage_from_string(settings.broker_url or "memory://")
+        self.storage = self._guard("reach its counters", storage_from_string, settings.broker_url or "memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.item = parse(settings.signin_failures)
         self.refusal_item = parse(REFUSAL_AUDIT_RATE)
@@ -69,7 +69,8 @@ class SignInThrottle:
     def _buckets(address: str, prefix: str | None) -> list[str]:
         return [f"address:{address}"] + ([f"prefix:{prefix}"] if prefix else [])
 
-    def _guard(self, what: str, fn: Any, *args: Any) -> Any:
+    @staticmethod
+    def _guard(what: str, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
         except Exception as exc:  # redis errors come in several types; any of them means "cannot count"

@@ -276,6 +276,23 @@ def test_two_api_processes_share_sessions_and_the_throttle_through_redis(
     assert len(audit_rows(runtime, "console.signin_failed")) == 3
 
 
+def test_an_unreachable_session_store_refuses_and_lets_nothing_through(runtime: Runtime) -> None:
+    """Redis down (CREDENCE_BROKER_URL pointing nowhere): sign-in and every signed-in page answer 503
+    with Retry-After, as an HTML page, never a page served unchecked."""
+    from credence.app import create_app
+
+    made = make_key(runtime, "trust-and-safety", ["review"], reviewer="Alice")
+    settings = settings_for(runtime.settings.home, CREDENCE_BROKER_URL="redis://127.0.0.1:1/0")
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        attempt = sign_in(http, made["key"])
+        assert attempt.status_code == 503 and attempt.headers["retry-after"] == "5"
+        assert "sign-in throttle is unavailable" in attempt.text and "127.0.0.1:1" not in attempt.text
+        http.cookies.set(SESSION, "a" * 43, domain="127.0.0.1", path="/console")
+        page = http.get("/console/queue")
+        assert page.status_code == 503 and "session store is unavailable" in page.text
+        assert page.headers["content-type"].startswith("text/html")
+
+
 # -- the sign-in throttle ---------------------------------------------------------------------------
 def test_failed_sign_ins_are_throttled_per_address_and_audited_without_key_material(runtime: Runtime) -> None:
     from credence.app import create_app
