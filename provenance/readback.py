@@ -11,9 +11,10 @@ generation (`WatermarkUnreadable`), so no file reaches the final path and no pub
 The platform copy costs no decoding and no memory: while the clip is encoded for release, the
 same marked frames go, at the clip's own size and frame rate, into a second encoder at the
 platform's settings (`encode_marked`), writing a temporary file that `MarkReader.read` then
-detects as `credence verify` would. It starts from the marked frames rather than from the
-released CRF 18 file decoded again: one visually lossless generation fewer than a real platform
-sees, which is why the margin is asked of it.
+detects as `credence verify` would. It holds the detector's first look window only
+(`MarkReader.platform_seconds`), which is what a verifier reads first. It starts from the marked
+frames rather than from the released CRF 18 file decoded again: one visually lossless generation
+fewer than a real platform sees, which is why the margin is asked of it.
 
 Re-marking needs the frames again, and a model's frames come from a generator that cannot be
 rewound: `FrameSpool` keeps the (labelled, unmarked) frames, in memory up to `SPOOL_MEMORY_BYTES`
@@ -64,6 +65,7 @@ class MarkReader(Protocol):
 
     platform_crf: int  # the simulated platform's H.264 CRF
     platform_preset: str
+    platform_seconds: float  # how much of the clip (from its start) the platform copy holds
 
     def read(self, path: Path, platform: Path, mark_id: int) -> ReadBack:
         """Read `path` (the released bytes) and `platform` (the re-encode); `ok` only with a margin."""
@@ -95,17 +97,18 @@ def encode_marked(frames: Iterable[np.ndarray], mark_id: int, make_marker: Calla
     marker = make_marker(mark_id) if make_marker is not None else None
     with ExitStack() as stack:
         writer = stack.enter_context(VideoWriter(path, fps, crf=crf))
-        copy = None
+        copy, copy_frames = None, 0
         if platform is not None and reader is not None:
             copy = stack.enter_context(VideoWriter(platform, fps, crf=reader.platform_crf,
                                                    preset=reader.platform_preset))
+            copy_frames = max(1, round(reader.platform_seconds * fps))
         for index, frame in enumerate(frames):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise InvalidVideo(f"frame {index} is {frame.dtype} {frame.shape}, expected uint8 HxWx3")
             if marker is not None:
                 frame = marker.embed(frame, index)
             writer.write(frame)
-            if copy is not None:
+            if copy is not None and index < copy_frames:
                 copy.write(frame)
             for recorder in recorders:
                 recorder.add(frame, index)
