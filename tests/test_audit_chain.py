@@ -293,6 +293,7 @@ def test_export_of_100k_rows_streams_in_bounded_memory(big_ledger: dict[str, obj
     assert report.ok and report.rows >= BIG
 
 
+@pytest.mark.slow
 def test_search_and_export_over_http_on_100k_rows(big_ledger: dict[str, object]) -> None:
     url, keys = big_ledger["url"], big_ledger["keys"]
     auditor = {"Authorization": f"Bearer {keys['auditor']}"}  # type: ignore[index]

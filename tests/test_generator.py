@@ -218,6 +218,7 @@ def _tiny_dit(steps: int) -> DitConfig:
     return DitConfig(steps=steps, batch=4, lr=2e-3, warmup=2, num_layers=1, heads=2, head_dim=16, ffn=32, seed=5)
 
 
+@pytest.mark.slow
 def test_dit_training_resumes_exactly_from_its_checkpoint(tmp_path):
     """Stopped after 3 steps and resumed to 6 == 6 steps straight: weights, EMA, optimiser and RNG."""
     torch.set_num_threads(1)
@@ -257,6 +258,7 @@ def test_pooled_latent_is_what_the_vae_config_promises():
     assert torch.allclose(restored.mean(dim=(3, 4)), x.mean(dim=(3, 4)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_exact_decoder_inverts_the_pooled_latent():
     """The shipped VAE's decoder is set, not learned: unstack + nearest 4x, to well under a grey level."""
     vae = arch.set_exact_decoder(arch.build_vae([0.0] * arch.Z_DIM, [1.0] * arch.Z_DIM)).eval()

@@ -76,6 +76,7 @@ def _submit(rt: Runtime, **options: object) -> str:
     return gen.id
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: Runtime) -> None:
     rt = queued_home
     first = _worker(rt.settings.home, ("CREDENCE_FAULT_POINT", "generating"))
@@ -111,6 +112,7 @@ def test_a_worker_killed_mid_generation_leaves_the_job_to_another(queued_home: R
     assert verdict.verdict == "generated" and verdict.generation_id == generation_id
 
 
+@pytest.mark.slow
 def test_run_job_is_idempotent_and_publishes_once(runtime: Runtime) -> None:
     moderators = ModeratorCache(runtime)
 

@@ -294,6 +294,7 @@ def test_nudenet_screen_allows_abstract_frames(moderator: Moderator) -> None:
 
 # -- CLI and HTTP ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_moderate_json_lines_in_order(cli_env: dict[str, str], tmp_path: Path) -> None:
     one = run(cli_env, "moderate", "a cat on a sofa", "--json")
     assert one.returncode == 0, one.stderr
@@ -308,6 +309,7 @@ def test_cli_moderate_json_lines_in_order(cli_env: dict[str, str], tmp_path: Pat
     assert all(a["policy_version"] == RAW["version"] for a in answers)
 
 
+@pytest.mark.slow
 def test_cli_moderate_bad_input(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert_clean_error(run(cli_env, "moderate", "   ", "--json"), "empty")
     assert_clean_error(run(cli_env, "moderate"), "exactly one")

@@ -129,6 +129,7 @@ def test_generate_killed_mid_generation_is_rolled_back(runtime: Runtime, cli_env
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_doctor_never_touches_a_row_a_live_process_holds(runtime: Runtime, cli_env: dict[str, str],
                                                          tmp_path: Path) -> None:
     # This test process is the live owner: another process (the doctor) must leave its row alone.

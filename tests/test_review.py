@@ -170,6 +170,7 @@ def test_held_output_is_quarantined_then_approved_and_published_as_that_output(d
         assert entry.key_id == decision.key_id and entry.row_hash and entry.details["note"] == "abstract shapes, fine"
 
 
+@pytest.mark.slow
 def test_held_output_rejected_is_never_served(deployment: dict[str, Any]) -> None:
     outcome = _generate(deployment, "a green square moving up on a black background", "rejected-output")
     assert outcome.status == "review"
