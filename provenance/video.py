@@ -89,7 +89,7 @@ def open_video(path: Path, limits: DecodeLimits | None = None) -> av.container.I
     return container
 
 
-def _decode_error(path: Path, exc: BaseException) -> InvalidVideo:
+def decode_error(path: Path, exc: BaseException) -> InvalidVideo:
     """What a failed decode means: damaged data, or a frame FFmpeg refused because it is over the limit."""
     box = process_limits().frame_box
     return InvalidVideo(f"{path}: the video data is corrupt or truncated, or a frame is over the {box[0]}x{box[1]} "
@@ -122,7 +122,7 @@ def probe(path: Path, *, decode_check: bool = True, limits: DecodeLimits | None 
                     width, height = frame.width, frame.height
                     frames += 1
             except READ_ERRORS as exc:
-                raise _decode_error(path, exc) from None
+                raise decode_error(path, exc) from None
             if frames == 0:
                 raise InvalidVideo(f"{path}: the video stream holds no decodable frame")
         else:
@@ -146,7 +146,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
             for frame in bounded_decode(container, stream, where=str(path)):
                 yield frame.to_ndarray(format="rgb24")
         except READ_ERRORS as exc:
-            raise _decode_error(path, exc) from None
+            raise decode_error(path, exc) from None
     finally:
         container.close()
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidVideo
-from ..video import READ_ERRORS, open_video
+from ..video import READ_ERRORS, decode_error, open_video
 from .hashing import QUERY_RATE, WINDOW_BINS_PER_SECOND, WORK_SIDE, WindowAverager, query_hashes
 
 #: Frames a second the query side converts and averages (of all it decodes), for speed.
@@ -129,7 +129,7 @@ def _grey_frames(path: Path, max_seconds: float | None, *,
                     size = (max(1, round(w * factor)), max(1, round(h * factor)))
                 yield t, _frame_grey(frame, size)
         except READ_ERRORS as exc:
-            raise InvalidVideo(f"{path.name}: the video data is corrupt or truncated ({exc})") from None
+            raise decode_error(Path(path.name), exc) from None
     finally:
         container.close()
 

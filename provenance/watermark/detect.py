@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidVideo
-from ..video import open_video
+from ..video import decode_error, open_video
 from ._threads import one_thread as _one_thread
 from .embed import MIN_SIDE
 from .layout import WatermarkKey
@@ -140,7 +140,7 @@ def _detect_file(path: Path, keys: Sequence[WatermarkKey], dev: torch.device, wi
                 if looks.analyse():
                     break
         except (av.error.FFmpegError, ValueError) as exc:
-            raise InvalidVideo(f"{path}: the video data is corrupt or truncated ({exc})") from None
+            raise decode_error(path, exc) from None
     finally:
         container.close()
     if looks.result is None:
