@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad usage or bad input (a one-line reason on stderr, no
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -301,11 +302,19 @@ def db_current() -> None:
 @handles_errors
 def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Jobs run at once in this process.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="Torch intra-op threads per job (default: this worker's share of the cores "
+        "among the workers alive on this machine, re-checked before each job).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cpu, cuda (one GPU per worker slot) or cuda:K (pin GPU K); default CREDENCE_DEVICE.")]
+    = None,
 ) -> None:
     """Take generation jobs from the queue (CREDENCE_BROKER_URL) until stopped; loads the model once."""
     from ..worker import run_worker
 
-    run_worker(Settings.from_env(), concurrency)
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise typer.BadParameter(f"{device!r}: expected cpu, cuda, cuda:K or mps", param_hint="--device")
+    run_worker(Settings.from_env(), concurrency, threads=threads, device=device)
 
 
 def _register_subcommands() -> None:

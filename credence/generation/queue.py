@@ -12,6 +12,7 @@ lease) is the only exception retried: a failed generation is already `failed` in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -33,19 +34,26 @@ MAINTENANCE_CHANCE = 20
 class _State:
     runtime: Runtime | None = None
     moderators: ModeratorCache | None = None
+    before_job: Callable[[], None] | None = None
 
 
 _state = _State()
 
 
-def attach_worker(runtime: Runtime, moderators: ModeratorCache) -> None:
-    """Make this process a worker: the actor runs its jobs with this runtime and these moderators."""
-    _state.runtime, _state.moderators = runtime, moderators
+def attach_worker(runtime: Runtime, moderators: ModeratorCache, *,
+                  before_job: Callable[[], None] | None = None) -> None:
+    """Make this process a worker: the actor runs its jobs with this runtime and these moderators.
+
+    `before_job` runs before each job (the worker sizes its torch pool there: `credence.cpu_share`).
+    """
+    _state.runtime, _state.moderators, _state.before_job = runtime, moderators, before_job
 
 
 def _run(generation_id: str) -> None:
     """The actor: run one job in this worker (the runtime and moderators were loaded at start)."""
     assert _state.runtime is not None and _state.moderators is not None, "not a credence worker"
+    if _state.before_job is not None:
+        _state.before_job()
     status = run_job(_state.runtime, _state.moderators, generation_id)
     log.info("generation %s: %s", generation_id, status)
 
