@@ -83,6 +83,10 @@ def test_two_keys_of_one_reviewer_do_not_make_two_reviewers(deployment: dict[str
     alice_again = make_key(rt, "trust", ["review"], reviewer="  alice   SMITH ")  # the same person, another key
     first = decide(deployment, alice["key"], gen_id)
     assert first.status_code == 200 and first.json()["status"] == "review" and "1 of 2" in first.json()["detail"]
+    # The queue shows who approved so far (the console's page as the next reviewer sees it).
+    with httpx.Client(base_url=deployment["url"], timeout=60) as http:
+        assert sign_in(http, make_key(rt, "trust", ["review"], reviewer="Zoe")["key"]).status_code == 303
+        assert "1 of 2 approvals: Alice Smith" in http.get("/console/queue").text
     second = decide(deployment, alice_again["key"], gen_id)
     assert second.status_code == 409, second.text
     assert second.headers["content-type"].startswith("application/problem+json")
