@@ -169,3 +169,26 @@ def test_a_clip_too_thin_for_sampling_is_decoded_in_full(tmp_path: Path) -> None
     write_video(path, iter(scene_frames(22, frames=12)), 4.0, preset="veryfast")
     frames = list(fingerprint._frames_for_query(path, None, sampled=True))
     assert len(frames) == len(list(fingerprint._grey_frames(path, None, sampled=False)))
+
+
+def test_an_h265_reencode_whose_sampled_decode_stops_early_is_decoded_in_full(tmp_path: Path) -> None:
+    """x265's B-pyramid: skipping B-frames leaves half a second of a 3 s clip; the guard sees the gap.
+
+    (Issue 24: a CRF 32 H.265 re-encode kept 2 of 180 frames and the fingerprint got one sample.)
+    """
+    import av
+
+    from provenance.fingerprint import query as fingerprint
+
+    path = tmp_path / "h265.mp4"
+    frames = scene_frames(23, width=240, height=320, frames=45)
+    write_video(path, iter(frames + frames[::-1]), 30.0, codec="libx265", crf=32)  # 3 s
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = fingerprint.SAMPLED_DECODE
+        times = [float(f.time) for f in container.decode(stream)]
+    assert times and times[-1] < 1.5, times  # what the sampled decode alone leaves (the bug's cause)
+    query = query_fingerprint(path)
+    full = query_fingerprint(path, sampled=False)
+    assert query.times.size == full.times.size >= 11  # every quarter second of the 3 s clip
+    assert np.median(hamming(query.phash, full.phash)) <= 6

@@ -49,10 +49,13 @@ class QueryFingerprint:
 SAMPLED_DECODE = "BIDIR"
 SAMPLED_CODEC_OPTIONS: dict[str, str] = {}
 
-#: Below this many decoded frames a second, the sampled decode is too thin for half-second
-#: windows (a low frame rate, or an unusual GOP of mostly B-frames): the clip is decoded in full.
-MIN_SAMPLED_FPS = 6.0
-
+#: The sampled decode is judged by what comes out of it, not by the codec's name or the first
+#: seconds: a gap longer than this between two sampled frames (or between the last one and the
+#: clip's end) means the windows there would be empty or one frame thin, and the clip is decoded
+#: in full from that point. An H.265 re-encode (x265's B-pyramid: its B-frames are references)
+#: keeps only the first half second of frames when B-frames are skipped; a 4 fps clip keeps one
+#: frame in three. A typical H.264 upload at 24-30 fps keeps a frame every 0.1-0.125 s.
+MAX_SAMPLED_GAP_S = 0.4
 
 #: 8-bit pixel formats whose first plane is the full-size luma (grey) picture.
 _LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
@@ -134,33 +137,55 @@ def _grey_frames(path: Path, max_seconds: float | None, *,
         container.close()
 
 
-#: Seconds of a sampled decode looked at before trusting its frame rate.
-SAMPLED_PROBE_SECONDS = 2.0
+def _clip_end(path: Path) -> float | None:
+    """Seconds from the video stream's first frame to its end, from the container (None if unknown)."""
+    container = open_video(path)
+    try:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None and \
+                stream.time_base is not None else 0.0
+            return max(0.0, container.duration / 1_000_000 - start)
+        return None
+    finally:
+        container.close()
 
 
 def _frames_for_query(path: Path, max_seconds: float | None, sampled: bool) -> Iterator[tuple[float, np.ndarray]]:
-    """The query's grey frames, streamed: sampled when that leaves enough frames a second.
+    """The query's grey frames, streamed: sampled while that leaves frames every MAX_SAMPLED_GAP_S.
 
-    The first SAMPLED_PROBE_SECONDS of a sampled decode are held back and counted; too few
-    frames a second for the half-second windows, and the clip is decoded in full instead.
+    What actually came out decides: at the first gap longer than MAX_SAMPLED_GAP_S (or when the
+    sampled frames end that long before the clip does) the clip is decoded in full and its frames
+    after the last sampled one are yielded instead. The frames already yielded stay (they are the
+    same frames a full decode gives there); the full decode restarts from the top, so a clip that
+    thins out late costs its head twice, and one that is thin at once costs a full decode.
     """
     if not sampled:
         yield from _grey_frames(path, max_seconds, sampled=False)
         return
+    end = _clip_end(path)
+    if max_seconds is not None and end is not None:
+        end = min(end, max_seconds)
+    last: float | None = None
     frames = _grey_frames(path, max_seconds, sampled=True)
-    head: list[tuple[float, np.ndarray]] = []
-    for item in frames:
-        head.append(item)
-        if item[0] >= SAMPLED_PROBE_SECONDS:
+    thin = False
+    for t, grey in frames:
+        if (last is None and t > MAX_SAMPLED_GAP_S) or (last is not None and t - last > MAX_SAMPLED_GAP_S):
+            thin = True
             break
-    span = head[-1][0] - head[0][0] if head else 0.0
-    thin = len(head) < 2 or (span > 0 and (len(head) - 1) / span < MIN_SAMPLED_FPS)
-    if thin:
-        frames.close()
-        yield from _grey_frames(path, max_seconds, sampled=False)
+        yield t, grey
+        last = t
+    frames.close()
+    if not thin:
+        # The sampled frames stopped: at the clip's end, or (an H.265 B-pyramid) long before it.
+        thin = last is None or (end is not None and end - last > MAX_SAMPLED_GAP_S)
+    if not thin:
         return
-    yield from head
-    yield from frames
+    for t, grey in _grey_frames(path, max_seconds, sampled=False):
+        if last is None or t > last + 1e-6:
+            yield t, grey
 
 
 def _prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 24) -> Iterator[tuple[float, np.ndarray]]:
