@@ -95,6 +95,23 @@ def screen_record(frame: np.ndarray) -> np.ndarray:
     return np.clip(255 * (np.clip(noisy, 0, 255) / 255) ** 0.9, 0, 255).astype(np.uint8)
 
 
+def caption_band(fraction: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A burned-in subtitle: a dark band over the bottom `fraction` of the height, with white text."""
+    from PIL import ImageDraw
+
+    def edit(frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        band = max(2, round(h * fraction))
+        out = frame.copy()
+        out[h - band:] = (out[h - band:].astype(np.uint16) * 3 // 10).astype(np.uint8)  # 70 % black
+        image = Image.fromarray(out)
+        draw = ImageDraw.Draw(image)
+        draw.text((round(w * 0.08), h - band + band // 4), "and that is how we got here, honestly",
+                  fill=(255, 255, 255), font_size=max(8, band // 2))
+        return np.asarray(image)
+    return edit
+
+
 #: name -> (per-frame edit or None, encoder options, (start s, length s) or None)
 ATTACKS: dict[str, tuple[Callable[[np.ndarray], np.ndarray] | None, dict[str, object], tuple[float, float] | None]] = {
     "reencode_crf35": (None, {"crf": 35}, None),
@@ -112,6 +129,9 @@ ATTACKS: dict[str, tuple[Callable[[np.ndarray], np.ndarray] | None, dict[str, ob
     "screen_record": (screen_record, {"crf": 30}, None),
     "webm_vp9": (None, {"codec": "libvpx-vp9", "crf": 35}, None),
     "subclip_3s": (None, {"crf": 23}, (1.0, 3.0)),
+    "h265_crf32": (None, {"codec": "libx265", "crf": 32}, None),
+    "caption_band": (caption_band(0.18), {"crf": 23}, None),
+    "speed_1.25": (None, {"crf": 23, "speed": 1.25}, None),
 }
 
 #: Attack families and the share-identified target of each (issue 6).
@@ -120,9 +140,10 @@ FAMILY = {
     "scale_0.25": "scaling", "crop_90": "crop", "crop_80": "crop", "crop_70": "crop",
     "letterbox_15": "pad", "hflip": "flip", "overlay_25": "overlay", "reframe_9x16": "crop",
     "brightness_+30": "colour", "screen_record": "screen", "subclip_3s": "subclip",
+    "h265_crf32": "codec", "caption_band": "overlay", "speed_1.25": "speed",
 }
 TARGET = {"codec": 0.99, "scaling": 0.99, "crop": 0.95, "flip": 0.95, "pad": 0.95, "overlay": 0.95,
-          "subclip": 0.90, "colour": 0.95, "screen": 0.90}
+          "subclip": 0.90, "colour": 0.95, "screen": 0.90, "speed": 0.95}
 
 
 def _selected(frames: Frames, fps: float, window: tuple[float, float] | None) -> Frames:
@@ -137,13 +158,24 @@ def _selected(frames: Frames, fps: float, window: tuple[float, float] | None) ->
             yield frame
 
 
+def _sped(frames: Frames, speed: float) -> Frames:
+    """Every frame shown at `speed` times the pace (frames dropped or repeated, rate unchanged)."""
+    kept = list(frames)
+    for k in range(int(len(kept) / speed)):
+        yield kept[min(len(kept) - 1, round(k * speed))]
+
+
 def apply_attack(name: str, source: Path, dest: Path) -> Path:
     """Write `source` edited by attack `name` to `dest` (suffix .webm for the VP9 attack)."""
     edit, options, window = ATTACKS[name]
+    options = dict(options)
+    speed = float(options.pop("speed", 1.0))  # type: ignore[arg-type]
     fps = frame_rate(source)
     if options.get("codec") == "libvpx-vp9":
         dest = dest.with_suffix(".webm")
     frames = _selected(iter_frames(source), fps, window)
+    if speed != 1.0:
+        frames = _sped(frames, speed)
     options = {"preset": "veryfast", **options} if options.get("codec", "libx264") == "libx264" else options
     with VideoWriter(dest, fps, **options) as writer:  # type: ignore[arg-type]
         for frame in frames:
