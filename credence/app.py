@@ -177,9 +177,15 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         except Exception as exc:
             log.warning("job executor not started yet: %s", type(exc).__name__)
         # Webhook calls owed in the ledger's outbox (credence.webhooks): sent from here and from workers.
-        deliverer = Deliverer(runtime.ledger, actor="api").start()
+        # A ledger URL that cannot be used at all does not stop the server either (/readyz says so).
+        try:
+            deliverer: Deliverer | None = Deliverer(runtime.ledger, actor="api").start()
+        except Exception as exc:
+            log.warning("webhook deliverer not started: %s", type(exc).__name__)
+            deliverer = None
         yield
-        deliverer.stop()
+        if deliverer is not None:
+            deliverer.stop()
         executor = app.state.executor
         if executor is not None:
             executor.shutdown()
