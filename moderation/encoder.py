@@ -58,6 +58,7 @@ class Tokenizer:
         vocab = [(p, float(s)) for p, s in zip(f.pieces, f.scores, strict=True)]
         self._tok = HFTokenizer(Unigram(vocab, unk_id=f.unk, byte_fallback=False))
         self._table = str.maketrans(f.norm_map)
+        self._pieces = f.pieces
         self.prefix = self.content([PREFIX])[0]
 
     def _prepare(self, text: str) -> str:
@@ -65,6 +66,10 @@ class Tokenizer:
         if not text.startswith(" "):
             text = " " + text
         return text.replace(" ", META)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The (tokenizer-normalised) text of token ids: what a window of a long clause says."""
+        return "".join(self._pieces[i] for i in ids).replace(META, " ").strip()
 
     def content(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no <s>, </s> or prefix)."""
@@ -140,5 +145,15 @@ class OnnxEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors of texts (tokenised here); same API as the other encoders."""
+        """Unit vectors of texts (tokenised here), all in one run."""
         return self.embed_ids(self.tokenizer.content(list(texts)))
+
+    def embed_many(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit vectors of many texts: batches of similar length (little padding), in input order."""
+        contents = self.tokenizer.content(list(texts))
+        order = np.argsort([len(c) for c in contents], kind="stable")
+        out = np.zeros((len(contents), 384), dtype=np.float32)
+        for at in range(0, len(order), batch_size):
+            idx = order[at:at + batch_size]
+            out[idx] = self.embed_ids([contents[i] for i in idx])
+        return out

@@ -21,10 +21,13 @@ from .classifier import Embedder, Heads, features
 from .errors import InvalidPrompt
 from .normalize import normalize, strip_controls
 from .policy import Policy, load_policy, policy_label
-from .views import clauses, soup_view
+from .views import canonical, clause_groups, clauses, soup_view
 
 #: Longest prompt accepted, in characters (a video prompt is a few hundred at most).
 MAX_PROMPT_CHARS = 4000
+#: Longest view in tokens: a longer clause is scored as windows of this many tokens, each a view
+#: (a harmful sentence inside a long clause keeps its own score), all in the prompt's one batch.
+WINDOW_TOKENS = 128
 SEVERITY = {"allow": 0, "review": 1, "block": 2}
 #: What the client reads when the output screen holds its video: its prompt passed, the video did not.
 OUTPUT_MESSAGES = {
@@ -147,39 +150,66 @@ class Moderator:
         return Embedder.embed(texts, encoder=self.heads.encoder)
 
     def decide(self, prepared: Sequence[str],
-               embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Decision]:
-        """Decisions for prompts already `prepare`d; `embed` maps texts to embeddings (benchmarks pass a cache).
+               embed: Callable[[list[list[int]]], np.ndarray] | Callable[[list[str]], np.ndarray] | None = None,
+               ) -> list[Decision]:
+        """Decisions for prompts already `prepare`d; `embed` maps views to embeddings (benchmarks pass a
+        cache): token-id lists for the ONNX encoder, texts for the older ones.
 
-        Each prompt is scored as a whole, clause by clause and, for token soup, on the words it
-        hides (`moderation.views`); a category's classifier score is the highest of these.
+        Each prompt is scored as a whole, clause by clause (windows of a long clause) and, for token
+        soup, on the words it hides (`moderation.views`); a category's classifier score is the
+        highest of these. The classifier reads `canonical` views (digits and first names folded).
         """
-        embed = embed or self.embed
-        plans: list[tuple[list[str], str | None]] = []
-        flat: list[str] = []
-        for text in prepared:
-            text = text or "."  # "." : a prompt made only of allow-listed phrases
-            parts, soup = clauses(text), soup_view(text)
-            plans.append((parts, soup))
-            flat += parts + ([soup] if soup else [])
-        vectors = embed(flat)
+        texts = [t or "." for t in prepared]  # "." : a prompt made only of allow-listed phrases
+        if self.heads.encoder == "e5-small-int8":
+            plans = self._token_plans(texts)
+            flat_ids = [ids for views in plans for _, ids in views]
+            vectors = (embed or Embedder.onnx().embed_ids)(flat_ids)  # type: ignore[arg-type]
+            view_texts = [[v for v, _ in views] for views in plans]
+        else:
+            view_texts = [flat_views(clauses(canonical(t)), soup_view(canonical(t))) for t in texts]
+            vectors = (embed or self.embed)([v for views in view_texts for v in views])  # type: ignore[arg-type]
         decisions: list[Decision] = []
         at = 0
-        for text, (parts, soup) in zip(prepared, plans, strict=True):
-            text = text or "."
-            n = len(parts) + (1 if soup else 0)
-            emb = vectors[at:at + n]
-            at += n
-            if len(parts) > 1:
+        for text, views in zip(texts, view_texts, strict=True):
+            emb = vectors[at:at + len(views)]
+            at += len(views)
+            if len(views) > 1:
                 # The whole prompt's embedding, without a second pass through the encoder: the
-                # mean of its clauses' (close to the embedding of the whole for short clauses).
-                whole = emb[:len(parts)].mean(axis=0)
+                # mean of its views' (close to the embedding of the whole for short clauses).
+                whole = emb.mean(axis=0)
                 whole = whole / max(float(np.linalg.norm(whole)), 1e-6)
-                rows, row_emb = [text, *flat_views(parts, soup)], np.vstack([whole[None, :], emb])
+                rows, row_emb = [text, *views], np.vstack([whole[None, :], emb])
             else:
-                rows, row_emb = flat_views(parts, soup), emb
-            probs = self.heads.scores(features(rows, row_emb))
+                rows, row_emb = views, emb
+            probs = self.heads.scores(features([canonical(r) for r in rows], row_emb))
             decisions.append(self._decide(text, row_emb[0], probs, rows))
         return decisions
+
+    def _token_plans(self, texts: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
+        """Per prompt, its views as (text, token ids). Every piece of a prompt is tokenised once (all
+        prompts' pieces in one call): a clause's tokens are its pieces' tokens, a long clause is cut
+        into `WINDOW_TOKENS` windows, and only the soup view (a different text) is tokenised apart."""
+        tokenizer = Embedder.onnx().tokenizer
+        groups = [clause_groups(canonical(t)) for t in texts]
+        soups = [soup_view(canonical(t)) for t in texts]
+        pieces = [p for g in groups for group in g for p in group] + [s for s in soups if s]
+        ids = iter(tokenizer.content(pieces))
+        plans: list[list[tuple[str, list[int]]]] = []
+        for g in groups:
+            views: list[tuple[str, list[int]]] = []
+            for group in g:
+                tokens = [tok for _ in group for tok in next(ids)]
+                if len(tokens) <= WINDOW_TOKENS:
+                    views.append((" ".join(group), tokens))
+                    continue
+                for w in range(0, len(tokens), WINDOW_TOKENS):
+                    window = tokens[w:w + WINDOW_TOKENS]
+                    views.append((tokenizer.decode(window), window))
+            plans.append(views)
+        for plan, soup in zip(plans, soups, strict=True):
+            if soup:
+                plan.append((soup, next(ids)))
+        return plans
 
     def _model_scores(self, probs: np.ndarray, rows: list[str]) -> tuple[dict[str, float], dict[str, str]]:
         """Per category, the highest score over the scored views, with the view it came from

@@ -61,18 +61,46 @@ def _weight(piece: str) -> int:
     return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in piece)
 
 
+def clause_groups(text: str) -> list[list[str]]:
+    """The clauses of a normalised prompt as groups of its pieces (each piece is tokenised once and
+    shared by every view that holds it); a one-clause prompt gives `[[text]]`."""
+    pieces = [p.strip(" ,;") for p in _SPLIT.split(text) if p and p.strip(" ,;.")]
+    merged: list[list[str]] = []
+    for piece in pieces:
+        if merged and (_weight(piece) < MIN_CLAUSE_CHARS or _weight(" ".join(merged[-1])) < MIN_CLAUSE_CHARS):
+            merged[-1].append(piece)
+        else:
+            merged.append([piece])
+    if len(merged) > MAX_CLAUSES:
+        merged = [*merged[:MAX_CLAUSES - 1], [p for group in merged[MAX_CLAUSES - 1:] for p in group]]
+    return merged or [[text]]
+
+
 def clauses(text: str) -> list[str]:
     """The clauses of a normalised prompt; a one-clause prompt gives `[text]`."""
-    pieces = [p.strip(" ,;") for p in _SPLIT.split(text) if p and p.strip(" ,;.")]
-    merged: list[str] = []
-    for piece in pieces:
-        if merged and (_weight(piece) < MIN_CLAUSE_CHARS or _weight(merged[-1]) < MIN_CLAUSE_CHARS):
-            merged[-1] = f"{merged[-1]} {piece}"
-        else:
-            merged.append(piece)
-    if len(merged) > MAX_CLAUSES:
-        merged = [*merged[:MAX_CLAUSES - 1], " ".join(merged[MAX_CLAUSES - 1:])]
-    return merged or [text]
+    return [" ".join(group) for group in clause_groups(text)]
+
+
+#: Digit runs and common first names: what a prompt may change without changing what it asks for.
+_DIGITS = re.compile(r"\d+")
+
+
+@functools.lru_cache(maxsize=1)
+def _names() -> re.Pattern[str]:
+    path = Path(__file__).resolve().parent / "data" / "first_names.txt"
+    names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip() and not n.startswith("#")]
+    return re.compile(r"(?<!\w)(?:" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")(?!\w)")
+
+
+def canonical(text: str) -> str:
+    """What the classifier reads of a normalised view: digit runs as `0`, common first names as `alex`.
+
+    "kill test 0" and "kill test 2", "Maria hits Tom" and "Anna hits Ben" ask for the same thing
+    and must get the same decision; read raw, the encoder and the character n-grams see different
+    tokens and a score near a threshold lands on either side. Rules and the named-entity
+    lexicon still read the prompt itself (a public figure's name is not a first name here).
+    """
+    return _names().sub("alex", _DIGITS.sub("0", text))
 
 
 def _known(token: str, words: frozenset[str]) -> bool:

@@ -234,6 +234,6 @@ def test_retrained_heads_are_deterministic(tmp_path: Path) -> None:
     train(tmp_path, first, include_own=False)
     train(tmp_path, second, include_own=False)
     a, b = Heads.load(first), Heads.load(second)
-    assert a.encoder == b.encoder == "e5-small-q4"
+    assert a.encoder == b.encoder == "e5-small-int8"
     assert np.array_equal(a.weights, b.weights) and np.array_equal(a.bias, b.bias)
     assert a.exemplar_texts == b.exemplar_texts

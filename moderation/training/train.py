@@ -29,6 +29,8 @@ import torch
 
 from ..classifier import DEFAULT_ENCODER, EMBED_DIM, ENCODERS, Embedder, Heads, features, heads_path
 from ..normalize import normalize
+from ..views import canonical
+from . import augment, leakage, sources
 from .examples import examples
 
 CATEGORIES = ["sexual_minors", "sexual", "violence", "self_harm", "hate", "harassment", "illegal_activity",
@@ -49,11 +51,13 @@ SEED = 0
 
 @dataclass
 class Row:
-    """One training prompt with its categories (empty: benign)."""
+    """One training prompt with its categories (empty: benign) and its weight in the loss."""
 
     text: str
     categories: frozenset[str]
     source: str
+    weight: float = 1.0
+    lang: str = "en"
 
 
 def _pct(categories: list[str], key: str) -> float:
@@ -66,7 +70,10 @@ def _pct(categories: list[str], key: str) -> float:
 def public_rows(data_dir: Path, use: str = "train") -> list[Row]:
     """Rows of the public sets with `use == use`, mapped to policy categories."""
     rows: list[Row] = []
+    second = {s.file for s in sources.SOURCES}
     for path in sorted(data_dir.glob("*.jsonl")):
+        if path.stem in second:  # read, mapped and weighed by `second_wave`
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
             if r.get("use") != use:
@@ -107,25 +114,29 @@ def label_matrix(rows: list[Row]) -> np.ndarray:
 
 
 def fit_heads(x: np.ndarray, y: np.ndarray, l2: float = L2, pos_share: float = POS_SHARE,
-              iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
+              iterations: int = 200, row_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One weighted logistic regression per column of `y` (full-batch L-BFGS: deterministic).
 
     Positives carry `pos_share` of the total sample weight (negatives the rest), so that a
     category with 20 examples still learns, without the fully balanced weighting that makes a
-    small head fire on any prompt that shares a word with its positives.
+    small head fire on any prompt that shares a word with its positives. `row_weight` scales
+    each row within its side (chat requests and hate statements count less than video prompts).
     """
     torch.manual_seed(SEED)
     xt = torch.from_numpy(x).double()
+    rw = torch.ones(len(x), dtype=torch.float64) if row_weight is None else torch.from_numpy(
+        np.asarray(row_weight, dtype=np.float64))
     weights, biases = [], []
     for c in range(y.shape[1]):
         yt = torch.from_numpy(y[:, c]).double()
-        pos = float(yt.sum())
+        pos = float((rw * yt).sum())
+        neg = float((rw * (1 - yt)).sum())
         if pos == 0:
             weights.append(np.zeros(x.shape[1]))
             biases.append(-10.0)
             continue
-        share = max(pos_share, pos / len(yt))  # never weigh positives below their natural share
-        sample_w = torch.where(yt > 0, share / pos, (1 - share) / (len(yt) - pos))
+        share = max(pos_share, pos / (pos + neg))  # never weigh positives below their natural share
+        sample_w = rw * torch.where(yt > 0, share / pos, (1 - share) / neg)
         w, b = _fit_one(xt, yt, sample_w, l2, iterations)
         weights.append(w)
         biases.append(b)
@@ -151,17 +162,48 @@ def _fit_one(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: flo
     return w.detach().numpy(), float(b.detach())
 
 
-def training_set(data_dir: Path, include_own: bool = True) -> list[Row]:
-    """Everything the shipped heads learn from, deduplicated by normalised text (first label wins)."""
+def second_wave(data_dir: Path, full: bool = False) -> list[Row]:
+    """The issue-23 sets (`sources.SOURCES`), sampled and weighed, and the benign requests that balance them."""
+    rows = [Row(t, c, s.file, s.weight, lang) for s in sources.SOURCES for t, c, lang in sources.read_source(
+        data_dir, s, full)]
+    rows += [Row(t, frozenset(), "benign_requests", sources.CHAT) for t in sources.benign_requests(data_dir)]
+    return rows
+
+
+def augmented(rows: list[Row], limit: int | None = 3000) -> list[Row]:
+    """Adversarial variants (`augment`) of the English unsafe video-prompt rows of the training set."""
+    video = [r for r in rows if r.categories and r.lang == "en" and r.weight >= 1.0
+             and (r.source.startswith("own:") or r.source in ("ring_a_bell_pairs", "openai_moderation"))]
+    foreign: dict[str, list[str]] = {}
+    for r in rows:
+        if r.source == "own:ml_positive":
+            for c in r.categories:
+                foreign.setdefault(c, []).append(r.text)
+    made = augment.variants([(r.text, r.categories) for r in video], foreign, per_row=1, limit=limit)
+    return [Row(t, c, f"augment:{name}", 1.0) for t, c, name in made]
+
+
+def training_set(data_dir: Path, include_own: bool = True, new_sources: bool = True, augment_limit: int | None = 3000,
+                 full: bool = False) -> list[Row]:
+    """Everything the shipped heads learn from, deduplicated by normalised text (labels merged),
+    with every evaluation prompt and near duplicate (token Jaccard >= 0.8) removed."""
     rows = public_rows(data_dir, "train") + (own_rows("train") if include_own else [])
+    if new_sources:
+        rows += second_wave(data_dir, full)
+    if augment_limit:
+        rows += augmented(rows, augment_limit)
     seen: dict[str, Row] = {}
     for row in rows:
         key = normalize(row.text)
         if key in seen:
-            seen[key] = Row(seen[key].text, seen[key].categories | row.categories, seen[key].source)
+            old = seen[key]
+            seen[key] = Row(old.text, old.categories | row.categories, old.source, max(old.weight, row.weight),
+                            old.lang)
         else:
             seen[key] = row
-    return list(seen.values())
+    out = list(seen.values())
+    leaks = {i for i, _, _ in leakage.near_duplicates([r.text for r in out], leakage.eval_texts(data_dir))}
+    return [r for i, r in enumerate(out) if i not in leaks]
 
 
 def train(data_dir: Path, out: Path, exemplars_per_category: int = 120,
@@ -171,11 +213,11 @@ def train(data_dir: Path, out: Path, exemplars_per_category: int = 120,
     `include_own=False` trains on the public rows alone, for tests on a small folder)."""
     torch.set_num_threads(1)
     rows = training_set(data_dir, include_own)
-    texts = [normalize(r.text) for r in rows]
+    texts = row_texts(rows)
     emb = Embedder.embed(texts, encoder=encoder) if embeddings is None else embeddings
     x = features(texts, emb)
     y = label_matrix(rows)
-    weights, bias = fit_heads(x, y)
+    weights, bias = fit_heads(x, y, row_weight=np.array([r.weight for r in rows]))
     rng = np.random.default_rng(SEED)
     ex_vec, ex_txt, ex_cat = [], [], []
     for c in range(len(CATEGORIES)):
@@ -192,6 +234,11 @@ def train(data_dir: Path, out: Path, exemplars_per_category: int = 120,
     heads.save(out)
     return {"rows": len(rows), "benign": int((y.sum(1) == 0).sum()), "positives": counts, "out": str(out),
             "bytes": out.stat().st_size, "encoder": encoder}
+
+
+def row_texts(rows: list[Row]) -> list[str]:
+    """What the heads read of each training row: normalised, then `canonical` (as the moderator does)."""
+    return [canonical(normalize(r.text)) or "." for r in rows]
 
 
 def cached_embeddings(path: Path, texts: list[str], encoder: str) -> np.ndarray:
@@ -214,13 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="an embedding cache of the same encoder (bench/results/moderation_embeddings_<encoder>.npz"
                              "): texts found there are not embedded again")
+    parser.add_argument("--workers", type=int, default=2, help="embedding processes (with --embeddings)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"{args.data} is not a folder (the public sets live in ../shared/data/moderation)")
     embeddings = None
     if args.embeddings is not None:
-        embeddings = cached_embeddings(args.embeddings, [normalize(r.text) for r in training_set(args.data)],
-                                       args.encoder)
+        texts = row_texts(training_set(args.data))
+        if args.encoder == "e5-small-int8":
+            from . import embed_cache
+
+            embeddings = embed_cache.embed(texts, args.embeddings, workers=args.workers)
+        else:
+            embeddings = cached_embeddings(args.embeddings, texts, args.encoder)
     print(json.dumps(train(args.data, args.out, encoder=args.encoder, embeddings=embeddings), indent=2))
     return 0
 
