@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from provenance.fingerprint import ALGORITHM, QueryFingerprint, query_fingerprint
 from provenance.index import FingerprintMatch, index_for
 
-from .evidence import LEDGER_ERRORS, Evidence, VerificationContext, claim, unchecked
+from .evidence import LEDGER_ERRORS, RELEASED, Evidence, VerificationContext, claim, unchecked
 
 #: A strong match: at least this share of the stored seconds the upload spans ...
 MIN_SIMILARITY = 0.6
@@ -38,6 +38,40 @@ def is_strong(match: FingerprintMatch) -> bool:
     return match.expected_seconds == 1 and match.matched_seconds == 1 and match.mean_distance <= MAX_SINGLE_DISTANCE
 
 
+#: Published clips a look-up returns: enough for the spans of a compilation of several of ours.
+SEARCH_LIMIT = 8
+
+#: Two strong matches of different generations compete for the same seconds of the upload when
+#: their spans overlap by more than this share of the shorter one; less, and the upload is a
+#: montage of both (each span its own segment), not an ambiguity.
+MAX_MONTAGE_OVERLAP = 0.5
+
+
+def overlap_share(a: FingerprintMatch, b: FingerprintMatch) -> float:
+    """The share of the shorter of two matches' upload spans that the other covers."""
+    inter = min(a.query_end_s, b.query_end_s) - max(a.query_start_s, b.query_start_s)
+    shorter = min(a.query_end_s - a.query_start_s, b.query_end_s - b.query_start_s)
+    return max(0.0, inter) / shorter if shorter > 0 else 0.0
+
+
+def span_of(match: FingerprintMatch) -> dict[str, Any]:
+    """A match as a timeline span: the upload's seconds and the published clip's seconds."""
+    return {"start_s": match.query_start_s, "end_s": match.query_end_s, "generation_id": match.generation_id,
+            "clip_start_s": match.clip_start_s, "clip_end_s": match.clip_end_s, "speed": match.speed,
+            "matched_seconds": match.matched_seconds}
+
+
+def _ambiguity(best: FingerprintMatch, rivals: list[FingerprintMatch]) -> str:
+    """The reason of an ambiguous match, written for the person who reviews it: who, where, how well."""
+    def one(m: FingerprintMatch) -> str:
+        return (f"{m.generation_id or 'an unnamed clip'} ({m.matched_seconds} of {m.expected_seconds} s, "
+                f"mean distance {m.mean_distance:.1f} of 128 bits)")
+
+    return (f"several published clips match the same seconds of the upload ({best.query_start_s:.1f}-"
+            f"{best.query_end_s:.1f} s): {one(best)} and " + ", ".join(one(m) for m in rivals)
+            + "; compare the upload with each clip (open them from the generation pages) to say which it is")
+
+
 class MatchIndex(Protocol):
     """What the source searches: this process's `FingerprintIndex`, or a `ShardedIndex` of servers."""
 
@@ -58,6 +92,25 @@ class FingerprintSource:
         self.max_seconds = max_seconds
         self.index = index
 
+    @staticmethod
+    def _spans(strong: list[FingerprintMatch], context: VerificationContext) -> list[dict[str, Any]]:
+        """The timeline spans of the strong matches: released generations, each over its own seconds.
+
+        A weaker match over seconds a stronger one already holds is left out (it is the same
+        seconds, by a lesser hypothesis). Only `published` generations place a span: a held or
+        failed generation's clip never left us, so it cannot be part of an upload.
+        """
+        spans: list[dict[str, Any]] = []
+        kept: list[FingerprintMatch] = []
+        for m in strong:
+            if m.generation_id is None or any(overlap_share(m, o) > MAX_MONTAGE_OVERLAP for o in kept):
+                continue
+            if context.generation_status(m.generation_id) != RELEASED:
+                continue
+            kept.append(m)
+            spans.append(span_of(m))
+        return spans
+
     def inspect(self, path: Path, context: VerificationContext) -> Evidence:
         """Evidence from the nearest published clips (survives crops, bars, flips, re-encodes)."""
         details: dict[str, Any] = {"available": context.ledger is not None, "algorithm": ALGORITHM,
@@ -77,7 +130,7 @@ class FingerprintSource:
         details["samples"] = int(query.times.size)
         try:
             index = self.index if self.index is not None else index_for(context.ledger)
-            matches = index.search(query, limit=3)
+            matches = index.search(query, limit=SEARCH_LIMIT)
         except LEDGER_ERRORS:
             return unchecked(self.name, details)
         if not matches:
@@ -85,12 +138,21 @@ class FingerprintSource:
         best = matches[0]
         details.update(best.to_dict())
         details["strong"] = is_strong(best)
-        details["candidates"] = [m.to_dict() for m in matches[1:]]
+        details["candidates"] = [m.to_dict() for m in matches[1:3]]
         strong = [m for m in matches if is_strong(m)]
-        if strong and any(m.generation_id != best.generation_id for m in strong):
-            # Two published clips match as well as each other: the fingerprint cannot say which.
-            details["reason"] = "several published clips match"
+        anchor = strong[0] if strong else best
+        # Strong matches of other generations over the same seconds: the fingerprint cannot say
+        # which. Over other seconds they are the other parts of a compilation (the timeline's spans).
+        rivals = [m for m in strong if m.generation_id != anchor.generation_id
+                  and overlap_share(m, anchor) > MAX_MONTAGE_OVERLAP]
+        if rivals:
+            details["reason"] = _ambiguity(anchor, rivals)
+            details["ambiguous_with"] = [m.generation_id for m in rivals]
             return Evidence(self.name, None, "ambiguous", 0.5, details)
+        try:
+            details["spans"] = self._spans(strong, context)
+        except LEDGER_ERRORS:
+            return unchecked(self.name, details)
         if is_strong(best) and best.generation_id is not None:
             details["matched"] = True
             strength = min(0.99, 0.9 + 0.09 * best.similarity)

@@ -40,6 +40,7 @@ from .evidence import (
     unchecked,
 )
 from .fingerprint_source import FingerprintSource, MatchIndex
+from .segments import timeline, upload_seconds
 from .watermark_source import WatermarkSource
 
 log = logging.getLogger("detector")
@@ -56,6 +57,8 @@ class Verdict:
     reason: str | None = None
     #: What the clip discloses (`detector.disclosure`): its visible label and the marks found.
     disclosure: dict[str, Any] | None = None
+    #: Every span of the upload tied to a published generation (`detector.segments.timeline`).
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer of `credence verify --json` and `POST /v1/verify`."""
@@ -66,6 +69,7 @@ class Verdict:
             out["reason"] = self.reason
         if self.disclosure is not None:
             out["disclosure"] = self.disclosure
+        out["segments"] = self.segments
         return out
 
 
@@ -170,6 +174,7 @@ def verify(path: Path, context: VerificationContext,
             evidence = list(pool.map(lambda source: _inspect(source, path, context), chosen))
         verdict = combine(evidence)
     verdict.disclosure = describe(verdict.evidence, verdict.verdict, verdict.generation_id, context)
+    verdict.segments = timeline(verdict.evidence, upload_seconds(path))
     return verdict
 
 

@@ -131,6 +131,11 @@ def verify(
     for item in result["evidence"]:
         table.add_row(item["source"], json.dumps({k: v for k, v in item.items() if k != "source"}, default=str))
     console.print(table)
+    for seg in result["segments"]:
+        clip_part = (f"  (its {seg['clip_start_s']:.1f}-{seg['clip_end_s']:.1f} s)"
+                     if seg.get("clip_start_s") is not None else "")
+        console.print(f"segment {seg['start_s']:6.1f}-{seg['end_s']:6.1f} s  {seg['generation_id']}{clip_part}  "
+                      f"[{', '.join(seg['sources'])}]")
 
 
 @app.command()

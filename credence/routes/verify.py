@@ -42,6 +42,19 @@ class ClipInfo(BaseModel):
     filename: str | None = Field(default=None, description="The client's file name, for a multipart upload.")
 
 
+class Segment(BaseModel):
+    """A span of the upload tied to a published generation (a compilation lists one per part)."""
+
+    model_config = ConfigDict(extra="allow")
+    start_s: float = Field(ge=0, description="Where the span starts in the upload (seconds)")
+    end_s: float = Field(ge=0, description="Where it ends in the upload (seconds)")
+    generation_id: str
+    sources: list[str] = Field(description="The evidence sources that place it (fingerprint, watermark, c2pa)")
+    clip_start_s: float | None = Field(default=None, description="The published clip's seconds it matched: from")
+    clip_end_s: float | None = Field(default=None, description="... to (fingerprint-aligned spans)")
+    speed: float | None = Field(default=None, description="The upload's pace against the published clip")
+
+
 class VerifyAnswer(BaseModel):
     """The verdict: `generated` names the generation; sources that disagree give `review`."""
 
@@ -57,6 +70,8 @@ class VerifyAnswer(BaseModel):
     disclosure: dict[str, Any] | None = Field(default=None, description="What the clip discloses: `label` (the "
                                               "visible label recorded, mode and text), `label_source` (`manifest` or "
                                               "`ledger`), `manifest_found` and `mark_found`")
+    segments: list[Segment] = Field(default_factory=list, description="Every span of the upload that matches a "
+                                    "published clip, in time order; the verdict names the best-supported one")
 
 
 def check_upload(path: Path, size: int, limits: DecodeLimits) -> dict[str, Any]:

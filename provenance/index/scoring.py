@@ -19,6 +19,10 @@ from ..fingerprint import QueryFingerprint, hamming
 MAX_PHASH = 12
 MAX_COMBINED = 24
 
+#: The paces a hypothesis may assume: as published, sped up 1.25x (a common platform edit of
+#: short clips) and slowed to 0.8x. At another pace a fixed offset holds for about a second only.
+SPEEDS: tuple[float, ...] = (1.0, 1.25, 0.8)
+
 
 @dataclass(frozen=True)
 class FingerprintMatch:
@@ -33,12 +37,22 @@ class FingerprintMatch:
     region: int
     query_variant: int
     offset_s: float
+    #: The pace of the upload against the stored clip (1.25: played 1.25x faster).
+    speed: float = 1.0
+    #: Seconds of the upload the matched samples span (each sample is a half-second window) ...
+    query_start_s: float = 0.0
+    query_end_s: float = 0.0
+    #: ... and the stored clip's seconds they matched.
+    clip_start_s: float = 0.0
+    clip_end_s: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """The figures a verdict reports."""
         return {"generation_id": self.generation_id, "similarity": round(self.similarity, 4),
                 "matched_seconds": self.matched_seconds, "expected_seconds": self.expected_seconds,
-                "mean_distance": round(self.mean_distance, 2), "offset_s": self.offset_s}
+                "mean_distance": round(self.mean_distance, 2), "offset_s": self.offset_s, "speed": self.speed,
+                "query_start_s": round(self.query_start_s, 2), "query_end_s": round(self.query_end_s, 2),
+                "clip_start_s": round(self.clip_start_s, 2), "clip_end_s": round(self.clip_end_s, 2)}
 
     def sort_key(self) -> tuple[float, float, float, int]:
         """Best first: most matched seconds, then similarity, then the smallest distance."""
@@ -59,23 +73,30 @@ def score_clip(row_id: int, generation_id: str | None, seconds: int, ph: np.ndar
         return None
     qi, vi, si, ri = np.nonzero(ok)
     dist = c[qi, vi, si, ri]
-    # The stored window of second s starts at s + 0.25; the query's at its time.
-    offset = np.round((si + 0.25 - qt[qi]) * 4).astype(np.int64)
-    best: tuple[int, float, int, int, int] | None = None
-    for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
-        r, v, o = (int(k) for k in key)
-        sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
-        secs = np.unique(si[sel])
-        mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
-        cand = (len(secs), -mean, r, v, o)
-        if best is None or cand[:2] > best[:2]:
-            best = cand
-    assert best is not None
-    matched, neg_mean, r, v, o = best
+    best: tuple[int, float, int, int, int, int, int] | None = None
+    best_sel: np.ndarray | None = None
+    for k, speed in enumerate(SPEEDS):
+        # The stored window of second s starts at s + 0.25; the query's at its time, paced by `speed`.
+        offset = np.round((si + 0.25 - speed * qt[qi]) * 4).astype(np.int64)
+        for key in np.unique(np.stack([ri, vi, offset], axis=1), axis=0):
+            r, v, o = (int(x) for x in key)
+            sel = (ri == r) & (vi == v) & (np.abs(offset - o) <= 1)
+            secs = np.unique(si[sel])
+            mean = float(np.mean([dist[sel & (si == s)].min() for s in secs]))
+            # Among equals the plain pace wins: another pace is one more way to match by chance.
+            cand = (len(secs), -mean, -k, r, v, o, k)
+            if best is None or cand[:3] > best[:3]:
+                best, best_sel = cand, sel
+    assert best is not None and best_sel is not None
+    matched, neg_mean, _, r, v, o, k = best
+    speed = SPEEDS[k]
     offset_s = o / 4
-    # Stored seconds the query spans under this offset, among the informative ones.
-    span = (np.arange(seconds) + 0.25 - offset_s)
+    # Stored seconds the query spans under this offset and pace, among the informative ones.
+    span = (np.arange(seconds) + 0.25 - offset_s) / speed
     inside = (span >= -0.25) & (span <= query.duration - 0.25)
     expected = max(1, int((inside & stored_ok).sum()))
+    times, stored = qt[qi[best_sel]], si[best_sel]
     return FingerprintMatch(row_id, generation_id, matched, expected,
-                            min(1.0, matched / expected), -neg_mean, r, v, offset_s)
+                            min(1.0, matched / expected), -neg_mean, r, v, offset_s, speed,
+                            float(times.min()), float(times.max()) + 0.5, float(stored.min()),
+                            float(stored.max()) + 1.0)

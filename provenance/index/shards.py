@@ -68,14 +68,18 @@ def match_to_json(match: FingerprintMatch) -> dict[str, Any]:
     return {"row_id": match.row_id, "generation_id": match.generation_id, "matched_seconds": match.matched_seconds,
             "expected_seconds": match.expected_seconds, "similarity": match.similarity,
             "mean_distance": match.mean_distance, "region": match.region, "query_variant": match.query_variant,
-            "offset_s": match.offset_s}
+            "offset_s": match.offset_s, "speed": match.speed, "query_start_s": match.query_start_s,
+            "query_end_s": match.query_end_s, "clip_start_s": match.clip_start_s, "clip_end_s": match.clip_end_s}
 
 
 def match_from_json(data: dict[str, Any]) -> FingerprintMatch:
     """Inverse of `match_to_json`."""
     return FingerprintMatch(int(data["row_id"]), data["generation_id"], int(data["matched_seconds"]),
                             int(data["expected_seconds"]), float(data["similarity"]), float(data["mean_distance"]),
-                            int(data["region"]), int(data["query_variant"]), float(data["offset_s"]))
+                            int(data["region"]), int(data["query_variant"]), float(data["offset_s"]),
+                            float(data.get("speed", 1.0)), float(data.get("query_start_s", 0.0)),
+                            float(data.get("query_end_s", 0.0)), float(data.get("clip_start_s", 0.0)),
+                            float(data.get("clip_end_s", 0.0)))
 
 
 def shard_server(index: FingerprintIndex, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
