@@ -107,10 +107,16 @@ def combine(evidence: Sequence[Evidence]) -> Verdict:
     if "unchecked" in findings:
         # An outage may hide a match or a release status: nothing can be cleared or confirmed.
         return review(f"{LEDGER_UNAVAILABLE}: the clip could not be checked against the ledger")
+    montage = _montage_spans(items)
     if len(claimed) > 1:
-        return review("sources name different generations")
+        chosen = _best_supported(items, claimed, montage)
+        if chosen is None:
+            return review("sources name different generations")
+        claimed = {chosen}
+        named -= montage - claimed  # the other parts of the compilation are not a conflict
     if claimed:
         generation_id = next(iter(claimed))
+        named -= montage - claimed
         if len(named) > 1:
             return review("a partial match points at another generation")
         if "tampered" in findings:
@@ -132,6 +138,34 @@ def combine(evidence: Sequence[Evidence]) -> Verdict:
     doubt = max((e.strength for e in items if e.finding in ("weak",)), default=0.0)
     reason = "valid provenance from another issuer" if "foreign" in findings else None
     return Verdict("not_generated", None, 1.0 - doubt, items, reason)
+
+
+def _montage_spans(items: Sequence[Evidence]) -> set[str]:
+    """The generations of the fingerprint's timeline when it found two or more over separate seconds."""
+    spans = [span for e in items if e.source == "fingerprint" for span in (e.details or {}).get("spans", [])]
+    generations = {str(span["generation_id"]) for span in spans if span.get("generation_id")}
+    return generations if len(generations) > 1 else set()
+
+
+def _best_supported(items: Sequence[Evidence], claimed: set[str | None], montage: set[str]) -> str | None:
+    """In a compilation of our clips, the generation most sources support; None if not one or a tie.
+
+    Sources may name different generations without contradicting each other when the upload is
+    a montage: the watermark reads one clip's mark, the fingerprint's best match is another part.
+    That holds only when the fingerprint placed every claimed generation on its own seconds. Each
+    claim counts one, and a fingerprint span of a generation the fingerprint did not claim counts
+    one more; the verdict names the generation with the most, and a tie asks a person.
+    """
+    if not montage or not claimed <= montage:
+        return None
+    fingerprint_claim = next((e.generation_id for e in items if e.source == "fingerprint"
+                              and e.finding == "generated"), None)
+    support = {g: sum(1 for e in items if e.finding == "generated" and e.generation_id == g)
+               + int(g in montage and g != fingerprint_claim) for g in claimed if g is not None}
+    ranked = sorted(support.items(), key=lambda kv: -kv[1])
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None
+    return ranked[0][0] if ranked else None
 
 
 def _inspect(source: EvidenceSource, path: Path, context: VerificationContext) -> Evidence:

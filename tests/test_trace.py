@@ -84,6 +84,15 @@ def test_a_montage_lists_both_of_our_spans_and_nothing_for_the_foreign_part(publ
                                                                         published.b.generation_id}
     # Over the API's JSON too.
     assert verdict.to_dict()["segments"] == segments
+    # With every source: the watermark reads one clip's mark, the fingerprint's best may be the other
+    # part; that is a compilation, not a conflict, and the verdict names the best-supported one.
+    full = detector.verify(montage, published.runtime.verification)
+    assert full.verdict == "generated", full.to_dict()
+    assert [s["generation_id"] for s in full.segments] == [published.a.generation_id, published.b.generation_id]
+    marked = next(e for e in full.evidence if e.source == "watermark").generation_id
+    if marked is not None:
+        assert full.generation_id == marked
+        assert "watermark" in next(s for s in full.segments if s["generation_id"] == marked)["sources"]
 
 
 @pytest.mark.slow
