@@ -162,9 +162,12 @@ class Moderator:
         texts = [t or "." for t in prepared]  # "." : a prompt made only of allow-listed phrases
         if self.heads.encoder == "e5-small-int8":
             plans = self._token_plans(texts)
-            flat_ids = [ids for views in plans for _, ids in views]
-            vectors = (embed or Embedder.onnx().embed_ids)(flat_ids)  # type: ignore[arg-type]
             view_texts = [[v for v, _ in views] for views in plans]
+            # One run of the graph per prompt, all its views in it: int8 activations are quantised
+            # per run, so a prompt's scores must not depend on which other prompts share its batch
+            # (`moderate --file`, the API and the generation gate give the same answer).
+            run = embed or Embedder.onnx().embed_ids
+            vectors = np.concatenate([run([ids for _, ids in views]) for views in plans])  # type: ignore[arg-type]
         else:
             view_texts = [flat_views(clauses(canonical(t)), soup_view(canonical(t))) for t in texts]
             vectors = (embed or self.embed)([v for views in view_texts for v in views])  # type: ignore[arg-type]
@@ -210,6 +213,16 @@ class Moderator:
             if soup:
                 plan.append((soup, next(ids)))
         return plans
+
+    def decide_embedded(self, prepared: Sequence[str], embeddings: np.ndarray) -> list[Decision]:
+        """Decisions for prompts scored as one view each with given whole-prompt embeddings
+        (the benchmark's cross-validation over cached training rows)."""
+        decisions: list[Decision] = []
+        for text, emb in zip(prepared, embeddings, strict=True):
+            text = text or "."
+            probs = self.heads.scores(features([canonical(text)], emb[None, :]))
+            decisions.append(self._decide(text, emb, probs, [text]))
+        return decisions
 
     def _model_scores(self, probs: np.ndarray, rows: list[str]) -> tuple[dict[str, float], dict[str, str]]:
         """Per category, the highest score over the scored views, with the view it came from

@@ -110,19 +110,19 @@ class Source:
 
 
 SOURCES = [
-    Source("multijail", MULTIJAIL, CHAT, 0),
-    Source("advbench", _advbench, CHAT, 500),
+    Source("multijail", MULTIJAIL, CHAT, 150),
+    Source("advbench", _advbench, CHAT, 300),
     Source("harmbench", HARMBENCH, CHAT, 0),
     Source("do_not_answer", DO_NOT_ANSWER, CHAT, 0),
     Source("simplesafetytests", SIMPLE_SAFETY, CHAT, 0),
-    Source("multilingual_hatecheck", _fixed("hate"), HATE, 150),
-    Source("hatecheck_en", _fixed("hate"), HATE, 300),
-    Source("kosbi", _fixed("hate"), HATE, 500),
+    Source("multilingual_hatecheck", _fixed("hate"), HATE, 80),
+    Source("hatecheck_en", _fixed("hate"), HATE, 200),
+    Source("kosbi", _fixed("hate"), HATE, 250),
     Source("toxigen_seeds", _fixed("hate"), HATE, 0),
-    Source("toxicbench", _fixed("harassment"), TOXIC_TEXT, 1500),
+    Source("toxicbench", _fixed("harassment"), TOXIC_TEXT, 700),
     Source("ringabell_extra", RING_A_BELL, 1.0, 0),
-    Source("unlearndiffatk_coco10k", _benign, 1.0, 2000),
-    Source("coco_cn_icap2020", _benign, 1.0, 1500),
+    Source("unlearndiffatk_coco10k", _benign, 1.0, 800),
+    Source("coco_cn_icap2020", _benign, 1.0, 600),
     Source("square_nonsensitive", _benign, CHAT, 0),
 ]
 
@@ -160,7 +160,7 @@ def read_source(data_dir: Path, source: Source, full: bool = False) -> list[tupl
     return out
 
 
-def benign_requests(data_dir: Path, n: int = 800) -> list[str]:
+def benign_requests(data_dir: Path, n: int = 500) -> list[str]:
     """Benign chat-form requests from COCO captions (deterministic)."""
     path = data_dir / "coco_captions.jsonl"
     if not path.is_file():
