@@ -36,8 +36,8 @@ POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 #: What a `corner` label says, whatever the text: the short form the Code of Practice's icons use.
 CORNER_TEXT = "AI"
 #: The smallest label height in pixels: below it the text is no longer legible (a 256x256 clip at
-#: size 0.06 would get a 15 px badge; it gets this instead).
-MIN_HEIGHT_PX = 20
+#: size 0.06 would get a 15 px badge; it gets this instead: Tesseract reads 24 px badges on every frame).
+MIN_HEIGHT_PX = 24
 #: Longest label text a policy may set (it must fit a 256 px wide frame).
 MAX_TEXT_CHARS = 40
 #: How far a moving badge travels per second, as a share of the free width and height; the two

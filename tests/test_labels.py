@@ -257,15 +257,21 @@ def test_unlabelled_publish_records_off_and_a_clip_from_elsewhere_discloses_noth
 
 
 # -- legibility: Tesseract reads the label back ---------------------------------------------------
-def _ocr(frame: np.ndarray, tmp: Path) -> str:
-    """Tesseract's reading of a whole frame, upscaled to about 1000 px wide (as a viewer would zoom)."""
-    image = Image.fromarray(frame)
-    if image.width < 1000:
-        factor = -(-1000 // image.width)
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.LANCZOS)
+def _ocr(frame: np.ndarray, spec: LabelSpec, index: int, fps: float, tmp: Path) -> str:
+    """Tesseract's reading of the label where it is on frame `index`: the box and a quarter of its
+    height around it, greyscale, enlarged so that the text is about 48 px high (as a viewer zooms)."""
+    height, width = frame.shape[:2]
+    rendered = render_label(spec, width, height)
+    x, y = rendered.origin(index, fps)
+    w, h = rendered.size
+    m = max(2, h // 4)
+    image = Image.fromarray(frame).crop((max(0, x - m), max(0, y - m), min(width, x + w + m),
+                                         min(height, y + h + m))).convert("L")
+    factor = max(1, round(48 / (h * 0.62)))
+    image = image.resize((image.width * factor, image.height * factor), Image.Resampling.LANCZOS)
     path = tmp / "ocr.png"
     image.save(path)
-    done = subprocess.run([TESSERACT, str(path), "-", "--psm", "11"], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([TESSERACT, str(path), "-", "--psm", "7"], capture_output=True, text=True, timeout=120,
                           check=True)
     return done.stdout
 
@@ -300,11 +306,11 @@ def test_ocr_reads_the_label_at_first_middle_and_last_frame(runtime: Runtime, tm
     width, height = size
     if (frames[0].shape[1], frames[0].shape[0]) != size:  # 1280x720: the generated frames, upscaled
         frames = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames]
-    text = "AI-generated" if mode == "badge" else "AI-generated · Acme"
-    published = _publish(runtime, frames, fps, tmp_path / f"{mode}.mp4", LabelSpec(mode=mode, text=text))
+    spec = LabelSpec(mode=mode, text="AI-generated" if mode == "badge" else "AI-generated · Acme")
+    published = _publish(runtime, frames, fps, tmp_path / f"{mode}.mp4", spec)
     decoded = list(iter_frames(published.path))
     for index in (0, len(decoded) // 2, len(decoded) - 1):
-        reading = _ocr(decoded[index], tmp_path)
+        reading = _ocr(decoded[index], spec, index, fps, tmp_path)
         assert _reads(reading, "AI-generated"), f"{mode} {width}x{height} frame {index}: OCR read {reading!r}"
         if mode == "moving":
             assert _reads(reading, "Acme"), f"moving {width}x{height} frame {index}: OCR read {reading!r}"
