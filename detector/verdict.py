@@ -111,33 +111,60 @@ def combine(evidence: Sequence[Evidence]) -> Verdict:
     if len(claimed) > 1:
         chosen = _best_supported(items, claimed, montage)
         if chosen is None:
-            return review("sources name different generations")
+            return review("sources name different generations: " + _who(strong)
+                          + "; open each generation and compare it with the upload")
         claimed = {chosen}
         named -= montage - claimed  # the other parts of the compilation are not a conflict
     if claimed:
         generation_id = next(iter(claimed))
         named -= montage - claimed
         if len(named) > 1:
-            return review("a partial match points at another generation")
+            others = sorted(str(g) for g in named - {generation_id})
+            return review(f"{_who(strong)}, but a partial match points at another generation ({', '.join(others)}); "
+                          "compare the upload with both before answering")
         if "tampered" in findings:
-            return review("a signal of ours fails its checks")
+            return review(_tampered_reason(items))
         if "foreign" in findings:
             return review("our signal in a clip that carries another issuer's valid manifest")
         if "ambiguous" in findings and not any(e.source != "fingerprint" for e in strong):
-            return review("several published clips match")
+            return review(_ambiguous_reason(items))
         support = [e.strength for e in items if e.generation_id == generation_id or e.finding == "ours_unknown"]
         return Verdict("generated", generation_id, _agreement(support), items)
     if "tampered" in findings:
-        return review("a signal of ours fails its checks")
+        return review(_tampered_reason(items))
     if "ours_unknown" in findings:
-        return review("our watermark is present but does not name a generation")
+        weak = sorted({str(e.generation_id) for e in items if e.finding == "weak" and e.generation_id})
+        hint = (f"; the fingerprint's nearest published clip is {', '.join(weak)}: compare the upload with it"
+                if weak else "; no published clip's fingerprint matches, so it is probably a heavily edited copy: "
+                "ask the uploader for the original file")
+        return review("our watermark is present but does not name a generation" + hint)
     if "ambiguous" in findings:
-        return review("several published clips match")
+        return review(_ambiguous_reason(items))
     if "error" in findings:
         return review("an evidence source failed on this clip")
     doubt = max((e.strength for e in items if e.finding in ("weak",)), default=0.0)
     reason = "valid provenance from another issuer" if "foreign" in findings else None
     return Verdict("not_generated", None, 1.0 - doubt, items, reason)
+
+
+def _tampered_reason(items: Sequence[Evidence]) -> str:
+    """Which of our signals fails its checks and how (an altered manifest, a payload we never issued)."""
+    parts = [f"{e.source}: {(e.details or {}).get('reason') or 'fails its checks'}" for e in items
+             if e.finding == "tampered"]
+    return "a signal of ours fails its checks (" + "; ".join(parts) + "): the clip may be forged or altered"
+
+
+def _who(strong: Sequence[Evidence]) -> str:
+    """Which source names which generation, for a reviewer: "watermark names g1, fingerprint names g2"."""
+    return ", ".join(f"{e.source} names {e.generation_id}" for e in strong)
+
+
+def _ambiguous_reason(items: Sequence[Evidence]) -> str:
+    """The fingerprint's own account of an ambiguity (it names the clips, seconds and distances)."""
+    for e in items:
+        if e.finding == "ambiguous" and (e.details or {}).get("reason"):
+            return str(e.details["reason"])
+    return "several published clips match"
 
 
 def _montage_spans(items: Sequence[Evidence]) -> set[str]:
