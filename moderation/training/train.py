@@ -123,30 +123,32 @@ def fit_heads(x: np.ndarray, y: np.ndarray, l2: float = L2, pos_share: float = P
     each row within its side (chat requests and hate statements count less than video prompts).
     """
     torch.manual_seed(SEED)
-    xt = torch.from_numpy(x).double()
-    rw = torch.ones(len(x), dtype=torch.float64) if row_weight is None else torch.from_numpy(
-        np.asarray(row_weight, dtype=np.float64))
-    weights, biases = [], []
+    xt = torch.from_numpy(np.ascontiguousarray(x)).double()
+    rw = np.ones(len(x)) if row_weight is None else np.asarray(row_weight, dtype=np.float64)
+    sample_w = np.zeros(y.shape, dtype=np.float64)
+    live = []
     for c in range(y.shape[1]):
-        yt = torch.from_numpy(y[:, c]).double()
-        pos = float((rw * yt).sum())
-        neg = float((rw * (1 - yt)).sum())
-        if pos == 0:
-            weights.append(np.zeros(x.shape[1]))
-            biases.append(-10.0)
+        pos_rows = y[:, c] > 0
+        pos, neg = float(rw[pos_rows].sum()), float(rw[~pos_rows].sum())
+        if pos == 0 or neg == 0:
             continue
+        live.append(c)
         share = max(pos_share, pos / (pos + neg))  # never weigh positives below their natural share
-        sample_w = rw * torch.where(yt > 0, share / pos, (1 - share) / neg)
-        w, b = _fit_one(xt, yt, sample_w, l2, iterations)
-        weights.append(w)
-        biases.append(b)
-    return np.stack(weights).astype(np.float32), np.array(biases, dtype=np.float32)
+        sample_w[:, c] = rw * np.where(pos_rows, share / pos, (1 - share) / neg)
+    weights = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
+    biases = np.full(y.shape[1], -10.0, dtype=np.float32)
+    if live:
+        # All categories in one L-BFGS problem: their losses are independent, so the optimum is
+        # each head's own, and the features are read once per step instead of once per category.
+        w, b = _fit_all(xt, torch.from_numpy(y[:, live]).double(), torch.from_numpy(sample_w[:, live]), l2, iterations)
+        weights[live], biases[live] = w.T, b
+    return weights, biases
 
 
-def _fit_one(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: float,
-             iterations: int) -> tuple[np.ndarray, float]:
-    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+def _fit_all(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: float,
+             iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    w = torch.zeros(xt.shape[1], yt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(yt.shape[1], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iterations, history_size=20,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
 
@@ -159,7 +161,7 @@ def _fit_one(xt: torch.Tensor, yt: torch.Tensor, sample_w: torch.Tensor, l2: flo
         return loss
 
     opt.step(closure)
-    return w.detach().numpy(), float(b.detach())
+    return w.detach().numpy(), b.detach().numpy()
 
 
 def second_wave(data_dir: Path, full: bool = False) -> list[Row]:
