@@ -358,3 +358,68 @@ def test_an_expired_lease_of_another_host_is_taken_over(runtime: Runtime) -> Non
         assert here.run_once() == 0 and receiver.received == []
         time.sleep(0.4)
         assert here.run_once() == 1 and len(receiver.received) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """A migrated ledger on each database."""
+    from credence import db
+
+    from .conftest import postgres_schema
+
+    if request.param == "sqlite":
+        address = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+        db.upgrade(address)
+        yield address
+        return
+    for address in postgres_schema("credence_outbox"):
+        db.upgrade(address)
+        yield address
+
+
+def test_two_deliverers_never_claim_one_row_twice(ledger_url: str) -> None:
+    """Claims race on each database: every due row goes to exactly one of the racing deliverers."""
+    from provenance.ledger import Ledger
+    from provenance.ledger.outbox import claim_due
+
+    ledger = Ledger(ledger_url)
+    try:
+        with ledger.session() as s:
+            client = Client(name="racer", webhook_url="http://127.0.0.1:9/h", webhook_secret=SECRET)
+            s.add(client)
+            s.flush()
+            for _ in range(40):
+                gen = Generation(prompt="p", prompt_sha256="0" * 64, model="m", status="queued", client_id=client.id)
+                gen.mark_id = new_mark_id()
+                s.add(gen)
+                s.flush()
+                states.move(s, gen.id, ("queued",), "cancelled")
+        claimed: dict[str, list[int]] = {}
+        barrier = threading.Barrier(4)
+
+        def unleased() -> int:
+            with ledger.session() as s:
+                return len(s.scalars(select(WebhookOutbox.id).where(WebhookOutbox.lease_owner.is_(None))).all())
+
+        def claim(owner: str) -> None:
+            barrier.wait()
+            mine: list[int] = []
+            for _ in range(200):  # racing deliverers often lose a row to another: go on until none is left
+                with ledger.session() as s:
+                    mine += [d.id for d in claim_due(s, owner, 60, limit=3)]
+                if not unleased():
+                    break
+            claimed[owner] = mine
+
+        threads = [threading.Thread(target=claim, args=(f"host:{i}:x",)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [row for rows in claimed.values() for row in rows]
+        assert len(every) == len(set(every)) == 40, claimed
+        with ledger.session() as s:
+            rows = s.scalars(select(WebhookOutbox)).all()
+            assert all(r.attempts == 1 and r.lease_owner in claimed for r in rows)
+    finally:
+        ledger.dispose()

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .models import FINAL_STATUSES, Client, Generation, WebhookOutbox, mark_from_db, utcnow
@@ -84,19 +84,22 @@ def claim_due(session: Session, owner: str, lease_seconds: float, *, limit: int 
     race for one row both expect its current lease owner; only the first UPDATE matches.
     """
     now = utcnow()
-    candidates = session.execute(
-        select(WebhookOutbox.id, WebhookOutbox.lease_owner, WebhookOutbox.lease_expires_at)
-        .where(WebhookOutbox.delivered_at.is_(None), WebhookOutbox.failed_at.is_(None),
+    pending = (WebhookOutbox.delivered_at.is_(None), WebhookOutbox.failed_at.is_(None),
                WebhookOutbox.next_attempt_at <= now)
-        .order_by(WebhookOutbox.next_attempt_at, WebhookOutbox.id).limit(limit * 4)
-    ).all()
+    columns = (WebhookOutbox.id, WebhookOutbox.lease_owner)
+    order = (WebhookOutbox.next_attempt_at, WebhookOutbox.id)
+    free = or_(WebhookOutbox.lease_owner.is_(None), WebhookOutbox.lease_expires_at.is_(None),
+               WebhookOutbox.lease_expires_at < now)
+    candidates = list(session.execute(select(*columns).where(*pending, free).order_by(*order).limit(limit)).all())
+    if owner_is_dead is not None and len(candidates) < limit:
+        # Rows under a live lease whose owner is certainly gone (a crashed process on this host).
+        owners = session.execute(select(WebhookOutbox.lease_owner).where(*pending, ~free).distinct()).scalars()
+        dead = [owner for owner in owners if owner and owner_is_dead(owner)]
+        if dead:
+            candidates += session.execute(select(*columns).where(*pending, WebhookOutbox.lease_owner.in_(dead))
+                                          .order_by(*order).limit(limit - len(candidates))).all()
     claimed: list[int] = []
-    for row_id, lease_owner, expires in candidates:
-        if len(claimed) >= limit:
-            break
-        expired = expires is None or (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)) < now
-        if lease_owner is not None and not expired and not (owner_is_dead and owner_is_dead(lease_owner)):
-            continue
+    for row_id, lease_owner in candidates:
         same_lease = (WebhookOutbox.lease_owner.is_(None) if lease_owner is None
                       else WebhookOutbox.lease_owner == lease_owner)
         result = session.execute(
