@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -244,11 +245,27 @@ def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: 
     can drop add decode time and nothing to the hash. A clip whose sampled decode is too thin
     (a low frame rate of mostly droppable frames) is decoded in full.
     """
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="fingerprint-hash") as pool:
+        return _query(path, max_seconds, sampled, pool)
+
+
+#: Threads hashing windows while the decode thread reads on (PIL's resizes and SciPy's DCT release
+#: the GIL): on the two cores of a small box the hashing, most of a query's work, uses both.
+HASH_WORKERS = 2
+
+
+def _query(path: Path, max_seconds: float | None, sampled: bool, pool: ThreadPoolExecutor) -> QueryFingerprint:
+    """`query_fingerprint` proper: windows are hashed on `pool`, in order, a bounded number ahead."""
     frames = _prefetched(_frames_for_query(path, max_seconds, sampled))
     windows = WindowAverager()
     times: list[float] = []
-    rows: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    rows: list[Future[tuple[np.ndarray, np.ndarray, bool]]] = []
     next_bin = 0
+
+    def hashed(grey: np.ndarray) -> Future[tuple[np.ndarray, np.ndarray, bool]]:
+        if len(rows) > 2 * HASH_WORKERS:
+            rows[-2 * HASH_WORKERS].result()  # at most a few windows wait in memory
+        return pool.submit(query_hashes, grey)
 
     def emit_until(last_complete_bin: int) -> None:
         nonlocal next_bin
@@ -256,7 +273,7 @@ def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: 
             grey = windows.window(next_bin)
             if grey is not None:
                 times.append(next_bin / WINDOW_BINS_PER_SECOND)
-                rows.append(query_hashes(grey))
+                rows.append(hashed(grey))
             windows.pop_before(next_bin + 1)
             next_bin += 1
 
@@ -272,8 +289,9 @@ def query_fingerprint(path: Path, *, max_seconds: float | None = None, sampled: 
             grey = windows.window(next_bin)
             if grey is not None:
                 times.append(next_bin / WINDOW_BINS_PER_SECOND)
-                rows.append(query_hashes(grey))
+                rows.append(hashed(grey))
     if not rows:
         raise InvalidVideo(f"{path.name}: the video stream holds no decodable frame")
-    return QueryFingerprint(np.array(times), np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
-                            np.array([r[2] for r in rows], dtype=bool))
+    done = [r.result() for r in rows]
+    return QueryFingerprint(np.array(times), np.stack([r[0] for r in done]), np.stack([r[1] for r in done]),
+                            np.array([r[2] for r in done], dtype=bool))
