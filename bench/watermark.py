@@ -164,6 +164,12 @@ def to_height(target: int) -> Callable[[np.ndarray], np.ndarray]:
     return edit
 
 
+def to_size(width: int, height: int) -> Callable[[np.ndarray], np.ndarray]:
+    def edit(x: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(x).resize((width, height), Image.Resampling.BICUBIC))
+    return edit
+
+
 def crop(f: float, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     def edit(x: np.ndarray) -> np.ndarray:
         h, w = x.shape[:2]
@@ -330,6 +336,10 @@ def build_attacks(seed: int = DEFAULT_SEED, clip: str = "") -> Attacks:
         "crop0.8_resize0.5_crf28": (per_frame(chain(crop(0.8), resize(0.5))), [{"crf": 28}]),
         "crf30_crop0.71_bright0.5": (None, [{"crf": 30, "then": chain(
             crop(0.71, seed=seeded_int(seed, clip, "crf30_crop")), gain(0.5))}, {"crf": 23}]),
+        # Issue 22's rows: a 9:16 reframe then the platform's 720x1280; a two-step chain; 30 -> 24 fps.
+        "reframe_9x16_720x1280": (per_frame(chain(reframe, to_size(720, 1280))), [{"crf": 23}]),
+        "chain_crf23_resize0.75_crf30": (None, [{"crf": 23, "then": resize(0.75)}, {"crf": 30}]),
+        "fps_30_to_24": (to_fps(0.8), [{"crf": 23, "fps_ratio": 0.8}]),
     }
 
 
@@ -337,7 +347,8 @@ def build_attacks(seed: int = DEFAULT_SEED, clip: str = "") -> Attacks:
 ATTACKS = build_attacks()
 #: The rows of issue 15's table (python -m bench.watermark --issue).
 ISSUE = ["identity", "h264_crf28", "h264_crf35", "h264_crf40", "resize_0.5", "crop_0.8", "crop0.8_resize0.5_crf28",
-         "h265_crf32", "crf30_crop0.71_bright0.5"]
+         "h265_crf32", "crf30_crop0.71_bright0.5", "reframe_9x16_720x1280", "chain_crf23_resize0.75_crf30",
+         "fps_30_to_24"]
 QUICK = ["identity", "h264_crf23", "h264_crf28", "h264_crf40", "resize_0.5", "crop_0.8", "jpeg_50",
          "brightness_0.8", "drop_every_3rd", "crop0.8_resize0.5_crf28", "crf30_crop0.71_bright0.5"]
 
@@ -418,6 +429,7 @@ def attack(shipped: Path, fps: float, name: str, work: Path, attacks: Attacks | 
             f0 = float(opts["crop_back"])  # type: ignore[arg-type]
             frames = [np.asarray(Image.fromarray(crop(f0)(f)).resize((f.shape[1], f.shape[0]),
                                                                     Image.Resampling.BICUBIC)) for f in frames]
+        fps = fps * float(opts.get("fps_ratio", 1.0))  # type: ignore[arg-type]
         path = encode(frames, work / f"{name}-{i}.mp4", fps, opts)
         frames = list(iter_frames(path))
         if "then" in opts:
@@ -529,6 +541,8 @@ def main() -> None:
     key = bench_key(args.seed)
     results: dict[str, object] = {"clips": {}, "attacks": {}, "baselines": {}}
     per_attack: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    per_clip: dict[str, dict[str, dict[str, float]]] = {}  # attack -> clip -> row (a hard clip stays visible)
+    results["per_clip"] = per_clip
     with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
         work = Path(tmp)
         for name, frames, fps in clips:
@@ -560,6 +574,10 @@ def main() -> None:
                 per_attack[attack_name].append({"bit_acc": acc, "exact": float(res.payload == payload),
                                                 "detected": float(res.detected), "detect_s": dt,
                                                 "wrong_payload": float(wrong)})
+                per_clip.setdefault(attack_name, {})[name] = per_attack[attack_name][-1]
+                print(f"  {name:26s} {attack_name:30s} bit acc {acc:.3f}  exact {int(res.payload == payload)}  "
+                      f"detected {int(res.detected)}  wrong {int(wrong)}  log10 p {res.log10_p:.1f}  {dt:.2f} s",
+                      flush=True)
                 for p in work.glob(f"{attack_name}-*"):
                     p.unlink()
             shipped.unlink()
