@@ -119,3 +119,23 @@ def test_timeline_merges_one_generations_spans_and_keeps_others_apart() -> None:
     # A weak or ambiguous source places nothing.
     assert timeline([detector.Evidence("watermark", "g1", "weak", 0.3, {})], 8.0) == []
     assert np.isfinite(segments[0]["end_s"])
+
+
+def test_console_verify_page_draws_the_timeline() -> None:
+    """The verify page's bars: one per segment, placed by its seconds over the upload's length."""
+    from credence.console import core
+
+    result = {"verdict": "generated", "generation_id": "g1", "confidence": 0.99, "evidence": [], "clip":
+              {"duration_s": 8.0}, "segments": [
+                  {"start_s": 0.0, "end_s": 2.0, "generation_id": "g1", "sources": ["fingerprint", "watermark"],
+                   "clip_start_s": 0.0, "clip_end_s": 2.0, "speed": 1.0},
+                  {"start_s": 6.0, "end_s": 8.0, "generation_id": "g2", "sources": ["fingerprint"],
+                   "clip_start_s": 1.0, "clip_end_s": 3.0, "speed": 1.25}]}
+    html = core._templates.get_template("verify.html").render(result=result, filename="m.mp4", session=None,
+                                                              csrf="x", page="verify", flash=[])
+    assert 'class="ours ours0"' in html and 'class="ours ours1"' in html
+    assert 'x="0.0" y="8" width="250.0"' in html and 'x="750.0" y="8" width="250.0"' in html
+    assert "/console/generations/g2" in html and "1.0–3.0 at 1.25×" in html
+    empty = core._templates.get_template("verify.html").render(
+        result={**result, "segments": []}, filename="m.mp4", session=None, csrf="x", page="verify", flash=[])
+    assert "No second of this upload matches a published clip." in empty and "ours0" not in empty
