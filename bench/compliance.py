@@ -88,7 +88,8 @@ def fill(url: str, generations: int, clients: int = 50, seed: int = 25) -> dict[
                           .hexdigest(), "size_bytes": 200_000, "mime_type": "video/mp4", "signer_fingerprint": "0" * 64,
                           "created_at": at + dt.timedelta(seconds=8), "label_mode": mode,
                           "label_text": None if mode in (None, "off") else "AI-generated",
-                          "manifest_verified": None if before_labels else True})
+                          "manifest_verified": None if before_labels else True,
+                          "watermark_read_back": None if before_labels else True})
         else:
             category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
             action = "review" if status == "review" else "block"

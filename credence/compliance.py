@@ -189,10 +189,12 @@ def compliance_report(ledger: Ledger, period: Period, client: str | None = None,
         client_id = _resolve_client(s, client)
         published = _published(s, period, client_id)
         totals, by_category = _held(s, period, client_id)
-        first_read_back = (s.scalar(select(func.min(PublishedFile.__table__.c.created_at)).where(
-            PublishedFile.__table__.c.watermark_read_back.isnot(None))) if read_back_recorded() else None)
         seen = {r[0] for r in published} | {r[0] for r in totals}
         names = dict(s.execute(select(Client.id, Client.name).where(Client.id.in_([c for c in seen if c]))).all())
+        # When the read-back began to be recorded: asked only when the period has files from before it.
+        first_read_back = (s.scalar(select(func.min(PublishedFile.__table__.c.created_at)).where(
+            PublishedFile.__table__.c.watermark_read_back.isnot(None)))
+            if read_back_recorded() and any(r[5] for r in published) else None)
     per_client: dict[str | None, dict[str, Any]] = {}
     overall = _empty()
     for cid, mode, files, manifest, read_back, not_recorded in published:
