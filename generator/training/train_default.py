@@ -90,6 +90,15 @@ class DitConfig:
     along_jitter: int = 1
     ortho_jitter: int = 3
     fg_weight: float = 3.0  # extra loss weight on latent pixels the object covers (a few % of the frame)
+    # Motion recipe (issue 26), all off by default so a plain --resume continues the same run.
+    # direction_pairs: the second half of each batch is the first half with another direction (same
+    # colour, shape, background, jitter, noise and t), so only the direction word tells the two targets
+    # apart and its gradient is not averaged away; motion_weight: extra loss weight where a clip and its
+    # twin differ (the track); t_mean: location of the logit-normal t (> 0 spends steps at high noise,
+    # where the layout, i.e. the start position and the track, is decided).
+    direction_pairs: bool = False
+    motion_weight: float = 0.0
+    t_mean: float = 0.0
     num_layers: int = 6
     heads: int = 4
     head_dim: int = 32
@@ -140,6 +149,37 @@ def latent_stats() -> tuple[list[float], list[float]]:
 
 def sample_combos(rng: np.random.Generator, n: int) -> list[Combo]:
     return [TRAIN_COMBOS[i] for i in rng.integers(0, len(TRAIN_COMBOS), n)]
+
+
+_TRAIN_SET = frozenset(TRAIN_COMBOS)
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def direction_twin(rng: np.random.Generator, combo: Combo) -> Combo:
+    """The same colour, shape and background moving another way; a training combination, never a held-out one.
+
+    The opposite direction when it is in training (the clips then differ most), else one of the others.
+    """
+    opposite = Combo(combo.colour, combo.shape, _OPPOSITE[combo.direction], combo.background)
+    if opposite in _TRAIN_SET:
+        return opposite
+    others = [Combo(combo.colour, combo.shape, d, combo.background) for d in _OPPOSITE if d != combo.direction]
+    others = [c for c in others if c in _TRAIN_SET]
+    if not others:  # cannot happen with a 10% hold-out, but never train on a held-out caption
+        return combo
+    return others[int(rng.integers(0, len(others)))]
+
+
+def sample_pair_latents(rng: np.random.Generator, combos: list[Combo], twins: list[Combo], along_jitter: int,
+                        ortho_jitter: int) -> torch.Tensor:
+    """Pooled latents of `combos` then `twins`, each twin at its combo's jitter (2n x 12 x 5 x 16 x 16)."""
+    clips, twin_clips = [], []
+    for combo, twin in zip(combos, twins, strict=True):
+        along, ortho = sample_position(rng, along_jitter, ortho_jitter)
+        clips.append(compose(pooled_motion_mask(combo.shape, combo.direction, along, ortho), combo))
+        twin_clips.append(compose(pooled_motion_mask(twin.shape, twin.direction, along, ortho), twin))
+    x = torch.from_numpy(np.stack(clips + twin_clips)).permute(0, 4, 1, 2, 3) / 127.5 - 1.0
+    return _stack_time(x)
 
 
 def sample_latents(rng: np.random.Generator, n: int, combos: list[Combo] | None = None,
@@ -316,17 +356,12 @@ def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True, resume: bool
     run.log(f"dit: {sum(p.numel() for p in transformer.parameters())/1e6:.2f}M transformer, "
             f"{sum(p.numel() for p in text_encoder.parameters())/1e6:.2f}M text encoder, {cfg}")
     for step in range(first, cfg.steps):
-        combos = sample_combos(rng, cfg.batch)
-        x0 = ((sample_latents(rng, cfg.batch, combos, cfg.along_jitter, cfg.ortho_jitter).to(device))
-              - mean_t) / std_t
-        prompts = [c.caption if rng.random() >= cfg.cfg_dropout else "" for c in combos]
-        t = torch.sigmoid(torch.from_numpy(rng.standard_normal(cfg.batch)).float()).to(device)
-        noise = torch.from_numpy(rng.standard_normal(x0.shape)).float().to(device)
+        x0, prompts, t, noise, weight = _dit_batch(rng, cfg, mean_t, std_t, device)
         tb = t.view(-1, 1, 1, 1, 1)
         xt = (1 - tb) * x0 + tb * noise
         ctx = encode_prompts(tokenizer, text_encoder, prompts, device)
         pred = transformer(xt, t * 1000, ctx, return_dict=False)[0]
-        loss = ((pred.float() - (noise - x0)).pow(2) * _object_weight(x0, cfg.fg_weight)).mean()
+        loss = ((pred.float() - (noise - x0)).pow(2) * weight).mean()
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.lr, cfg.warmup)
         opt.zero_grad(set_to_none=True)
@@ -350,6 +385,36 @@ def train_dit(cfg: DitConfig, run: RunConfig, *, save: bool = True, resume: bool
             run.log("dit: minute cap reached, stopping")
             break
     return losses
+
+
+def _dit_batch(rng: np.random.Generator, cfg: DitConfig, mean_t: torch.Tensor, std_t: torch.Tensor, device: str
+               ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step's (x0, prompts, t, noise, loss weight), every draw from `rng` (so a resumed run repeats it).
+
+    Without direction_pairs this is the original recipe, draw for draw.
+    """
+    if not cfg.direction_pairs:
+        combos = sample_combos(rng, cfg.batch)
+        x0 = ((sample_latents(rng, cfg.batch, combos, cfg.along_jitter, cfg.ortho_jitter).to(device))
+              - mean_t) / std_t
+        prompts = [c.caption if rng.random() >= cfg.cfg_dropout else "" for c in combos]
+        t = torch.sigmoid(torch.from_numpy(rng.standard_normal(cfg.batch)).float() + cfg.t_mean).to(device)
+        noise = torch.from_numpy(rng.standard_normal(x0.shape)).float().to(device)
+        return x0, prompts, t, noise, _object_weight(x0, cfg.fg_weight)
+    half = cfg.batch // 2
+    if half < 1 or cfg.batch % 2:
+        raise ValueError("direction_pairs needs an even batch")
+    combos = sample_combos(rng, half)
+    twins = [direction_twin(rng, c) for c in combos]
+    x0 = (sample_pair_latents(rng, combos, twins, cfg.along_jitter, cfg.ortho_jitter).to(device) - mean_t) / std_t
+    prompts = [c.caption if rng.random() >= cfg.cfg_dropout else "" for c in combos + twins]
+    t = torch.sigmoid(torch.from_numpy(rng.standard_normal(half)).float() + cfg.t_mean).repeat(2).to(device)
+    noise = torch.from_numpy(rng.standard_normal((half, *x0.shape[1:]))).float().repeat(2, 1, 1, 1, 1).to(device)
+    weight = _object_weight(x0, cfg.fg_weight)
+    if cfg.motion_weight:
+        diff = (x0[:half] - x0[half:]).abs().amax(dim=1, keepdim=True) > 0.25  # where the two tracks differ
+        weight = weight + cfg.motion_weight * diff.float().repeat(2, 1, 1, 1, 1)
+    return x0, prompts, t, noise, weight
 
 
 def _object_weight(x0: torch.Tensor, fg_weight: float) -> torch.Tensor:
@@ -479,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None,
                         help="warm start new runs from this pipeline folder's weights (e.g. the last release)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop each part after this many minutes")
+    parser.add_argument("--direction-pairs", action="store_true",
+                        help="half of each DiT batch is the other half moving another way (same noise and t)")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="extra DiT loss weight where a clip and its twin differ (--direction-pairs)")
+    parser.add_argument("--t-mean", type=float, default=0.0, help="location of the logit-normal DiT timestep")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = RunConfig(out=args.out, device=args.device, checkpoint_every=args.checkpoint_every,
@@ -498,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         if part == "vae":
             train_vae(VaeConfig(steps=args.vae_steps, batch=args.vae_batch), run, resume=resume)
         else:
-            train_dit(DitConfig(steps=args.dit_steps, batch=args.batch), run, resume=resume)
+            train_dit(DitConfig(steps=args.dit_steps, batch=args.batch, direction_pairs=args.direction_pairs,
+                                motion_weight=args.motion_weight, t_mean=args.t_mean), run, resume=resume)
     return 0
 
 
