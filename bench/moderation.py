@@ -315,8 +315,8 @@ def int8_rows(args: argparse.Namespace, policy, moderator: Moderator, unsafe_vid
     for key, ds in by_source.items():  # the rows the targets name
         name, side = key.rsplit(" ", 2)[0], key.rsplit(" ", 2)[1]
         label = {"xstest": f"xstest {'unsafe' if side == 'unsafe' else 'safe'} (cv)",
-                 "i2p:benign": "i2p low-risk benign (cv)"}.get(name, f"{name} (cv)" if side == "benign" or name in (
-                     "openai_moderation", "ring_a_bell_pairs") else f"{name} {side} (cv)")
+                 "i2p:benign": "i2p low-risk benign (cv)"}.get(
+                     name, f"{name} (cv)" if side == "benign" else f"{name} unsafe (cv)")
         cv.setdefault(label, []).extend(ds)
     extra: dict[str, object] = {"by_source": by_source_and_language(by_source),
                                 "by_language": by_source_and_language(by_lang)}

@@ -75,7 +75,10 @@ class Tokenizer:
         """Token ids of each text (no <s>, </s> or prefix)."""
         if not texts:
             return []
-        return [e.ids for e in self._tok.encode_batch([self._prepare(t) for t in texts], add_special_tokens=False)]
+        prepared = [self._prepare(t) for t in texts]
+        if len(prepared) < 64:  # encode_batch starts a thread pool: slower than a loop for one prompt's pieces
+            return [self._tok.encode(t, add_special_tokens=False).ids for t in prepared]
+        return [e.ids for e in self._tok.encode_batch(prepared, add_special_tokens=False)]
 
 
 class OnnxEncoder:
