@@ -22,6 +22,7 @@ Writes bench/results/detector.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -183,6 +184,45 @@ def identification(rt, work: Path, n_clips: int, attacks: list[str]) -> tuple[di
                "publish_s_per_clip": round(publish_s / max(1, len(published)), 3), "per_attack": per_attack,
                "wrong_ids_total": sum(r["wrong_id"] for r in rows), "verifications": len(rows)}
     return summary, published
+
+
+def montages(rt, work: Path, published: list) -> dict:
+    """Compilations of two published clips around foreign footage: spans found, boundary error (s).
+
+    Each montage is clip A, 2 s of a never-published procedural scene, clip B (all at A's size and
+    rate, one H.264 encode). A span is found when a segment names its generation; the boundary
+    error is the largest distance of its start and end from the truth.
+    """
+    import detector
+
+    rows = []
+    pairs = list(itertools.pairwise(published))
+    for k, ((name_a, a), (name_b, b)) in enumerate(pairs):
+        fa = list(iter_frames(a.path))
+        fps = frame_rate(a.path)
+        h, w = fa[0].shape[:2]
+        fb = [np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in iter_frames(b.path)]
+        fb = fb[:: max(1, round(frame_rate(b.path) / fps))]
+        foreign = procedural_frames(90_000 + k, "texture", width=w, height=h, frames=round(2 * fps))
+        path = work / f"montage-{k}.mp4"
+        write_video(path, iter(fa + foreign + fb), fps, preset="veryfast", crf=23)
+        truth = {a.generation_id: (0.0, len(fa) / fps),
+                 b.generation_id: ((len(fa) + len(foreign)) / fps, (len(fa) + len(foreign) + len(fb)) / fps)}
+        verdict = detector.verify(path, rt.verification, SOURCES or None)
+        found, errors = 0, []
+        for gid, (start, end) in truth.items():
+            seg = [s for s in verdict.segments if s["generation_id"] == gid]
+            if seg:
+                found += 1
+                errors.append(max(abs(seg[0]["start_s"] - start), abs(seg[-1]["end_s"] - end)))
+        foreign_spans = [s for s in verdict.segments if s["generation_id"] not in truth]
+        rows.append({"clips": [name_a, name_b], "verdict": verdict.verdict, "spans_found": found, "spans": 2,
+                     "boundary_error_s": round(max(errors), 2) if errors else None,
+                     "segments_of_other_generations": len(foreign_spans), "segments": verdict.segments})
+    return {"montages": len(rows), "spans_found": sum(r["spans_found"] for r in rows),
+            "spans": 2 * len(rows),
+            "max_boundary_error_s": max((r["boundary_error_s"] or 0 for r in rows), default=None),
+            "rows": rows}
 
 
 def false_accusations(rt, work: Path, n_neg: int, attacks: list[str]) -> dict:
@@ -370,7 +410,7 @@ def main() -> None:
     parser.add_argument("--scales", default="10000,100000,1000000,3000000")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--e2e-repeats", type=int, default=5)
-    parser.add_argument("--skip", default="", help="comma list of: identification,negatives,e2e,index")
+    parser.add_argument("--skip", default="", help="comma list of: identification,montage,negatives,e2e,index")
     parser.add_argument("--fingerprint-only", action="store_true",
                         help="identification and negatives consult the fingerprint source alone")
     parser.add_argument("--index-snapshot", type=Path, default=None,
@@ -434,6 +474,11 @@ def main() -> None:
                 print(f"{name:16s} {row['family']:8s} {row['n']:>4d} {row['identified']:>10.3f} "
                       f"{row['fingerprint_alone']:>8.3f} {row['review']:>6d} "
                       f"{row['wrong_id']:>5d} {row['target']:.2f} {'ok' if row['meets_target'] else 'BELOW'}")
+        if "identification" not in skip and "montage" not in skip and len(published) >= 2:
+            result["montage"] = mt = montages(rt, work, published)
+            mt["measured"] = stamp
+            print(f"montage: {mt['spans_found']} of {mt['spans']} spans found, max boundary error "
+                  f"{mt['max_boundary_error_s']} s, verdicts {[r['verdict'] for r in mt['rows']]}")
         if "negatives" not in skip:
             top_up = fill_ledger(rt.ledger, args.ledger_clips)  # adds nothing unless a publish fell short
             fill["added"] = int(fill["added"]) + int(top_up["added"])  # type: ignore[call-overload]
