@@ -60,7 +60,7 @@ def publish(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Watermark, sign (C2PA) and record a clip; prints the generation id.
+    """Label, watermark, sign (C2PA) and record a clip; prints the generation id.
 
     The prompt goes through the same prompt screen as `generate`: a clip whose prompt the policy
     blocks or holds gets no content credentials (exit 3 or 4, recorded like any decision).
@@ -68,11 +68,15 @@ def publish(
     from provenance.publish import PublishRequest
 
     from ..generation import EXIT_CODES, record_decision
+    from ..labels import label_spec, policy_label
     from ..runtime import ModeratorCache
 
     rt = runtime()
-    decision = ModeratorCache(rt).base().screen_prompt(prompt)
-    request = PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label)
+    moderator = ModeratorCache(rt).base()
+    decision = moderator.screen_prompt(prompt)
+    # The deployment's visible label goes on a clip from elsewhere too: every clip we publish discloses.
+    request = PublishRequest(prompt=prompt, model_name=model, policy_version=decision.policy_label,
+                             label=label_spec(policy_label(moderator)))
     held = {"block": "blocked", "review": "review"}.get(decision.action)
     if held is not None:
         gen = rt.publisher.begin(request, status=held, stage="prompt")
