@@ -33,9 +33,13 @@ def is_strong(match: FingerprintMatch) -> bool:
     """Whether a match is strong enough to name a generation on its own."""
     if match.similarity < MIN_SIMILARITY or match.mean_distance > MAX_MEAN_DISTANCE:
         return False
-    if match.matched_seconds >= MIN_SECONDS:
+    # Seconds the upload can hold: a hypothesis that "matches" more stored seconds than the upload
+    # spans under its own offset has gathered chance hits from neighbouring offsets. Issue 24: two
+    # never-published 1 s gradient clips went to `review` on "2 of 1 s" matches to two bulk clips.
+    seconds = min(match.matched_seconds, match.expected_seconds)
+    if seconds >= MIN_SECONDS:
         return True
-    return match.expected_seconds == 1 and match.matched_seconds == 1 and match.mean_distance <= MAX_SINGLE_DISTANCE
+    return match.expected_seconds == 1 and seconds == 1 and match.mean_distance <= MAX_SINGLE_DISTANCE
 
 
 #: Published clips a look-up returns: enough for the spans of a compilation of several of ours.

@@ -139,3 +139,16 @@ def test_console_verify_page_draws_the_timeline() -> None:
     empty = core._templates.get_template("verify.html").render(
         result={**result, "segments": []}, filename="m.mp4", session=None, csrf="x", page="verify", flash=[])
     assert "No second of this upload matches a published clip." in empty and "ours0" not in empty
+
+
+def test_a_match_of_more_seconds_than_the_upload_holds_is_not_strong() -> None:
+    """Issue 24: a 1 s never-published gradient clip 'matched 2 of 1 s' of two bulk clips (review)."""
+    from detector.fingerprint_source import is_strong
+    from provenance.index import FingerprintMatch
+
+    chance = FingerprintMatch(1, "g", matched_seconds=2, expected_seconds=1, similarity=1.0, mean_distance=12.5,
+                              region=0, query_variant=0, offset_s=0.0)
+    assert not is_strong(chance)
+    exact = FingerprintMatch(1, "g", 1, 1, 1.0, 2.0, 0, 0, 0.0)
+    assert is_strong(exact)  # a one-second clip still matches when nearly exact
+    assert is_strong(FingerprintMatch(1, "g", 3, 4, 0.75, 12.0, 0, 0, 0.0))
