@@ -30,7 +30,7 @@ from provenance.errors import ProvenanceError
 from provenance.publish import PublishRequest
 from provenance.video import iter_frames, probe, write_video
 
-from .conftest import API_KEY, LiveServer, settings_for
+from .conftest import API_KEY, LiveServer, make_clip, settings_for
 
 pytestmark = pytest.mark.slow  # a live server and a hypothesis corpus of damaged videos
 
@@ -73,8 +73,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     write_video(folder / "plain.mp4", _frames(1, 96, 64), 12.0, preset="ultrafast")
     write_video(folder / "plain.mov", _frames(2, 96, 64), 12.0, preset="ultrafast")
     write_video(folder / "plain.webm", _frames(3, 96, 64), 12.0, codec="libvpx-vp9")
-    write_video(folder / "source.mp4", _frames(4, 128, 128), 12.0, preset="ultrafast")
-    clip = runtime.publisher.publish_file(folder / "source.mp4", folder / "published.mp4",
+    # The published seed is a clip the mark can carry (publish reads its mark back and refuses one it
+    # cannot, issue 22): make_clip's smooth texture at 256x192. The plain seeds stay small and fast.
+    source = make_clip(folder / "source.mp4", frames=12, fps=12.0, seed=4, preset="ultrafast")
+    clip = runtime.publisher.publish_file(source, folder / "published.mp4",
                                           PublishRequest(prompt="fuzz", model_name="m"))
     seeds = {name: (folder / name).read_bytes() for name in SEEDS}
     app_settings = settings_for(folder / "home", CREDENCE_API_KEYS=API_KEY, CREDENCE_MAX_UPLOAD_BYTES=5_000_000,
