@@ -4,8 +4,8 @@ What this covers: the whole training set (`training_set`: both waves of public s
 examples, the adversarial variants) against every evaluation-only prompt (MMA-Diffusion,
 T2VSafetyBench, SAFREE, the multilingual evaluation set, our examples' eval split): exact
 matches after normalisation and token Jaccard >= 0.8, all pairs (prefix filtering makes it exact
-and fast). Cosine >= 0.9 of the encoder's embeddings is checked on a fixed sample of 60 eval
-prompts against their 20 most token-similar training rows each (the pairs where a paraphrase
+and fast). Cosine >= 0.9 of the encoder's embeddings is checked on a fixed sample of 30 eval
+prompts against their 10 most token-similar training rows each (the pairs where a paraphrase
 could hide); embedding every pair would take the 2-core machine an hour.
 """
 
@@ -49,12 +49,13 @@ def test_the_filter_catches_a_planted_duplicate(evals) -> None:  # type: ignore[
     assert any(i == 1 for i, _, _ in pairs)
 
 
+@pytest.mark.slow  # embeds about 300 texts: 20 s on a quiet CPU, more than 10 min at load 12
 def test_no_cosine_near_duplicate_on_a_sample(rows, evals) -> None:  # type: ignore[no-untyped-def]
     from moderation.classifier import Embedder
 
-    sample = random.Random(0).sample(range(len(evals)), 60)
+    sample = random.Random(0).sample(range(len(evals)), 30)
     texts = [r.text for r in rows]
-    cands = leakage.candidates(texts, [evals[j] for j in sample], k=20)
+    cands = leakage.candidates(texts, [evals[j] for j in sample], k=10)
     train_idx = sorted({i for c in cands.values() for i in c})
     encoder = Embedder.onnx()
     ev = encoder.embed_many([normalize(evals[j]) for j in sample])

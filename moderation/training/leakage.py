@@ -10,7 +10,7 @@ Speed: Jaccard uses prefix filtering (tokens ordered rarest first; two sets with
 must share one of the first |A| - ceil(t|A|) + 1 tokens of each), so only candidate pairs are
 compared: all pairs are covered, exactly. Cosine needs embeddings: `training.train` drops rows
 with cosine >= 0.9 to any eval prompt when it has embedded both (all of them, at training time);
-the test checks a fixed sample of eval prompts against their 20 most token-similar training rows.
+the test checks a fixed sample of 30 eval prompts against their 10 most token-similar training rows.
 """
 
 from __future__ import annotations
