@@ -8,9 +8,10 @@ embedding has cosine >= 0.9 with one.
 
 Speed: Jaccard uses prefix filtering (tokens ordered rarest first; two sets with Jaccard >= t
 must share one of the first |A| - ceil(t|A|) + 1 tokens of each), so only candidate pairs are
-compared: all pairs are covered, exactly. Cosine needs embeddings: `training.train` drops rows
-with cosine >= 0.9 to any eval prompt when it has embedded both (all of them, at training time);
-the test checks a fixed sample of 30 eval prompts against their 10 most token-similar training rows.
+compared: all pairs are covered, exactly. Cosine needs every eval prompt and training row embedded,
+so `training_set` does not filter on it (the Jaccard filter catches copies and light edits); the
+slow test checks a fixed sample of 30 eval prompts against their 10 most token-similar training
+rows, where a paraphrase would hide.
 """
 
 from __future__ import annotations
