@@ -52,6 +52,7 @@ from generator.training.train_default import _object_weight, _stack_time, encode
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator_motion_diagnosis.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "generator" / "default_model"
+BASELINE = Path(__file__).resolve().parent / "results" / "generator.json"  # the release's bench (seed 0)
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
@@ -182,6 +183,31 @@ def text_use(folder: Path, n: int = 24, ts: tuple[float, ...] = (0.35, 0.6, 0.85
     return {"clips": n, "text_use": out, "steps": _step(folder)}
 
 
+def held_out_compare(folder: Path, every: int, baseline: Path = BASELINE) -> dict:
+    """Every `every`-th held-out combination at seed 0, generated and read exactly as `bench.generator` does,
+    beside the release's readings of the same captions from its committed bench result (same seed).
+
+    A subset of the bench for a box where 26 clips do not fit the time left; the captions are named.
+    """
+    from bench.generator import run_set
+    from generator import TextToVideoModel
+    from generator.training.data import HELD_OUT
+
+    combos = list(HELD_OUT)[::every]
+    model = TextToVideoModel.load(folder, device="cpu")
+    scores, times, rows = run_set(model, combos, [0], None, None)
+    release = json.loads(baseline.read_text())
+    by_caption = {r["caption"]: r for r in release["held_out_readings"]}
+    before_rows = [by_caption[c.caption] for c in combos]
+    keys = ("colour", "background", "direction", "shape", "all")
+    before = {k: float(np.mean([r["ok"][k] for r in before_rows])) for k in keys}
+    for key in ("one_colour", "last_frame_object"):
+        before[key] = float(np.mean([r["stable"][key] for r in before_rows]))
+    return {"captions": [c.caption for c in combos], "seed": 0, "release_hash": release["model_hash"],
+            "release": before, "candidate": scores, "candidate_seconds_per_clip_1_thread": float(np.mean(times)),
+            "candidate_readings": rows}
+
+
 def _step(folder: Path) -> int | None:
     path = folder / "training_dit.json"
     return json.loads(path.read_text()).get("step") if path.is_file() else None
@@ -192,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, action="append", default=None,
                         help="pipeline folder(s) to measure text use for (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--held-out-every", type=int, default=0,
+                        help="also generate every N-th held-out caption with the last --model and compare it "
+                             "with the release's committed readings (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folders = args.model or [SHIPPED]
@@ -206,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "motion_in_latent": motion_in_latent(3.0),
         "text_use_by_model": {str(f): text_use(f) for f in folders},
     }
+    if args.held_out_every:
+        result["held_out_subset"] = held_out_compare(folders[-1], args.held_out_every)
     result["seconds"] = round(time.time() - start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
