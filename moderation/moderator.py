@@ -28,6 +28,8 @@ MAX_PROMPT_CHARS = 4000
 #: Longest view in tokens: a longer clause is scored as windows of this many tokens, each a view
 #: (a harmful sentence inside a long clause keeps its own score), all in the prompt's one batch.
 WINDOW_TOKENS = 128
+#: The soup view (the words hidden in token soup) repeats the prompt's content: its first windows suffice.
+MAX_SOUP_WINDOWS = 4
 SEVERITY = {"allow": 0, "review": 1, "block": 2}
 #: What the client reads when the output screen holds its video: its prompt passed, the video did not.
 OUTPUT_MESSAGES = {
@@ -210,8 +212,11 @@ class Moderator:
                     views.append((tokenizer.decode(window), window))
             plans.append(views)
         for plan, soup in zip(plans, soups, strict=True):
-            if soup:
-                plan.append((soup, next(ids)))
+            if soup:  # windows too, so that no row of the batch is longer than WINDOW_TOKENS
+                tokens = next(ids)
+                windows = [tokens[w:w + WINDOW_TOKENS] for w in range(0, len(tokens), WINDOW_TOKENS)]
+                plan += [(soup if len(windows) == 1 else tokenizer.decode(win), win)
+                         for win in windows[:MAX_SOUP_WINDOWS]]
         return plans
 
     def decide_embedded(self, prepared: Sequence[str], embeddings: np.ndarray) -> list[Decision]:
