@@ -89,7 +89,7 @@ def text_path(tokenizer: PreTrainedTokenizerFast, encoder: UMT5EncoderModel) -> 
         words = [c.caption.split() for c in combos]
         pos = next(i for i in range(len(words[0])) if len({w[i] for w in words}) > 1)
         whole, word, emb = [], [], []
-        table = encoder.get_input_embeddings().weight
+        table = encoder.get_input_embeddings().weight.detach()
         ids = [tokenizer.convert_tokens_to_ids(w[pos]) for w in words]
         for i in range(len(combos)):
             for j in range(i + 1, len(combos)):
