@@ -105,7 +105,7 @@ def _luminance_jnd(bg: np.ndarray) -> np.ndarray:
     return np.where(bg <= 127.0, dark, bright).astype(np.float32)
 
 
-def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None, rail_floor: float = 0.0) -> np.ndarray:
     """The perceptual mask on a subsampled luma (h×w float32): texture × edges × luminance × motion.
 
     Unnormalised: only its shape matters, the per-frame gain sets the energy. OpenCV box filters
@@ -125,7 +125,10 @@ def jnd_mask(small_luma: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     # ...but not at the rails: at black or white half the mark is clipped away (and the codec's
     # studio range clips more), so energy put there is lost to the detector, and what is left is a
     # one-sided shift of the mean, which SSIM punishes hardest on black (its C1 is tiny): none there.
+    # `rail_floor` keeps part of the mark there anyway: the read-back's stronger re-mark of a clip
+    # that is mostly black or white (the default model's plain backgrounds) has nowhere else to put it.
     rails = np.clip((mean - 2.0) / RAIL_GREY, 0.0, 1.0) * np.clip((253.0 - mean) / RAIL_GREY, 0.0, 1.0)
+    rails = np.maximum(rails, rail_floor)
     mask = texture * luminance * rails
     if previous is not None and previous.shape == small_luma.shape:
         motion = _box(np.abs(small_luma - previous), 3)
@@ -144,7 +147,7 @@ class WatermarkEmbedder:
 
     def __init__(self, key: WatermarkKey, payload: int, *, device: str | torch.device = "cpu",
                  target_psnr: float = TARGET_PSNR, target_snr: float = TARGET_SNR, strength: float | None = None,
-                 geometry: int = GEOMETRY) -> None:
+                 geometry: int = GEOMETRY, rail_floor: float = 0.0) -> None:
         if not isinstance(payload, int | np.integer) or not 0 <= int(payload) < (1 << ecc.PAYLOAD_BITS):
             raise WatermarkError(f"payload must be a 64-bit unsigned integer, got {payload!r}")
         if not 20.0 <= target_psnr <= 70.0:
@@ -156,6 +159,7 @@ class WatermarkEmbedder:
         self.target_snr = target_snr
         self.strength = strength
         self.geometry = geometry
+        self.rail_floor = rail_floor
         self._tile = torch.from_numpy(tile_values(key.secret, self.payload)).to(self.device)
         self._pattern: torch.Tensor | None = None
         self._size: tuple[int, int] | None = None
@@ -208,7 +212,7 @@ class WatermarkEmbedder:
             small = frame[::_MASK_STRIDE, ::_MASK_STRIDE].astype(np.float32)
             small_luma = small @ np.array([0.299, 0.587, 0.114], np.float32)
             follows = self._last_index is not None and index == self._last_index + 1
-            mask = jnd_mask(small_luma, self._previous if follows else None)
+            mask = jnd_mask(small_luma, self._previous if follows else None, self.rail_floor)
             self._previous, self._last_index = small_luma, index
             # Gain: the pattern has unit RMS and is independent of the mask, so E[delta²] ≈ g²·E[m²];
             # rounding to integers adds ~1/12, which the budget pays for first.

@@ -28,12 +28,16 @@ PLATFORM_PRESET = "ultrafast"
 #: The next strength step after a failed read-back: the reference 3 dB stronger and a channel SNR
 #: aim raised to match; the per-clip Y-PSNR range (`embed.psnr_floor`) still bounds the gain.
 STRENGTH_STEP_DB = 3.0
+#: The stronger re-mark also marks near black and white (half the mask there instead of none): a
+#: clip on a plain black or white background (the default model draws many) has no other room for
+#: the mark, and a one-sided mark that reads beats a generation that fails.
+STRONGER_RAIL_FLOOR = 0.5
 
 
 def stronger_embedder(key: WatermarkKey, mark_id: int) -> WatermarkEmbedder:
     """The embedder one strength step up (`STRENGTH_STEP_DB`), inside the same quality range."""
     return WatermarkEmbedder(key, mark_id, target_psnr=TARGET_PSNR - STRENGTH_STEP_DB,
-                             target_snr=TARGET_SNR * 10 ** (STRENGTH_STEP_DB / 20))
+                             target_snr=TARGET_SNR * 10 ** (STRENGTH_STEP_DB / 20), rail_floor=STRONGER_RAIL_FLOOR)
 
 
 class KeyedReadBack:
