@@ -34,9 +34,14 @@ AGREEMENT_PROMPTS = [
 ]
 
 
+#: The int8 encoder's heads: an opt-in until they hold the shipped heads' recall (they allowed an Arabic
+#: suicide-bombing prompt that the shipped e5-q4 heads send to review; see README, Moderation).
+INT8_HEADS = heads_path().with_name("heads_int8.npz")
+
+
 @pytest.fixture(scope="module")
 def moderator() -> Moderator:
-    return Moderator.load(load_policy())
+    return Moderator.load(load_policy(), heads=INT8_HEADS)
 
 
 def test_shipped_encoder_loads_offline_and_fits_the_weight_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +55,7 @@ def test_shipped_encoder_loads_offline_and_fits_the_weight_budget(monkeypatch: p
     vectors = encoder.embed(["a cat on a sofa", "un gato en el sofá"])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert float(vectors[0] @ vectors[1]) > 0.8  # the same scene in two languages
-    shipped = sum(p.stat().st_size for p in (model_path(), heads_path()))
+    shipped = sum(p.stat().st_size for p in (model_path(), heads_path(), INT8_HEADS))
     assert shipped <= 60 * 2**20, f"{shipped / 2**20:.1f} MB of weights in the tree"
 
 
@@ -174,5 +179,6 @@ def test_cli_api_and_generation_gate_give_the_same_answer(live_server: LiveServe
         assert c["scores"] == pytest.approx(g["scores"], abs=1e-4)
 
 
-def test_shipped_heads_are_for_the_int8_encoder() -> None:
-    assert Heads.load().encoder == "e5-small-int8"
+def test_int8_heads_are_for_the_int8_encoder_and_the_shipped_default_for_e5_q4() -> None:
+    assert Heads.load(INT8_HEADS).encoder == "e5-small-int8"
+    assert Heads.load().encoder == "e5-small-q4"
