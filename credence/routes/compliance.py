@@ -8,11 +8,13 @@ certification.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..auth import Caller
 from ..compliance import ComplianceError, Period, compliance_report, parse_moment, report_csv
@@ -21,6 +23,18 @@ from ..runtime import Runtime
 from .problems import problems
 
 router = APIRouter(tags=["audit"])
+
+
+def _not_a_number(value: Any) -> Any:
+    """Pydantic also reads a bare number as a Unix time; the schema says date or date-time, so refuse it."""
+    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?[\d.eE+]+\s*", value)):
+        raise ValueError("must be an ISO 8601 date or date-time, such as 2026-12-01 or 2026-12-01T10:00:00Z")
+    return value
+
+
+#: A date or a date-time, exactly what its schema (anyOf `date`, `date-time`) says: a value the
+#: schema allows is never answered 422.
+IsoDay = Annotated[dt.datetime | dt.date, BeforeValidator(_not_a_number)]
 
 
 class ComplianceReport(BaseModel):
@@ -46,17 +60,18 @@ class ComplianceReport(BaseModel):
     200: {"description": "The report (JSON), or one CSV row per client and a total row with `format=csv`",
           "content": {"text/csv": {"schema": {"type": "string"}}}},
     **problems(400, 401, 403, 422, 503)})
-def compliance(since: str | None = Query(None, max_length=40, description="From this ISO date or date-time "
-                                        "(UTC when no offset), inclusive: `2026-12-01` or `2026-12-01T10:00:00Z`."),
-               until: str | None = Query(None, max_length=40, description="Up to this ISO date or date-time, "
-                                                                          "exclusive."),
+def compliance(since: IsoDay | None = Query(None, description="From this ISO date or date-time (UTC when no "
+                                           "offset), inclusive: `2026-12-01` or `2026-12-01T10:00:00Z`."),
+               until: IsoDay | None = Query(None, description="Up to this ISO date or date-time, exclusive."),
                client: str | None = Query(None, max_length=200, description="A client's id or name."),
                format: Literal["json", "csv"] = "json",
                _caller: Caller = Depends(require_scope("audit")),
                runtime: Runtime = Depends(get_runtime)) -> Any:
     """Disclosure evidence for [since, until): per client and in total, from ledger rows (SQL aggregates)."""
     try:
-        start, end = parse_moment(since, "since"), parse_moment(until, "until")
+        # Typed as date-times so the schema says what is accepted (a schema-valid value never gets a 422).
+        start = parse_moment(since.isoformat(), "since") if since is not None else None
+        end = parse_moment(until.isoformat(), "until") if until is not None else None
     except ComplianceError as exc:
         raise HTTPException(422, str(exc)) from None
     try:
