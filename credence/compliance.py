@@ -81,7 +81,7 @@ class Period:
             moment = getattr(self, name)
             if moment is not None and moment.tzinfo is None:
                 object.__setattr__(self, name, moment.replace(tzinfo=dt.UTC))
-        if self.since and self.until and self.since >= self.until:
+        if self.since and self.until and self.since > self.until:  # [t, t) is a valid, empty period
             raise ComplianceError(f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})")
 
     def to_dict(self) -> dict[str, str | None]:

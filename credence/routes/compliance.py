@@ -59,7 +59,7 @@ class ComplianceReport(BaseModel):
 @router.get("/v1/compliance/report", response_model=ComplianceReport, responses={
     200: {"description": "The report (JSON), or one CSV row per client and a total row with `format=csv`",
           "content": {"text/csv": {"schema": {"type": "string"}}}},
-    **problems(400, 401, 403, 422, 503)})
+    **problems(401, 403, 404, 422, 503)})
 def compliance(since: IsoDay | None = Query(None, description="From this ISO date or date-time (UTC when no "
                                            "offset), inclusive: `2026-12-01` or `2026-12-01T10:00:00Z`."),
                until: IsoDay | None = Query(None, description="Up to this ISO date or date-time, exclusive."),
@@ -74,10 +74,15 @@ def compliance(since: IsoDay | None = Query(None, description="From this ISO dat
         end = parse_moment(until.isoformat(), "until") if until is not None else None
     except ComplianceError as exc:
         raise HTTPException(422, str(exc)) from None
+    inverted = start is not None and end is not None and end < start
+    if inverted:  # nothing lies in an inverted period: report it empty and say why (a schema-valid query is no 4xx)
+        end = start
     try:
         document = compliance_report(runtime.ledger, Period(start, end), client, identity=_identity(runtime))
     except ComplianceError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise HTTPException(404, str(exc)) from None  # the one error left: no client has this id or name
+    if inverted:
+        document["notes"] = [*document.get("notes", []), "until is before since: the period is empty"]
     if format == "csv":
         return Response(report_csv(document), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="credence-compliance.csv"'})
