@@ -50,6 +50,10 @@ def test_the_filter_catches_a_planted_duplicate(evals) -> None:  # type: ignore[
 
 
 @pytest.mark.slow  # embeds about 300 texts: 20 s on a quiet CPU, more than 10 min at load 12
+@pytest.mark.xfail(strict=True, reason="known leak (issue 23, open): a training row shares its first 100 characters "
+                   "with an MMA-Diffusion eval string (cosine 0.993) and passes the Jaccard filter; only the opt-in "
+                   "int8 heads were trained on this set, not the shipped heads. Strict: fixing the filter makes this "
+                   "XPASS and fail until the mark is removed.")
 def test_no_cosine_near_duplicate_on_a_sample(rows, evals) -> None:  # type: ignore[no-untyped-def]
     from moderation.classifier import Embedder
 
