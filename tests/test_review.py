@@ -118,10 +118,13 @@ def _held_row(deployment: dict[str, Any], stage: str, categories: list[str], fra
                                  reasons=[{"category": c, "score": 0.4, "threshold": 0.3, "action": "review",
                                            "source": "classifier"} for c in categories]))
     if frames:
-        t = np.arange(12, dtype=np.float32)[:, None, None, None]
+        # 3 s with some grain: publishing reads the mark back (issue 22), and a 1 s pure sinusoid's
+        # margin depended on the random mark id (CI failed it once at 1.5 of the 2 decades needed).
+        t = np.arange(36, dtype=np.float32)[:, None, None, None]
         y, x = np.mgrid[0:256, 0:256].astype(np.float32)
+        grain = np.random.default_rng(7).normal(0, 12, (1, 256, 256, 1)).astype(np.float32)
         clip = (128 + 100 * np.sin((x[None, :, :, None] + 8 * t) / 17 + y[None, :, :, None] / 23 +
-                                   np.array([0, 2, 4], np.float32))).clip(0, 255).astype(np.uint8)
+                                   np.array([0, 2, 4], np.float32)) + grain).clip(0, 255).astype(np.uint8)
         quarantine_for(rt).save(gen.id, clip, 12.0)
     return gen.id
 
