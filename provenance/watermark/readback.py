@@ -26,7 +26,8 @@ from .windows import WINDOW_S
 PLATFORM_CRF = 32
 PLATFORM_PRESET = "ultrafast"
 #: The next strength step after a failed read-back: the reference 6 dB stronger (twice the amplitude:
-#: a short clip that missed by a decade of margin reads) and a channel SNR aim raised to match; the per-clip Y-PSNR range (`embed.psnr_floor`) still bounds the gain.
+#: a short clip that missed by a decade of margin reads) and a channel SNR aim raised to match;
+#: the per-clip Y-PSNR range (`embed.psnr_floor`) still bounds the gain.
 STRENGTH_STEP_DB = 6.0
 #: The stronger re-mark also marks near black and white (half the mask there instead of none): a
 #: clip on a plain black or white background (the default model draws many) has no other room for
