@@ -183,7 +183,7 @@ def test_http_report_needs_the_audit_scope(ledger_rows: dict[str, Any]) -> None:
         assert c.get("/v1/compliance/report").status_code == 401
         bad = c.get("/v1/compliance/report", params={"since": "2026-12-09", "until": "2026-12-01"},
                     headers={"X-API-Key": keys["auditor"]})
-        # An inverted period holds nothing: an empty report that says why (schemathesis: a schema-valid query is no 4xx).
+        # An inverted period holds nothing: an empty report that says why (a schema-valid query is no 4xx).
         assert bad.status_code == 200 and bad.json()["totals"]["published"] == 0
         assert "until is before since: the period is empty" in bad.json()["notes"]
         assert c.get("/v1/compliance/report", params={"since": "soon"},

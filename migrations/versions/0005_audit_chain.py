@@ -16,8 +16,8 @@ import os
 import sqlalchemy as sa
 from alembic import context, op
 
-from provenance.ledger.audit_chain import GENESIS, row_hash
 from provenance.errors import LedgerError
+from provenance.ledger.audit_chain import GENESIS, row_hash
 
 revision = "0005"
 down_revision = "0004"
