@@ -9,12 +9,15 @@ but never accuses on its own. Flat and dark clips carry no informative samples a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provenance.fingerprint import ALGORITHM, QueryFingerprint, query_fingerprint
 from provenance.index import FingerprintMatch, index_for
 
 from .evidence import LEDGER_ERRORS, RELEASED, Evidence, VerificationContext, claim, unchecked
+
+if TYPE_CHECKING:
+    from .shared_decode import SharedRead
 
 #: A strong match: at least this share of the stored seconds the upload spans ...
 MIN_SIMILARITY = 0.6
@@ -126,7 +129,18 @@ class FingerprintSource:
                 return unchecked(self.name, details)
             details["reason"] = "no ledger is initialised: nothing was published to match"
             return Evidence(self.name, None, "absent", 0.0, details)
-        query = query_fingerprint(path, max_seconds=self.max_seconds)
+        return self.judge(query_fingerprint(path, max_seconds=self.max_seconds), context)
+
+    def inspect_read(self, path: Path, context: VerificationContext, read: SharedRead) -> Evidence:
+        """Evidence from the query fingerprint of the verification's shared decode (`detector.verify`)."""
+        if context.ledger is None or read.fingerprint is None:
+            return self.inspect(path, context)
+        return self.judge(read.fingerprint, context)
+
+    def judge(self, query: QueryFingerprint, context: VerificationContext) -> Evidence:
+        """Evidence from an upload's query fingerprint: look it up, say how well it matches."""
+        details: dict[str, Any] = {"available": True, "algorithm": ALGORITHM, "matched": False,
+                                   "generation_id": None, "similarity": 0.0, "matched_seconds": 0}
         details["informative_samples"] = int(query.informative.sum())
         if not query.informative.any():
             details["reason"] = "the clip is too flat or dark to fingerprint"

@@ -9,8 +9,9 @@ What each source contributes:
 
 * fingerprint: each strong match (`detector.fingerprint_source.is_strong`) under its own
   alignment hypothesis, with the upload's and the published clip's seconds it covers;
-* watermark: per-window payloads when the watermark source reports them (`details["windows"]`,
-  each `{"start_s", "end_s", "generation_id"}`: the hook for per-window read-out); otherwise,
+* watermark: per-window payloads (`details["windows"]`, each `{"start_s", "end_s",
+  "generation_id"}`, read by `provenance.watermark.per_window` over 2 s windows), each cut to
+  the fingerprint's span of its generation where the two overlap (`_snap_windows`); otherwise,
   when it names a generation, it confirms the fingerprint's spans of that generation, or, with
   none, places one span over the whole upload (the mark is read over windows of the whole clip);
 * c2pa: one span over the whole upload (a manifest binds the whole file).
@@ -60,6 +61,31 @@ def _spans(item: Evidence, duration_s: float | None) -> list[dict[str, Any]]:
     return [{"start_s": 0.0, "end_s": float(duration_s), "generation_id": item.generation_id}]
 
 
+def _snap_windows(raw: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Watermark windows cut to the fingerprint's spans of their generation where they overlap.
+
+    A watermark window is coarse (2 s): one that straddles the end of our clip reads its mark
+    from the part that is ours. Where the fingerprint placed the same generation over those
+    seconds (to a quarter second), the window confirms that span rather than stretching it
+    into the foreign footage; a window the fingerprint has no span of its generation near
+    stands on its own.
+    """
+    fingerprint: dict[str, list[dict[str, Any]]] = {}
+    for source, span in raw:
+        if source == "fingerprint":
+            fingerprint.setdefault(span["generation_id"], []).append(span)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for source, span in raw:
+        spans = fingerprint.get(span["generation_id"], []) if source == "watermark" else []
+        cuts = [(max(span["start_s"], f["start_s"]), min(span["end_s"], f["end_s"])) for f in spans]
+        cuts = [(a, b) for a, b in cuts if b > a]
+        if not cuts:
+            out.append((source, span))
+            continue
+        out += [(source, {**span, "start_s": a, "end_s": b}) for a, b in cuts]
+    return out
+
+
 def timeline(evidence: Sequence[Evidence], duration_s: float | None) -> list[dict[str, Any]]:
     """Every span of the upload tied to a published generation, in time order (merged per generation).
 
@@ -80,6 +106,7 @@ def timeline(evidence: Sequence[Evidence], duration_s: float | None) -> list[dic
                    if not (source == item.source and span["generation_id"] == item.generation_id)]
             raw += [(item.source, dict(span)) for source, span in raw
                     if source == "fingerprint" and span["generation_id"] == item.generation_id]
+    raw = _snap_windows(raw)
     raw.sort(key=lambda r: (r[1]["generation_id"], r[1]["start_s"]))
     merged: list[dict[str, Any]] = []
     for source, span in raw:

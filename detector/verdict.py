@@ -41,6 +41,7 @@ from .evidence import (
 )
 from .fingerprint_source import FingerprintSource, MatchIndex
 from .segments import timeline, upload_seconds
+from .shared_decode import SharedRead, read_upload
 from .watermark_source import WatermarkSource
 
 log = logging.getLogger("detector")
@@ -195,9 +196,36 @@ def _best_supported(items: Sequence[Evidence], claimed: set[str | None], montage
     return ranked[0][0] if ranked else None
 
 
-def _inspect(source: EvidenceSource, path: Path, context: VerificationContext) -> Evidence:
+def _shared_read(path: Path, context: VerificationContext,
+                 readers: Sequence[Any]) -> SharedRead | BaseException | None:
+    """One decode for every source that reads pixels (`shared_decode`), or the error it failed with.
+
+    `InvalidVideo` (the clip itself is bad) is raised: the caller's 4xx. Any other failure is
+    handed to the sources, each of which then reports an `error` finding.
+    """
+    keys = list(context.watermark_keys) if any(s.name == "watermark" for s in readers) else []
+    fingerprint = [s for s in readers if s.name == "fingerprint"]
+    want_fingerprint = bool(fingerprint) and context.ledger is not None
+    max_seconds = getattr(fingerprint[0], "max_seconds", None) if fingerprint else None
+    if not keys and not want_fingerprint:
+        return None  # neither can read (no keys, no ledger): each source says why without decoding
+    try:
+        return read_upload(path, keys, max_seconds=max_seconds, fingerprint=want_fingerprint)
+    except ProvenanceError:
+        raise
+    except Exception as exc:
+        log.exception("the shared decode failed on %s", path)
+        return exc
+
+
+def _inspect(source: EvidenceSource, path: Path, context: VerificationContext,
+             read: SharedRead | BaseException | None = None) -> Evidence:
     """One source's evidence; a source that breaks on an odd file is reported, not fatal."""
     try:
+        if read is not None and hasattr(source, "inspect_read"):
+            if isinstance(read, BaseException):
+                raise read
+            return source.inspect_read(path, context, read)
         return source.inspect(path, context)
     except LEDGER_ERRORS:
         # Checked before ProvenanceError (LedgerError is one): an outage is not the clip's fault.
@@ -222,18 +250,23 @@ def verify(path: Path, context: VerificationContext,
            sources: Sequence[EvidenceSource] | None = None) -> Verdict:
     """The whole verification flow: every source inspects the clip, then `combine` decides.
 
-    Sources run side by side (decoding and hashing release the GIL): the watermark's 3 s window
-    hides behind the fingerprint pass over the clip's sampled frames. Evidence keeps the
-    sources' order, and every source's evidence is in the answer; `disclosure` says what the clip
-    discloses (its visible label, and whether the manifest and the mark were found).
+    The watermark and the fingerprint read one decode of the upload (`shared_decode`: sampled
+    where the sources allow, in full over the watermark's look windows, hashing on two threads);
+    the other sources read the file themselves. Evidence keeps the sources' order, and every
+    source's evidence is in the answer; `disclosure` says what the clip discloses (its visible
+    label, and whether the manifest and the mark were found).
     """
     chosen = list(sources or default_sources())
-    if len(chosen) == 1:
-        verdict = combine([_inspect(chosen[0], path, context)])
+    readers = [s for s in chosen if hasattr(s, "inspect_read")]
+    if readers:
+        read = _shared_read(path, context, readers)
+        evidence = [_inspect(s, path, context, read) for s in chosen]
+    elif len(chosen) == 1:
+        evidence = [_inspect(chosen[0], path, context)]
     else:
         with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="verify") as pool:
             evidence = list(pool.map(lambda source: _inspect(source, path, context), chosen))
-        verdict = combine(evidence)
+    verdict = combine(evidence)
     verdict.disclosure = describe(verdict.evidence, verdict.verdict, verdict.generation_id, context)
     verdict.segments = timeline(verdict.evidence, upload_seconds(path))
     return verdict

@@ -63,7 +63,7 @@ _LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444
                            "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
 
 
-def _frame_grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+def frame_grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """The frame as work-size grey float32, from its luma plane when it has one (no colour conversion).
 
     The luma plane is the grey picture already; a box reduction of it costs a fraction of a
@@ -85,6 +85,12 @@ def _frame_grey(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     if fmt != "gray" and not fmt.startswith("yuvj") and frame.color_range != 2:  # 2: AVCOL_RANGE_JPEG
         grey = np.clip((grey - 16.0) * (255.0 / 219.0), 0.0, 255.0)
     return grey
+
+
+def grey_size(width: int, height: int) -> tuple[int, int]:
+    """The work size (width, height) the query converts a `width`×`height` clip's frames to."""
+    factor = min(1.0, WORK_SIDE / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def _grey_frames(path: Path, max_seconds: float | None, *,
@@ -128,10 +134,8 @@ def _grey_frames(path: Path, max_seconds: float | None, *,
                 next_t = t + 1.0 / QUERY_FRAMES_PER_SECOND
                 last_t = t
                 if size is None:
-                    w, h = frame.width, frame.height
-                    factor = min(1.0, WORK_SIDE / max(w, h))
-                    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-                yield t, _frame_grey(frame, size)
+                    size = grey_size(frame.width, frame.height)
+                yield t, frame_grey(frame, size)
         except READ_ERRORS as exc:
             raise decode_error(Path(path.name), exc) from None
     finally:
@@ -189,7 +193,7 @@ def _frames_for_query(path: Path, max_seconds: float | None, sampled: bool) -> I
             yield t, grey
 
 
-def _prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 24) -> Iterator[tuple[float, np.ndarray]]:
+def prefetched(frames: Iterator[tuple[float, np.ndarray]], depth: int = 24) -> Iterator[tuple[float, np.ndarray]]:
     """`frames`, decoded on a thread of their own while the caller hashes the ones before.
 
     Decoding (FFmpeg) and hashing (PIL, SciPy) both release the GIL, so on two cores the query
@@ -256,7 +260,23 @@ HASH_WORKERS = 2
 
 def _query(path: Path, max_seconds: float | None, sampled: bool, pool: ThreadPoolExecutor) -> QueryFingerprint:
     """`query_fingerprint` proper: windows are hashed on `pool`, in order, a bounded number ahead."""
-    frames = _prefetched(_frames_for_query(path, max_seconds, sampled))
+    return _hash_frames(prefetched(_frames_for_query(path, max_seconds, sampled)), path.name, pool)
+
+
+def query_from_frames(frames: Iterator[tuple[float, np.ndarray]], name: str = "the clip") -> QueryFingerprint:
+    """The query fingerprint of (time, work-size grey) frames decoded elsewhere (the detector's shared decode).
+
+    The frames must be what `query_fingerprint` would convert: `frame_grey` of about
+    `QUERY_FRAMES_PER_SECOND` frames a second, times from the first frame. Hashing runs on
+    `HASH_WORKERS` threads while the caller's iterator decodes on.
+    """
+    with ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="fingerprint-hash") as pool:
+        return _hash_frames(frames, name, pool)
+
+
+def _hash_frames(frames: Iterator[tuple[float, np.ndarray]], name: str,
+                 pool: ThreadPoolExecutor) -> QueryFingerprint:
+    """Average `frames` into half-second windows and hash each on `pool`, in order."""
     windows = WindowAverager()
     times: list[float] = []
     rows: list[Future[tuple[np.ndarray, np.ndarray, bool]]] = []
@@ -291,7 +311,7 @@ def _query(path: Path, max_seconds: float | None, sampled: bool, pool: ThreadPoo
                 times.append(next_bin / WINDOW_BINS_PER_SECOND)
                 rows.append(hashed(grey))
     if not rows:
-        raise InvalidVideo(f"{path.name}: the video stream holds no decodable frame")
+        raise InvalidVideo(f"{name}: the video stream holds no decodable frame")
     done = [r.result() for r in rows]
     return QueryFingerprint(np.array(times), np.stack([r[0] for r in done]), np.stack([r[1] for r in done]),
                             np.array([r[2] for r in done], dtype=bool))

@@ -1,0 +1,152 @@
+"""One decode for every source, and the watermark's per-window payloads (issue 24).
+
+Two clips are published through the real publisher (watermark, C2PA, ledger, fingerprint rows).
+The shared decode (`detector.shared_decode.read_upload`) must answer as the sources' own reads
+do (`detect_watermark_file`, `query_fingerprint`) on the same file; the per-window read must
+name each of our parts of a compilation on its own and nothing in the foreign part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import detector
+from credence.runtime import Runtime
+from detector import FingerprintSource, WatermarkSource
+from detector.shared_decode import read_upload
+from provenance.fingerprint import query_fingerprint
+from provenance.publish import PublishedClip, PublishRequest
+from provenance.video import iter_frames, write_video
+from provenance.watermark import detect_watermark_file
+from provenance.watermark.per_window import MAX_WINDOWS, PER_WINDOW_S, read_windows, window_plan
+from tests.support.attacks import apply_attack
+
+from .conftest import settings_for
+from .test_fingerprint import scene_frames, write_scene
+
+
+@dataclass
+class Published:
+    runtime: Runtime
+    a: PublishedClip
+    b: PublishedClip
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+    """Two unrelated 3 s clips (256x192, 12 fps) published into one ledger."""
+    folder = tmp_path_factory.mktemp("shared")
+    runtime = Runtime(settings_for(folder / "home"))
+    runtime.init()
+    clips = []
+    for name, seed in (("a", 41), ("b", 42)):
+        source = write_scene(folder / f"{name}-src.mp4", seed)
+        clips.append(runtime.publisher.publish_file(source, folder / f"{name}.mp4",
+                                                    PublishRequest(prompt=name, model_name="m")))
+    yield Published(runtime, clips[0], clips[1], folder)
+    runtime.ledger.dispose()
+
+
+def keys_of(published: Published) -> list:
+    return list(published.runtime.verification.watermark_keys)
+
+
+@pytest.mark.parametrize("attack", ["reencode_crf35", "h265_crf32"])
+def test_the_shared_decode_answers_like_the_separate_decodes(published: Published, attack: str) -> None:
+    """Same mark, payload and p-value; on H.264 the very same fingerprint hashes (the same frames)."""
+    path = apply_attack(attack, published.a.path, published.folder / f"a-{attack}.mp4")
+    keys = keys_of(published)
+    shared = read_upload(path, keys)
+    alone_wm = detect_watermark_file(path, keys)
+    alone_fp = query_fingerprint(path)
+    assert shared.watermark.detected and alone_wm.detected
+    assert shared.watermark.payload == alone_wm.payload == published.a.mark_id
+    assert shared.watermark.p_value == pytest.approx(alone_wm.p_value, rel=1e-6, abs=1e-300)
+    assert shared.fingerprint is not None and shared.fingerprint.phash.shape == alone_fp.phash.shape
+    if attack == "reencode_crf35":
+        assert shared.decode["sampled"]  # H.264: B-frames skipped outside the watermark's window
+        np.testing.assert_array_equal(shared.fingerprint.phash, alone_fp.phash)
+        np.testing.assert_array_equal(shared.fingerprint.dhash, alone_fp.dhash)
+        np.testing.assert_array_equal(shared.fingerprint.informative, alone_fp.informative)
+    else:
+        assert not shared.decode["sampled"]  # H.265's B-frames are references: decoded in full
+        assert float(np.mean(shared.fingerprint.informative == alone_fp.informative)) >= 0.9
+    # The verdict through the shared decode is the one each source gives on its own decode.
+    ctx = published.runtime.verification
+    together = detector.verify(path, ctx)
+    apart = detector.combine([WatermarkSource().inspect(path, ctx), FingerprintSource().judge(alone_fp, ctx)])
+    assert (together.verdict, together.generation_id) == (apart.verdict, apart.generation_id) == (
+        "generated", published.a.generation_id)
+
+
+def test_window_plan_is_fixed_by_the_duration() -> None:
+    assert window_plan(None) == [] and window_plan(0.0) == []
+    assert window_plan(1.0) == [(0.0, 1.0)]
+    plan = window_plan(10.0)
+    assert len(plan) == 5 and plan[0] == (0.0, PER_WINDOW_S) and plan[-1][1] == pytest.approx(10.0)
+    assert len(window_plan(3600.0)) == MAX_WINDOWS
+
+
+def montage(published: Published, name: str, foreign_s: float) -> tuple[Path, float, float]:
+    """Clip A, `foreign_s` seconds of footage we never published, clip B (12 fps); A's end, B's start."""
+    a = list(iter_frames(published.a.path))
+    b = list(iter_frames(published.b.path))
+    foreign = scene_frames(87, frames=round(12 * foreign_s))
+    path = published.folder / name
+    write_video(path, iter(a + foreign + b), 12.0, preset="veryfast")
+    return path, len(a) / 12.0, (len(a) + len(foreign)) / 12.0
+
+
+def test_per_window_payloads_name_each_part_and_nothing_foreign(published: Published) -> None:
+    """A (0-3 s), 4 s foreign (3-7 s), B (7-10 s): the 4-6 s window is foreign only and names nothing."""
+    path, a_end, b_start = montage(published, "montage-wide.mp4", 4.0)
+    reads = read_windows(list(iter_frames(path)), keys_of(published), 12.0)
+    assert [(r.start_s, r.end_s) for r in reads] == [pytest.approx(w) for w in window_plan(10.0)]
+    by_payload = {r.payload for r in reads if r.detected}
+    assert published.a.mark_id in by_payload and published.b.mark_id in by_payload, reads
+    assert by_payload <= {published.a.mark_id, published.b.mark_id, None}
+    for r in reads:
+        if r.end_s <= a_end:
+            assert r.payload == published.a.mark_id, r
+        if r.start_s >= b_start:
+            assert r.payload == published.b.mark_id, r
+        if r.start_s >= a_end and r.end_s <= b_start:
+            assert not r.detected and r.payload is None, r  # nothing of ours there
+    # The watermark source alone places both generations on the timeline, and nothing over 4-6 s.
+    verdict = detector.verify(path, published.runtime.verification, [WatermarkSource()])
+    wm = verdict.evidence[0]
+    named = {w["generation_id"] for w in wm.details["windows"]}
+    assert named == {published.a.generation_id, published.b.generation_id}, wm.details
+    segments = verdict.segments
+    assert [s["generation_id"] for s in segments] == [published.a.generation_id, published.b.generation_id]
+    assert segments[0]["end_s"] <= 4.0 + 1e-6 and segments[1]["start_s"] >= 6.0 - 1e-6, segments
+    assert all(s["sources"] == ["watermark"] for s in segments)
+
+
+def test_a_montage_gets_both_spans_from_both_sources(published: Published) -> None:
+    """With every source, each span is confirmed by the watermark's windows and cut to the fingerprint's seconds."""
+    path, a_end, b_start = montage(published, "montage.mp4", 2.0)
+    verdict = detector.verify(path, published.runtime.verification)
+    assert verdict.verdict == "generated", verdict.to_dict()
+    segments = verdict.segments
+    assert [s["generation_id"] for s in segments] == [published.a.generation_id, published.b.generation_id]
+    first, second = segments
+    assert abs(first["start_s"]) <= 0.5 and abs(first["end_s"] - a_end) <= 0.75, first
+    assert abs(second["start_s"] - b_start) <= 0.75, second
+    assert first["end_s"] <= a_end + 0.75 and second["start_s"] >= b_start - 0.75  # nothing of the foreign part
+    assert "watermark" in first["sources"] and "watermark" in second["sources"], segments
+    assert "fingerprint" in first["sources"] and "fingerprint" in second["sources"], segments
+
+
+def test_an_unrelated_clip_has_no_window_and_no_segment(published: Published) -> None:
+    other = write_scene(published.folder / "other.mp4", 88)
+    verdict = detector.verify(other, published.runtime.verification)
+    assert verdict.verdict == "not_generated" and verdict.segments == [], verdict.to_dict()
+    wm = next(e for e in verdict.evidence if e.source == "watermark")
+    assert not wm.details["detected"] and "windows" not in wm.details
