@@ -79,6 +79,26 @@ def _ambiguity(best: FingerprintMatch, rivals: list[FingerprintMatch]) -> str:
             + "; compare the upload with each clip (open them from the generation pages) to say which it is")
 
 
+#: Two published clips are near duplicates of the upload's seconds (a person must choose) only
+#: when each matches this closely (mean combined distance, of 128 bits): re-encodes of one of our
+#: clips sit at 2-10 bits, and two of our clips that close are re-publications of one picture.
+#: Looser multiple matches are generic content (`_generic`): weak, not `review`.
+NEAR_DUPLICATE_DISTANCE = 10.0
+
+
+def near_duplicate(match: FingerprintMatch) -> bool:
+    """Whether a match is close enough that a rival to it is a real ambiguity, not generic content."""
+    return match.mean_distance <= NEAR_DUPLICATE_DISTANCE
+
+
+def _generic(best: FingerprintMatch, rivals: list[FingerprintMatch]) -> str:
+    """Why several loose matches over the same seconds are not evidence: the clip looks generic."""
+    return (f"{len(rivals) + 1} unrelated published clips match the same seconds of the upload "
+            f"({best.query_start_s:.1f}-{best.query_end_s:.1f} s) loosely (mean distance "
+            f"{best.mean_distance:.1f} and more, of 128 bits): generic content, so the fingerprint names no "
+            "generation; the watermark and the manifest decide")
+
+
 class MatchIndex(Protocol):
     """What the source searches: this process's `FingerprintIndex`, or a `ShardedIndex` of servers."""
 
@@ -163,6 +183,13 @@ class FingerprintSource:
         # which. Over other seconds they are the other parts of a compilation (the timeline's spans).
         rivals = [m for m in strong if m.generation_id != anchor.generation_id
                   and overlap_share(m, anchor) > MAX_MONTAGE_OVERLAP]
+        if rivals and not all(near_duplicate(m) for m in [anchor, *rivals]):
+            # Several unrelated published clips matching the same seconds loosely is what generic
+            # content does (smooth gradients, plain textures): it undermines each match instead of
+            # asking a person to choose. A partial match, supporting another source at most.
+            details["reason"] = _generic(anchor, rivals)
+            details["ambiguous_with"] = [m.generation_id for m in rivals]
+            return Evidence(self.name, None, "weak", 0.3 * anchor.similarity, details)
         if rivals:
             details["reason"] = _ambiguity(anchor, rivals)
             details["ambiguous_with"] = [m.generation_id for m in rivals]
