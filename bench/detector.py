@@ -413,6 +413,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of: identification,montage,negatives,e2e,index")
     parser.add_argument("--fingerprint-only", action="store_true",
                         help="identification and negatives consult the fingerprint source alone")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="where the JSON goes (default bench/results/detector.json)")
     parser.add_argument("--index-snapshot", type=Path, default=None,
                         help="a snapshot folder of bench.index_scale build (e.g. 10M bulk clips) that becomes the "
                              "base of the ledger's index (identification and negatives run against it + the ledger)")
@@ -525,14 +527,15 @@ def main() -> None:
                 "below 30M entries, exactly above")}
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         result["total_s"] = round(time.perf_counter() - t_all, 1)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        if skip and RESULTS.exists():
+        out: Path = args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if skip and out.exists():
             # A partial run (--skip) updates its own sections and keeps the others' figures.
-            merged = json.loads(RESULTS.read_text())
+            merged = json.loads(out.read_text())
             merged.update(result)
             result = merged
-        RESULTS.write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {RESULTS} in {result['total_s']} s")
+        out.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {out} in {result['total_s']} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
