@@ -150,3 +150,21 @@ def test_an_unrelated_clip_has_no_window_and_no_segment(published: Published) ->
     assert verdict.verdict == "not_generated" and verdict.segments == [], verdict.to_dict()
     wm = next(e for e in verdict.evidence if e.source == "watermark")
     assert not wm.details["detected"] and "windows" not in wm.details
+
+
+def test_console_verify_page_shows_the_disclosure() -> None:
+    """Issue 25's leftover: the verify page says what the clip discloses (label, manifest, mark)."""
+    from credence.console import core
+
+    result = {"verdict": "generated", "generation_id": "g1", "confidence": 0.99, "evidence": [], "segments": [],
+              "clip": {"duration_s": 4.0}, "disclosure": {
+                  "label": {"mode": "visible", "text": "AI-generated", "position": "bottom-right"},
+                  "label_source": "manifest", "manifest_found": False, "mark_found": True}}
+    page = core._templates.get_template("verify.html")
+    html = page.render(result=result, filename="m.mp4", session=None, csrf="x", page="verify", flash=[])
+    assert "Disclosure" in html and "AI-generated (visible, bottom-right) · recorded in the manifest" in html
+    assert "<th>our C2PA manifest</th><td>not found</td>" in html and "<th>our watermark</th><td>found</td>" in html
+    bare = page.render(result={**result, "disclosure": {"label": None, "label_source": None, "manifest_found": False,
+                                                        "mark_found": False}},
+                       filename="m.mp4", session=None, csrf="x", page="verify", flash=[])
+    assert "none recorded" in bare
