@@ -126,9 +126,12 @@ def test_real_clip_quality_and_decode() -> None:
 # -- the tile period ----------------------------------------------------------------------------------
 def test_tile_period_adapts_to_frame_size_and_v1_stays_as_it_was() -> None:
     assert cell_px(360, 640, 1) == 6.0 and cell_px(96, 128, 1) == 3.0  # v1 (the fixtures) unchanged
-    assert cell_px(360, 640) == 8.0  # v2: a small frame's cell stays >= 4 px after a 0.5× resize
-    assert cell_px(1080, 1920) == pytest.approx(1080 / 64)  # large frames: 2 tiles on the short side
-    assert cell_px(144, 256) == pytest.approx(144 / 32)  # tiny frames: one tile must still fit
+    assert cell_px(360, 640, 2) == 8.0  # v2: a small frame's cell stays >= 4 px after a 0.5× resize
+    assert cell_px(1080, 1920, 2) == pytest.approx(1080 / 64)  # large frames: 2 tiles on the short side
+    assert cell_px(144, 256, 2) == pytest.approx(144 / 32)  # tiny frames: one tile must still fit
+    # v3 (the default): lower-frequency cells, 16 px at 720p, 24 px at 1080p; one tile on a 360p short side.
+    assert cell_px(720, 1280) == 16.0 and cell_px(1080, 1920) == 24.0
+    assert cell_px(360, 640) == pytest.approx(360 / 32) and cell_px(144, 256) == pytest.approx(144 / 32)
 
 
 def test_small_clip_survives_crop_then_half_resize(tmp_path: Path) -> None:

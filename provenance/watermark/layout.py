@@ -29,11 +29,15 @@ SYNC_CELLS = TILE * TILE // 4
 #: default): the short side holds `CELLS_PER_SHORT_SIDE` cells, a cell at least `MIN_CELL_PX`: a
 #: coarser cell is a lower spatial frequency, which H.264 quantises less and a 0.5× downscale does
 #: not under-sample (a 6 px cell on a 360p clip is 3 px after it, and ~2 px at the detector's size).
-#: The key's tile (which cells, which signs) is the same in both; the detector tries both periods.
-GEOMETRY = 2
-GEOMETRIES = (1, 2)
-_CELLS = {1: 96, 2: 64}
-_MIN_CELL = {1: 6.0, 2: 8.0}
+#: v3 (the default since issue 22): the short side holds 45 cells (16 px at 720p, 24 px at 1080p), a
+#: cell at least 12 px unless a tile would not fit: H.264 at CRF 35 keeps 0.63 of a 16 px cell's
+#: pattern on a real 720p clip where it keeps 0.36 of an 8 px one and 0.12 of a 4 px one
+#: (bench/watermark_bands.py). The key's tile (which cells, which signs) is the same in all three;
+#: the detector tries every geometry's period (each one more lattice in the p-value's count).
+GEOMETRY = 3
+GEOMETRIES = (1, 2, 3)
+_CELLS = {1: 96, 2: 64, 3: 45}
+_MIN_CELL = {1: 6.0, 2: 8.0, 3: 12.0}
 CELLS_PER_SHORT_SIDE = _CELLS[GEOMETRY]
 MIN_CELL_PX = _MIN_CELL[GEOMETRY]
 
@@ -92,7 +96,7 @@ def tile_values(secret: bytes, payload: int) -> np.ndarray:
 
 
 def cell_px(height: int, width: int, geometry: int = GEOMETRY) -> float:
-    """Side of one cell in pixels for a frame of this size, under tile geometry `geometry` (1 or 2)."""
+    """Side of one cell in pixels for a frame of this size, under tile geometry `geometry` (1, 2 or 3)."""
     if geometry not in _CELLS:
         raise ValueError(f"unknown watermark tile geometry {geometry!r}")
     short = min(height, width)

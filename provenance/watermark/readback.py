@@ -27,7 +27,8 @@ PLATFORM_CRF = 32
 PLATFORM_PRESET = "ultrafast"
 #: The next strength step after a failed read-back: the reference 6 dB stronger (twice the amplitude:
 #: a short clip that missed by a decade of margin reads) and a channel SNR aim raised to match;
-#: the per-clip Y-PSNR range (`embed.psnr_floor`) still bounds the gain.
+#: the per-clip Y-PSNR range (`embed.psnr_floor`) still bounds the gain; a small frame's first-mark
+#: floor (`embed.SMALL_MARK_FLOOR`, 40 dB) drops by the same step for it.
 STRENGTH_STEP_DB = 6.0
 #: The stronger re-mark also marks near black and white (half the mask there instead of none): a
 #: clip on a plain black or white background (the default model draws many) has no other room for
@@ -38,7 +39,8 @@ STRONGER_RAIL_FLOOR = 0.5
 def stronger_embedder(key: WatermarkKey, mark_id: int) -> WatermarkEmbedder:
     """The embedder one strength step up (`STRENGTH_STEP_DB`), inside the same quality range."""
     return WatermarkEmbedder(key, mark_id, target_psnr=TARGET_PSNR - STRENGTH_STEP_DB,
-                             target_snr=TARGET_SNR * 10 ** (STRENGTH_STEP_DB / 20), rail_floor=STRONGER_RAIL_FLOOR)
+                             target_snr=TARGET_SNR * 10 ** (STRENGTH_STEP_DB / 20), rail_floor=STRONGER_RAIL_FLOOR,
+                             floor_step_db=STRENGTH_STEP_DB)
 
 
 class KeyedReadBack:
