@@ -285,14 +285,18 @@ def accumulate(win: Window) -> wm_windows._Accumulator:
 
 
 def key_free(acc: wm_windows._Accumulator) -> tuple[list[torch.Tensor], int]:
-    """Everything `_analyse` does before it looks at a key: lattices, folds, mirrored folds.
+    """Everything `_analyse` does before it looks at a key: lattices, folds, mirrored folds, the scale sweep.
 
     Calls the detector's own `key_free_variants` (the very code `_analyse` runs); returns the
     folded tiles the keys are correlated with and the union-bound count M for a single key and
     one look (a 3 s window is one look: `looks_for`).
     """
     assert acc.total is not None and acc.size is not None
-    return wm_lattice.key_free_variants(acc.total, acc.size, acc.kept)
+    variants, tests = wm_lattice.key_free_variants(acc.total, acc.size, acc.kept)
+    # The keyed scale sweep: `_analyse` runs it whenever the ordinary lattices decode no payload (on
+    # unmarked video, always) and counts its tests always; its folds are key-free too.
+    swept, sweep_tests = wm_statistics.sweep_variants(acc.total, acc.size)
+    return variants + swept, tests + sweep_tests
 
 
 def p_of(z: float, tests: int) -> float:

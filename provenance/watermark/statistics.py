@@ -21,6 +21,7 @@ import torch
 from . import ecc
 from .lattice import BINS, fold, key_free_variants, matched_filter
 from .layout import TILE, WatermarkKey, cell_px, layout_for
+from .sweep import scale_folds, sweep_tests
 
 DETECTION_P = 1e-6
 WORK_SHORT = 256
@@ -131,6 +132,11 @@ def _log_p(z: float, tests: int) -> float:
     return math.log(tests) - z * z / 2 if z > 0 else 0.0
 
 
+#: Decodes per look: the best ordinary lattice's, and the scale sweep's best (`sweep`) when the
+#: first does not decode. Counted always in the CRC bound, whichever path a clip takes.
+DECODES_PER_LOOK = 2
+
+
 def crc_log_p(looks: int) -> float:
     """log of the bound on "some look's decoded list holds a word whose CRC-32 checks", for any content.
 
@@ -139,11 +145,32 @@ def crc_log_p(looks: int) -> float:
     sync cells alone). Flipping a channel bit's cells flips its soft value, so the soft vector is
     as likely as any sign-flipped copy of it; the code is linear, so the decoder's list is then a
     uniformly random translate, each of its words a uniform info word, and one in 2^32 of those has
-    a valid CRC-32. One decode per look, `ecc.LIST_SIZE` words each: looks·L·2^-32 (~6e-8 for 4
-    looks). A CRC-valid payload is evidence of the mark by itself, even where the sync cells alone
-    fall short of the threshold (a mark the codec left weak but whose payload still decodes).
+    a valid CRC-32. `DECODES_PER_LOOK` decodes per look, `ecc.LIST_SIZE` words each:
+    looks·D·L·2^-32 (~1.2e-7 for 4 looks). A CRC-valid payload is evidence of the mark by itself,
+    even where the sync cells alone fall short of the threshold (a mark the codec left weak but
+    whose payload still decodes).
     """
-    return math.log(max(1, looks) * ecc.LIST_SIZE) - ecc.CRC_BITS * math.log(2.0)
+    return math.log(max(1, looks) * DECODES_PER_LOOK * ecc.LIST_SIZE) - ecc.CRC_BITS * math.log(2.0)
+
+
+def _best(variants: Sequence[torch.Tensor], templates: Sequence[_KeyTemplates]
+          ) -> tuple[float, int, int, int, torch.Tensor] | None:
+    """The (z, key index, ty, tx, fold) with the highest sync statistic over variants and keys."""
+    n = TILE * BINS
+    best: tuple[float, int, int, int, torch.Tensor] | None = None
+    for g_variant in variants:
+        for ki, tpl in enumerate(templates):
+            z = _zscores(g_variant, tpl)
+            flat = int(torch.argmax(z))
+            zmax = float(z.view(-1)[flat])
+            if best is None or zmax > best[0]:
+                best = (zmax, ki, flat // n, flat % n, g_variant)
+    return best
+
+
+def sweep_variants(total: torch.Tensor, frame_size: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+    """The keyed scale sweep's matched-filtered folds (`sweep.scale_folds`) and its count of tests per key."""
+    return [matched_filter(f) for f in scale_folds(total, frame_size)], sweep_tests(*total.shape, *frame_size)
 
 
 def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[WatermarkKey],
@@ -152,25 +179,28 @@ def _analyse(total: torch.Tensor, frame_size: tuple[int, int], keys: Sequence[Wa
 
     `looks` is how many times this clip's (growing) sample may be analysed, fixed before any frame
     is read (from the clip's duration): reporting the best of up to that many looks costs a factor
-    `looks` in the bound (Bonferroni), so stopping at the first decisive look keeps p valid.
+    `looks` in the bound (Bonferroni), so stopping at the first decisive look keeps p valid. The
+    keyed scale sweep (`sweep`) runs only when the ordinary lattices give no payload, but its
+    tests are in the count always.
     """
     variants, per_key = key_free_variants(total, frame_size, kept)
-    n = TILE * BINS
+    per_key += sweep_tests(*total.shape, *frame_size)  # counted whether or not the sweep runs
     tests = max(1, len(keys)) * per_key * max(1, looks)
     templates = [_templates(k, total.device) for k in keys]
-    best: tuple[float, int, int, int, torch.Tensor] | None = None  # z, key index, ty, tx, g
-    for g_variant in variants:
-        for ki, tpl in enumerate(templates):
-            z = _zscores(g_variant, tpl)
-            flat = int(torch.argmax(z))
-            zmax = float(z.view(-1)[flat])
-            if best is None or zmax > best[0]:
-                best = (zmax, ki, flat // n, flat % n, g_variant)
+    best = _best(variants, templates)
     assert best is not None
     zmax, ki, ty, tx, g = best
-    key = keys[ki]
-    soft = _soft_bits(key, _cell_values(g, ty, tx))
+    soft = _soft_bits(keys[ki], _cell_values(g, ty, tx))
     payload = ecc.decode(soft)
+    if payload is None:
+        swept = _best(sweep_variants(total, frame_size)[0], templates)
+        if swept is not None:
+            s_soft = _soft_bits(keys[swept[1]], _cell_values(swept[4], swept[2], swept[3]))
+            s_payload = ecc.decode(s_soft)
+            if s_payload is not None or swept[0] > zmax:
+                zmax, ki, ty, tx, g = swept
+                soft, payload = s_soft, s_payload
+    key = keys[ki]
     # Two tests, each a valid bound: the sync statistic, and "a word of the decoder's list passes
     # the CRC-32" (`crc_log_p`). Reporting the smaller costs a factor 2 (P(2·min(p1, p2) ≤ a) ≤ a).
     log_p = math.log(2.0) + min(_log_p(zmax, tests), crc_log_p(looks) if payload is not None else 0.0)
