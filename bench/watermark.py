@@ -513,9 +513,14 @@ def main() -> None:
     parser.add_argument("--psnr-range", help="FLOOR,CEIL: the embedder's per-clip Y-PSNR range (dB) instead of "
                         "its default, e.g. 41,44 to compare at the v1 mark's quality")
     parser.add_argument("--target-snr", type=float, help="the embedder's channel SNR aim instead of its default")
+    parser.add_argument("--default-model", type=int, help="clips of the default model's 256x256 output to mark and "
+                        "read after CRF 35 (default: 5 with --issue, else 0)")
+    parser.add_argument("--geometry", type=int, help="force the embedder's tile geometry (1, 2 or 3) instead of its "
+                        "per-clip choice (v2 or v3)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "watermark.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    geometry = args.geometry  # None: the embedder chooses per clip
     if args.psnr_range:
         floor, ceil = (float(x) for x in args.psnr_range.split(","))
         wm_embed.PSNR_FLOOR, wm_embed.PSNR_CEIL = floor, ceil
@@ -549,20 +554,22 @@ def main() -> None:
             payload = bench_payload(args.seed, name)
             attacks = build_attacks(args.seed, name)
             code = ecc.encode(payload).astype(bool)
-            embedder = WatermarkEmbedder(key, payload)
+            embedder = WatermarkEmbedder(key, payload, geometry=geometry)
             t0 = time.perf_counter()
             marked = [embedder.embed(f, i) for i, f in enumerate(frames)]
             embed_fps = len(frames) / (time.perf_counter() - t0)
             quality = {"y_psnr": float(np.mean([y_psnr(m, f) for m, f in zip(marked, frames, strict=True)])),
                        "ssim": float(np.mean([ssim(m, f) for m, f in zip(marked[::6], frames[::6], strict=True)])),
-                       "embed_fps": embed_fps, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}"}
+                       "embed_fps": embed_fps, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+                       "geometry": embedder.geometry}
             shipped = encode(marked, work / f"{name}.mp4", fps, {"crf": 18})
             quality.update(shipped_quality(shipped, frames, fps, work))
             quality["y_psnr_worst_frame"] = float(min(y_psnr(m, f) for m, f in zip(marked, frames, strict=True)))
             results["clips"][name] = quality  # type: ignore[index]
             print(f"{name:28s} {quality['size']:>10s}  Y-PSNR {quality['y_psnr']:.2f} dB (worst frame "
                   f"{quality['y_psnr_worst_frame']:.2f}; after CRF 18, codec loss subtracted "
-                  f"{quality['y_psnr_crf18_excess']:.2f})  SSIM {quality['ssim']:.4f}  embed {embed_fps:.0f} fps",
+                  f"{quality['y_psnr_crf18_excess']:.2f})  SSIM {quality['ssim']:.4f}  embed {embed_fps:.0f} fps  "
+                  f"v{embedder.geometry}",
                   flush=True)
             for attack_name in names:
                 attacked = attack(shipped, fps, attack_name, work, attacks)
@@ -589,6 +596,13 @@ def main() -> None:
             false_pos += int(res.detected)
             p_min = min(p_min, res.p_value)
         results["negatives"] = {"clips": len(clips), "detected": false_pos, "min_p": p_min}
+        default_count = args.default_model if args.default_model is not None else (5 if args.issue else 0)
+        if default_count:
+            try:
+                results["default_model"] = default_model_part(key, args.seed, default_count, work, geometry)
+            except Exception as exc:  # the generator's own failure must not lose the other measurements
+                print(f"default model part failed: {type(exc).__name__}: {exc}", flush=True)
+                results["default_model"] = {}
         if not args.no_baselines and clips:
             try:
                 results["baselines"] = run_baselines(clips[0], names, work, quick=args.quick, seed=args.seed)
@@ -609,7 +623,7 @@ def main() -> None:
     worst = min(q.items(), key=lambda kv: kv[1]["y_psnr"])  # type: ignore[union-attr]
     print(f"\nY-PSNR mean {mean_psnr:.2f} dB, worst {worst[1]['y_psnr']:.2f} dB ({worst[0]}); "
           f"negatives: {results['negatives']}")
-    results["summary"] = summary(q, table)  # type: ignore[arg-type]
+    results["summary"] = summary(q, table, results.get("default_model"))  # type: ignore[arg-type]
     print_summary(results["summary"])  # type: ignore[arg-type]
     for bname, rows in results["baselines"].items():  # type: ignore[union-attr]
         print(f"baseline {bname}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
@@ -617,6 +631,7 @@ def main() -> None:
     results["detection_p"] = DETECTION_P
     results["args"] = {"quick": args.quick, "attacks": names, "seed": args.seed, "seconds": args.seconds,
                        "psnr_range": [wm_embed.PSNR_FLOOR, wm_embed.PSNR_CEIL], "target_snr": wm_embed.TARGET_SNR,
+                       "geometry": geometry,
                        "clips": [name for name, _, _ in clips], "threads": 1, "cpus": os.cpu_count()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -657,11 +672,59 @@ TARGETS = [
     ("exact payload, H.265 CRF 32", "a:h265_crf32:exact", 0.95),
     ("bit accuracy, crop 0.8 + resize 0.5 + CRF 28", "a:crop0.8_resize0.5_crf28:bit_acc", 0.95),
     ("bit accuracy, CRF 30 + crop 0.71 + brightness 0.5", "a:crf30_crop0.71_bright0.5:bit_acc", 0.90),
+    ("exact payload, 9:16 reframe then 720x1280", "a:reframe_9x16_720x1280:exact", 0.90),
+    ("exact payload, CRF 23 -> resize 0.75 -> CRF 30", "a:chain_crf23_resize0.75_crf30:exact", 0.95),
+    ("exact payload, 30 -> 24 fps", "a:fps_30_to_24:exact", 0.95),
     ("wrong payloads (any attack)", "w", 0.0),
+    ("Y-PSNR mean, default model 256x256 output", "d:y_psnr:mean", 40.0),
+    ("Y-PSNR worst clip, default model 256x256 output", "d:y_psnr:min", 40.0),
+    ("exact payload after H.264 CRF 35, default model output", "d:exact_crf35:mean", 0.95),
 ]
 
+#: The default model's clips for issue 22's small-frame row: prompts of its own vocabulary, one seed each.
+DEFAULT_PROMPTS = ["a red circle moving left on a blue background", "a green circle on a black background",
+                   "a yellow triangle on a white background", "a blue square moving right on a gray background",
+                   "a white circle moving up on a red background", "a purple square on a green background"]
 
-def summary(quality: dict[str, dict[str, float]], table: dict[str, dict[str, float]]) -> list[dict[str, object]]:
+
+def default_model_part(key: WatermarkKey, seed: int, count: int, work: Path, geometry: int | None
+                       ) -> dict[str, object]:
+    """The default model's own 256x256 output (issue 22): Y-PSNR of the mark, and the payload after CRF 35.
+
+    Each clip is generated exactly as the pipeline does (the model's default frames, steps, size and
+    guidance, upscaled 64 -> 256), marked with the default embedder, shipped at CRF 18 and re-encoded
+    at H.264 CRF 32 (the publish read-back's platform) and CRF 35 (the issue's row).
+    """
+    from generator.model import GenerationRequest, TextToVideoModel
+
+    model = TextToVideoModel.load(device="cpu")
+    clips: dict[str, dict[str, object]] = {}
+    for i, prompt in enumerate(DEFAULT_PROMPTS[:count]):
+        clip = model.generate(GenerationRequest(prompt, seed=seeded_int(seed, "default-model", i) % 1000))
+        frames = list(clip.frames)
+        payload = bench_payload(seed, f"default-{i}")
+        embedder = WatermarkEmbedder(key, payload, geometry=geometry)
+        marked = [embedder.embed(f, j) for j, f in enumerate(frames)]
+        row: dict[str, object] = {"prompt": prompt, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+                                  "frames": len(frames), "fps": clip.fps,
+                                  "y_psnr": float(np.mean([y_psnr(m, f) for m, f in zip(marked, frames, strict=True)]))}
+        shipped = encode(marked, work / f"default-{i}.mp4", clip.fps, {"crf": 18})
+        for crf in (18, 32, 35):
+            path = shipped if crf == 18 else encode(iter_frames(shipped), work / f"default-{i}-{crf}.mp4", clip.fps,
+                                                    {"crf": crf})
+            res = detect_watermark_file(path, [key])
+            row[f"exact_crf{crf}"] = float(res.payload == payload)
+            row[f"log10_p_crf{crf}"] = res.log10_p
+            row[f"wrong_crf{crf}"] = float(res.payload is not None and res.payload != payload)
+        clips[f"default-{i}"] = row
+        print(f"  default model {i} {prompt!r}: Y-PSNR {row['y_psnr']:.2f} dB, exact CRF 18/32/35 "
+              f"{row['exact_crf18']:.0f}/{row['exact_crf32']:.0f}/{row['exact_crf35']:.0f} "
+              f"(log10 p {row['log10_p_crf35']:.1f} at CRF 35)", flush=True)
+    return clips
+
+
+def summary(quality: dict[str, dict[str, float]], table: dict[str, dict[str, float]],
+            default: dict[str, dict[str, float]] | None = None) -> list[dict[str, object]]:
     """Every row of the issue's table that this run measured: figure, target, met."""
     rows: list[dict[str, object]] = []
     for label, spec, target in TARGETS:
@@ -672,19 +735,26 @@ def summary(quality: dict[str, dict[str, float]], table: dict[str, dict[str, flo
                 continue
             value = float(np.mean(values) if parts[2] == "mean" else np.min(values))
             met = value >= target
+        elif parts[0] == "d":
+            values = [c[parts[1]] for c in (default or {}).values()]
+            if not values:
+                continue
+            value = float(np.mean(values) if parts[2] == "mean" else np.min(values))
+            met = value >= target
         elif parts[0] == "a":
             if parts[1] not in table:
                 continue
             value, met = table[parts[1]][parts[2]], table[parts[1]][parts[2]] >= target
         else:
             value = float(sum(r["wrong_payload"] for r in table.values()))
+            value += float(sum(c.get("wrong_crf35", 0.0) + c.get("wrong_crf32", 0.0) for c in (default or {}).values()))
             met = value <= target
         rows.append({"measure": label, "value": value, "target": target, "met": bool(met)})
     return rows
 
 
 def print_summary(rows: list[dict[str, object]]) -> None:
-    print(f"\n{'issue 15 target':52s} {'measured':>9s} {'target':>7s}  met")
+    print(f"\n{'issue 22 target':52s} {'measured':>9s} {'target':>7s}  met")
     for r in rows:
         print(f"{r['measure']:52s} {r['value']:9.3f} {r['target']:7.2f}  {'yes' if r['met'] else 'NO'}")
 
