@@ -67,8 +67,9 @@ def _snap_windows(raw: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict
     A watermark window is coarse (2 s): one that straddles the end of our clip reads its mark
     from the part that is ours. Where the fingerprint placed the same generation over those
     seconds (to a quarter second), the window confirms that span rather than stretching it
-    into the foreign footage; a window the fingerprint has no span of its generation near
-    stands on its own.
+    into the foreign footage (a window that only touches such a span is dropped: it read the
+    clip's last frames); a window the fingerprint has no span of its generation near stands on
+    its own (a part the fingerprint missed).
     """
     fingerprint: dict[str, list[dict[str, Any]]] = {}
     for source, span in raw:
@@ -79,10 +80,15 @@ def _snap_windows(raw: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict
         spans = fingerprint.get(span["generation_id"], []) if source == "watermark" else []
         cuts = [(max(span["start_s"], f["start_s"]), min(span["end_s"], f["end_s"])) for f in spans]
         cuts = [(a, b) for a, b in cuts if b > a]
-        if not cuts:
-            out.append((source, span))
+        if cuts:
+            out += [(source, {**span, "start_s": a, "end_s": b}) for a, b in cuts]
             continue
-        out += [(source, {**span, "start_s": a, "end_s": b}) for a, b in cuts]
+        length = span["end_s"] - span["start_s"]
+        if any(span["start_s"] - f["end_s"] < length and f["start_s"] - span["end_s"] < length for f in spans):
+            # Next to the fingerprint's span of its generation but not over it: the window read the
+            # last (or first) frames of our clip and is otherwise the footage beside it.
+            continue
+        out.append((source, span))
     return out
 
 
