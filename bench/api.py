@@ -154,17 +154,25 @@ def main() -> None:
                 for count in (1, 2):
                     while len(workers) < count:
                         workers.append(start_worker(env))
-                    results["jobs"][f"{count}_worker"] = run_jobs(client, args.jobs)  # type: ignore[index]
+                    print(f"{count} worker(s): {args.jobs} jobs, load {os.getloadavg()[0]:.1f}",
+                          file=sys.stderr, flush=True)
+                    row = run_jobs(client, args.jobs)
+                    row["load_average_after"] = round(os.getloadavg()[0], 2)
+                    results["jobs"][f"{count}_worker"] = row  # type: ignore[index]
+                    print(f"  {row['jobs_per_minute']:.1f} jobs/min", file=sys.stderr, flush=True)
                 some_id = client.get("/v1/generations", params={"limit": 1}).json()["items"][0]["id"]
             results["get_under_load"] = get_load(base, headers, some_id, args.clients, args.get_seconds)
         finally:
             for proc in workers:
                 stop_process(proc)
             stop_process(server)
+    rows = results["jobs"]  # type: ignore[assignment]
+    results["two_vs_one"] = rows["2_worker"]["jobs_per_minute"] / rows["1_worker"]["jobs_per_minute"]  # type: ignore[index]
     print(f"{'workers':<10}{'jobs':>6}{'published':>11}{'jobs/min':>10}{'wait p50 s':>12}{'wait p95 s':>12}")
     for name, row in results["jobs"].items():  # type: ignore[union-attr]
         print(f"{name:<10}{row['jobs']:>6}{row['published']:>11}{row['jobs_per_minute']:>10.1f}"
               f"{row['queue_wait_p50_s']:>12.2f}{row['queue_wait_p95_s']:>12.2f}")
+    print(f"2 workers / 1 worker: {results['two_vs_one']:.2f}x (target >= 1.0x on this machine)")
     load = results["get_under_load"]
     print(f"GET /v1/generations/{{id}}, {load['clients']} clients: {load['rps']:.0f} req/s, "  # type: ignore[index]
           f"p50 {load['p50_ms']:.1f} ms, p95 {load['p95_ms']:.1f} ms, errors {load['errors']}")  # type: ignore[index]
