@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from moderation import MAX_PROMPT_CHARS, Moderator, load_policy
-from moderation.classifier import EMBED_DIM, ENCODERS, Embedder, Heads, features
+from moderation.classifier import EMBED_DIM, ENCODERS, ONNX_ENCODERS, Embedder, Heads, features
 from moderation.training.examples import examples
 from moderation.training.train import CATEGORIES, DEFAULT_DATA, Row, fit_heads, label_matrix, training_set
 
@@ -102,7 +102,7 @@ def rates(decisions: list) -> dict[str, float]:
 
 def decide(moderator: Moderator, cache: EmbeddingCache, prompts: list[str]) -> list:
     prepared = [moderator.prepare(p, check=False) for p in prompts]
-    if moderator.heads.encoder == "e5-small-int8":
+    if moderator.heads.encoder in ONNX_ENCODERS:
         return moderator.decide(prepared)  # the live path: one run of the graph per prompt, no text cache
     return moderator.decide(prepared, embed=cache.get)
 
@@ -309,8 +309,9 @@ def int8_rows(args: argparse.Namespace, policy, moderator: Moderator, unsafe_vid
 
     rows = training_set(args.data)
     texts = row_texts(rows)
-    emb = embed_cache.embed(texts, cache_path("e5-small-int8"))
-    by_source, by_lang = cross_validated_rows(policy, rows, emb, texts, args.folds, fold_of)
+    encoder = moderator.heads.encoder
+    emb = embed_cache.embed(texts, cache_path(encoder), encoder=encoder)
+    by_source, by_lang = cross_validated_rows(policy, rows, emb, texts, args.folds, fold_of, encoder=encoder)
     cv: dict[str, list] = {}
     for key, ds in by_source.items():  # the rows the targets name
         name, side = key.rsplit(" ", 2)[0], key.rsplit(" ", 2)[1]
@@ -325,8 +326,50 @@ def int8_rows(args: argparse.Namespace, policy, moderator: Moderator, unsafe_vid
         from moderation.classifier import features as feats
 
         extra["leave_one_language_out"] = leave_one_language_out(policy, rows, feats(texts, emb),
-                                                                 load_jsonl(MULTILINGUAL))
+                                                                 load_jsonl(MULTILINGUAL), encoder=encoder)
     return cv, extra
+
+
+def quick(args: argparse.Namespace, policy, moderator: Moderator, table: dict, aspects: dict,  # type: ignore[no-untyped-def]
+          languages: dict, unsafe_video: list[str]) -> None:
+    """The rows that compare two encoders in under an hour here: held-out sets (given), and for an ONNX
+    encoder latency by length, `moderate --file` throughput (the subprocesses load the heads
+    `CREDENCE_MODERATION_HEADS` names) and leave-one-language-out fits on its training embeddings."""
+    encoder = moderator.heads.encoder
+    result: dict[str, object] = {"heads": moderator.heads.meta, "heads_file": str(args.heads or "shipped"),
+                                 "sample": SAMPLE, "sources": table, "languages": languages,
+                                 "t2vsafetybench_aspects": aspects}
+    for name, row in table.items():
+        print(f"{name:<42}{row['n']:>6}{row['flagged']:>10.3f}{row['blocked']:>10.3f}")
+    for lang, r in languages.items():
+        print(f"  {lang:<6} {r['unsafe']['flagged']:.2f} of {r['unsafe']['n']} / "
+              f"{r['benign']['flagged']:.2f} of {r['benign']['n']}")
+    out = RESULTS / f"moderation_quick_{Path(args.heads).stem if args.heads else encoder}.json"
+    out.write_text(json.dumps(result, indent=2))  # the held-out rows first: the slower rows may not finish
+    if encoder in ONNX_ENCODERS:
+        from .moderation_rows import latency as by_length
+        from .moderation_rows import leave_one_language_out, throughput
+
+        rng = random.Random(0)
+        own = [e for e in examples() if e.split == "eval"]
+        long_prompt = " ".join(sample(unsafe_video, 0))[:MAX_PROMPT_CHARS]
+        result["latency_by_length"] = by_length(moderator, rng.sample(unsafe_video, min(len(unsafe_video), 200))
+                                                + [e.text for e in own][:100], long_prompt)
+        print(f"latency: {result['latency_by_length']}", flush=True)
+        result["throughput"] = throughput(rng.sample(unsafe_video, min(len(unsafe_video), args.throughput_prompts)))
+        print(f"throughput: {result['throughput']}", flush=True)
+        out.write_text(json.dumps(result, indent=2))
+        if not args.no_lolo:
+            from moderation.training import embed_cache
+            from moderation.training.train import row_texts
+
+            rows = training_set(args.data)
+            texts = row_texts(rows)
+            emb = embed_cache.embed(texts, cache_path(encoder), encoder=encoder)
+            result["leave_one_language_out"] = leave_one_language_out(policy, rows, features(texts, emb),
+                                                                      load_jsonl(MULTILINGUAL), encoder=encoder)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 def main() -> None:
@@ -346,6 +389,10 @@ def main() -> None:
                         help="score at most N rows of each held-out set (a fixed sample; 0: all)")
     parser.add_argument("--throughput-prompts", type=int, default=400, help="prompts for the moderate --file row")
     parser.add_argument("--no-lolo", action="store_true", help="skip the leave-one-language-out fits")
+    parser.add_argument("--quick", action="store_true",
+                        help="held-out rows, latency by length, moderate --file throughput and leave-one-language-"
+                             "out only (no cross-validation or obfuscation); writes moderation_quick_<heads or "
+                             "encoder>.json")
     args = parser.parse_args()
     global SAMPLE
     SAMPLE = args.sample
@@ -372,11 +419,14 @@ def main() -> None:
 
     print(f"held-out sets, shipped heads (encoder {moderator.heads.encoder}, sample {SAMPLE or 'all'})")
     table, aspects, languages, unsafe_video, own_art = held_out(moderator, cache, args.data)
+    if args.quick:
+        quick(args, policy, moderator, table, aspects, languages, unsafe_video)
+        return
     own = [e for e in examples() if e.split == "eval"]
     extra: dict[str, object] = {}
 
     print(f"training sources, {args.folds}-fold cross-validation")
-    if moderator.heads.encoder == "e5-small-int8":
+    if moderator.heads.encoder in ONNX_ENCODERS:
         cv, extra = int8_rows(args, policy, moderator, unsafe_video, own)
     else:
         cv = cross_validated(policy, cache, args.data, args.folds)
@@ -403,7 +453,7 @@ def main() -> None:
 
     print("latency, one thread, one prompt at a time")
     latency = measure_latency(moderator, unsafe_video, own, args.latency_prompts, rng)
-    if moderator.heads.encoder == "e5-small-int8":
+    if moderator.heads.encoder in ONNX_ENCODERS:
         from .moderation_rows import latency as by_length
 
         print("latency by length, and moderate --file throughput")

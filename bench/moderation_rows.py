@@ -36,7 +36,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def latency(moderator: Moderator, prompts: list[str], long_prompt: str, n_long: int = 5) -> dict:
     """Per-prompt `screen_prompt` time (wall and CPU) for prompts of <= 77 tokens, and for one long prompt."""
-    tokenizer = Embedder.onnx().tokenizer
+    tokenizer = Embedder.onnx(moderator.heads.encoder).tokenizer
     short = [p for p in prompts if len(tokenizer.content([moderator.prepare(p)])[0]) + 5 <= 77]
     for p in short[:10]:
         moderator.screen_prompt(p)  # warm-up
@@ -106,7 +106,7 @@ def row_language(row: Row, own: dict[str, str]) -> str:
 
 
 def leave_one_language_out(policy, rows: list[Row], x: np.ndarray, ml_eval: list[dict],  # type: ignore[no-untyped-def]
-                           negatives: int = 6000, iterations: int = 80) -> dict:
+                           negatives: int = 6000, iterations: int = 80, encoder: str = "e5-small-int8") -> dict:
     """Per language family: heads fitted without any training row of its languages (nor mixed-language
     variants), then the multilingual evaluation set's prompts in those languages scored with them.
 
@@ -130,7 +130,7 @@ def leave_one_language_out(policy, rows: list[Row], x: np.ndarray, ml_eval: list
         idx = np.flatnonzero(base & ~np.isin(langs, members) & ~mixed)
         w, b = fit_heads(x[idx], y[idx], iterations=iterations, row_weight=weights[idx])
         heads = Heads(CATEGORIES, w, b, np.zeros((1, 384), np.float32), ["-"], np.zeros(1, np.int16),
-                      {"encoder": "e5-small-int8"})
+                      {"encoder": encoder})
         moderator = Moderator(policy, heads)
         decisions = moderator.decide([moderator.prepare(r["text"], check=False) for r in held])
         unsafe = [d for r, d in zip(held, decisions, strict=True) if r["label"] == "unsafe"]
@@ -156,7 +156,8 @@ def by_source_and_language(decisions: dict[str, list]) -> dict[str, dict]:
 
 
 def cross_validated_rows(policy, rows: list[Row], emb: np.ndarray, texts: list[str], folds: int,  # type: ignore[no-untyped-def]
-                         fold_of, iterations: int = 120) -> tuple[dict[str, list], dict[str, list]]:
+                         fold_of, iterations: int = 120, encoder: str = "e5-small-int8",
+                         ) -> tuple[dict[str, list], dict[str, list]]:
     """Every public training row decided by heads fitted without its fold, on its cached whole-prompt
     embedding; grouped by source (unsafe/benign apart) and by language."""
     x = features(texts, emb)
@@ -172,7 +173,7 @@ def cross_validated_rows(policy, rows: list[Row], emb: np.ndarray, texts: list[s
         test_idx = np.flatnonzero(public & (fold == k))
         w, b = fit_heads(x[train_idx], y[train_idx], iterations=iterations, row_weight=weights[train_idx])
         heads = Heads(CATEGORIES, w, b, emb[train_idx[:1]], [rows[train_idx[0]].text], np.zeros(1, np.int16),
-                      {"encoder": "e5-small-int8"})
+                      {"encoder": encoder})
         decisions = Moderator(policy, heads).decide_embedded([texts[i] for i in test_idx], emb[test_idx])
         for i, d in zip(test_idx, decisions, strict=True):
             side = "unsafe" if y[i].sum() > 0 else "benign"

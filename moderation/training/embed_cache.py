@@ -17,10 +17,11 @@ import numpy as np
 SAVE_EVERY = 2048
 
 
-def _worker(texts: list[str]) -> np.ndarray:
+def _worker(job: tuple[str, list[str]]) -> np.ndarray:
     from ..classifier import Embedder
 
-    return Embedder.onnx().embed_many(texts)
+    encoder, texts = job
+    return Embedder.onnx(encoder).embed_many(texts)
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -40,8 +41,9 @@ def save(path: Path, vectors: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def embed(texts: list[str], path: Path, workers: int = 2, log: bool = True) -> np.ndarray:
-    """Unit vectors of `texts` (int8 ONNX encoder), embedding only those the cache at `path` lacks."""
+def embed(texts: list[str], path: Path, workers: int = 2, log: bool = True,
+          encoder: str = "e5-small-int8") -> np.ndarray:
+    """Unit vectors of `texts` (an int8 ONNX encoder), embedding only those the cache at `path` lacks."""
     vectors = load(path)
     missing = sorted({t for t in texts if t not in vectors}, key=len)
     t0 = time.perf_counter()
@@ -51,7 +53,7 @@ def embed(texts: list[str], path: Path, workers: int = 2, log: bool = True) -> n
             for at in range(0, len(missing), SAVE_EVERY):
                 chunk = missing[at:at + SAVE_EVERY]
                 parts = [chunk[i::workers] for i in range(workers)]
-                for part, vecs in zip(parts, pool.map(_worker, parts), strict=True):
+                for part, vecs in zip(parts, pool.map(_worker, [(encoder, p) for p in parts]), strict=True):
                     vectors.update(zip(part, vecs, strict=True))
                 save(path, vectors)
                 if log:

@@ -29,8 +29,10 @@ def export(out: Path, checkpoint: Path | None = None, layers: int | None = None)
     torch.manual_seed(0)
     model = E5Encoder.from_wheel(e5_wheel.load(), num_layers=layers)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"] if "model" in state else state)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if "model" in state:  # finetune's checkpoint.pt (encoder and head): a run stopped at a saved step
+            state = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+        model.load_state_dict(state)
     model.eval()
     embeds = torch.zeros(2, 16, model.pos.shape[1])
     mask = torch.ones(2, 16)
@@ -51,7 +53,8 @@ def export(out: Path, checkpoint: Path | None = None, layers: int | None = None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=model_path())
-    parser.add_argument("--checkpoint", type=Path, default=None, help="a fine-tuned state (finetune.py's final.pt)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a fine-tuned state: finetune.py's final.pt, or its checkpoint.pt (the step it saved)")
     parser.add_argument("--layers", type=int, default=None, help="keep the first N layers (a distilled student)")
     args = parser.parse_args(argv)
     print(json.dumps(export(args.out, args.checkpoint, args.layers), indent=2))

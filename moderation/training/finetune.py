@@ -59,6 +59,21 @@ def batch_indices(n: int, step: int, batch: int, seed: int) -> np.ndarray:
     return np.array(out)
 
 
+def bucketed_indices(lengths: np.ndarray, step: int, batch: int, seed: int, bucket: int) -> np.ndarray:
+    """The rows of step `step` when batches are cut by length: `bucket` consecutive batches of
+    `batch_indices` are pooled, sorted by token length and cut again (in an order drawn from
+    (seed, pool)), so a batch pads to its own longest row rather than to the longest of random rows.
+    Still a pure function of the step (resuming stays exact); `bucket` 1 is `batch_indices`."""
+    if bucket <= 1:
+        return batch_indices(len(lengths), step, batch, seed)
+    pool, at = divmod(step, bucket)
+    rows = np.concatenate([batch_indices(len(lengths), pool * bucket + k, batch, seed) for k in range(bucket)])
+    rows = rows[np.argsort(lengths[rows], kind="stable")]
+    order = np.random.default_rng([seed, 1, pool]).permutation(bucket)
+    k = order[at]
+    return rows[k * batch:(k + 1) * batch]
+
+
 class Tuner(nn.Module):
     """The encoder plus one logit per category over its unit embedding."""
 
@@ -99,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     tok = Tokenizer()
     content = [c[: args.max_tokens] for c in tok.content(texts)]
     model_rows = [[tok.bos, *tok.prefix, *c, tok.eos] for c in content]
+    lengths = np.array([len(r) for r in model_rows])
     y = torch.from_numpy(label_matrix(rows))
     w = torch.tensor([r.weight for r in rows], dtype=torch.float32)
     teacher = E5Encoder.from_wheel(wheel).to(device).eval() if args.distill > 0 else None
@@ -118,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     t0 = time.monotonic()
     stop = min(args.steps, args.stop_after) if args.stop_after else args.steps
     while step < stop:
-        idx = batch_indices(len(rows), step, args.batch, args.seed)
+        idx = bucketed_indices(lengths, step, args.batch, args.seed, args.bucket)
         embeds, mask = _inputs([model_rows[i] for i in idx], wheel, device)
         lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
         for group in opt.param_groups:
@@ -137,8 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         opt.step()
         step += 1
         if step % args.log_every == 0:
-            print(json.dumps({"step": step, "loss": round(float(loss), 5), "s": round(time.monotonic() - t0, 1)}),
-                  flush=True)
+            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 5),
+                              "s": round(time.monotonic() - t0, 1)}), flush=True)
         if time.monotonic() - last_save >= args.checkpoint_minutes * 60 or step == stop:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                         "rng": _rng_state(), "args": {k: str(v) for k, v in vars(args).items()}}, ckpt)
@@ -163,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--distill", type=float, default=1.0, help="weight of the cosine-to-teacher term (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bucket", type=int, default=1,
+                   help="pool this many batches and cut them by token length (less padding; 1: off)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N rows only (smoke runs, tests)")
     p.add_argument("--public-only", action="store_true", help="leave out our own examples (tests on a small folder)")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..classifier import DEFAULT_ENCODER, EMBED_DIM, ENCODERS, Embedder, Heads, features, heads_path
+from ..classifier import DEFAULT_ENCODER, EMBED_DIM, ENCODERS, ONNX_ENCODERS, Embedder, Heads, features, heads_path
 from ..normalize import normalize
 from ..views import canonical
 from . import augment, leakage, sources
@@ -188,7 +188,8 @@ def augmented(rows: list[Row], limit: int | None = 3000) -> list[Row]:
 def training_set(data_dir: Path, include_own: bool = True, new_sources: bool = True, augment_limit: int | None = 3000,
                  full: bool = False) -> list[Row]:
     """Everything the shipped heads learn from, deduplicated by normalised text (labels merged),
-    with every evaluation prompt and near duplicate (token Jaccard >= 0.8) removed."""
+    with every evaluation prompt and near duplicate removed (`leakage.leaks`: token Jaccard >= 0.8,
+    content-token containment >= 0.8, the same first 60 characters or one text the start of the other)."""
     rows = public_rows(data_dir, "train") + (own_rows("train") if include_own else [])
     if new_sources:
         rows += second_wave(data_dir, full)
@@ -204,7 +205,7 @@ def training_set(data_dir: Path, include_own: bool = True, new_sources: bool = T
         else:
             seen[key] = row
     out = list(seen.values())
-    leaks = {i for i, _, _ in leakage.near_duplicates([r.text for r in out], leakage.eval_texts(data_dir))}
+    leaks = {pair[0] for pair in leakage.leaks([r.text for r in out], leakage.eval_texts(data_dir))}
     return [r for i, r in enumerate(out) if i not in leaks]
 
 
@@ -270,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = None
     if args.embeddings is not None:
         texts = row_texts(training_set(args.data))
-        if args.encoder == "e5-small-int8":
+        if args.encoder in ONNX_ENCODERS:
             from . import embed_cache
 
-            embeddings = embed_cache.embed(texts, args.embeddings, workers=args.workers)
+            embeddings = embed_cache.embed(texts, args.embeddings, workers=args.workers, encoder=args.encoder)
         else:
             embeddings = cached_embeddings(args.embeddings, texts, args.encoder)
     print(json.dumps(train(args.data, args.out, encoder=args.encoder, embeddings=embeddings), indent=2))
