@@ -300,8 +300,9 @@ def key_free(acc: wm_windows._Accumulator) -> tuple[list[torch.Tensor], int]:
 
 
 def p_of(z: float, tests: int) -> float:
-    """The detector's p-value for best z over `tests` shift/variant tests (as `_analyse`)."""
-    log_p = wm_statistics._log_p(z, tests)
+    """The detector's p-value for best z over `tests` shift/variant tests (as `_analyse` when no payload decodes:
+    2·min(p_sync, 1), the factor 2 paying for the CRC test beside it)."""
+    log_p = math.log(2.0) + min(wm_statistics._log_p(z, tests), 0.0)
     return float(min(1.0, math.exp(log_p))) if log_p < 700 else 1.0
 
 
@@ -314,8 +315,9 @@ class Spectra:
     """
 
     def __init__(self, variants: Sequence[torch.Tensor]) -> None:
-        stack = torch.stack(list(variants))
+        stack = torch.stack(list(variants)).to(torch.float64)
         self.n = stack.shape[-1]
+        self.stack = stack
         self.g = torch.fft.rfft2(stack)
         self.g2 = torch.fft.rfft2(stack.square())
 
@@ -326,7 +328,7 @@ def key_trial(spectra: Spectra, tests: int, key: WatermarkKey) -> tuple[float, f
     n = spectra.n
     num = torch.fft.irfft2(torch.conj(tpl.sync_spec) * spectra.g, s=(n, n))
     den = torch.fft.irfft2(torch.conj(tpl.ind_spec) * spectra.g2, s=(n, n))
-    z = num / den.clamp_min(1e-12).sqrt()
+    z = wm_statistics.zscores_from(num, den, spectra.stack)
     zmax = float(z.max())
     return zmax, p_of(zmax, tests), float(z[0, 0, 0])
 

@@ -25,9 +25,13 @@ W, H = 640, 360
 
 
 @pytest.fixture(scope="module")
-def marked() -> list[np.ndarray]:
-    embedder = WatermarkEmbedder(KEY, PAYLOAD)
-    return [embedder.embed(f, i) for i, f in enumerate(scene(7, W, H, 24))]
+def marked() -> tuple[list[np.ndarray], int]:
+    """The marked frames and their tile geometry: v3, whose 360p tile is the whole short side (the 9:16
+    reframe leaves less than one tile across: no repeat for the autocorrelation, only the sweep)."""
+    embedder = WatermarkEmbedder(KEY, PAYLOAD, geometry=3)
+    frames = [embedder.embed(f, i) for i, f in enumerate(scene(7, W, H, 24))]
+    assert embedder.geometry is not None
+    return frames, embedder.geometry
 
 
 def _edit(frame: np.ndarray, crop: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
@@ -50,16 +54,17 @@ GRID = {
 
 
 @pytest.mark.parametrize("name", list(GRID))
-def test_sync_recovers_a_known_crop_and_scale(marked: list[np.ndarray], name: str) -> None:
+def test_sync_recovers_a_known_crop_and_scale(marked: tuple[list[np.ndarray], int], name: str) -> None:
     crop, size = GRID[name]
-    edited = [_edit(f, crop, size) for f in marked]
+    frames, geometry = marked
+    edited = [_edit(f, crop, size) for f in frames]
     scale = size[0] / crop[3]
     acc = windows._Accumulator(torch.device("cpu"))
     for f in edited:
         acc.add_rgb(f)
     assert acc.total is not None and acc.size is not None
     work_h = acc.total.shape[0]
-    expected = TILE * cell_px(H, W) * scale * work_h / size[1]  # the true tile period, working pixels
+    expected = TILE * cell_px(H, W, geometry) * scale * work_h / size[1]  # the true tile period, working pixels
     folds, _ = statistics.sweep_variants(acc.total, acc.size)
     periods = sweep.sweep_periods(*acc.total.shape, *acc.size)
     tpl = statistics._templates(KEY, torch.device("cpu"))
@@ -83,3 +88,20 @@ def test_the_sweep_is_fixed_by_the_frame_size_and_counted_in_the_bound() -> None
     res = statistics._analyse(total, (1280, 720), [KEY], 1)
     assert not res.detected and res.payload is None
     assert res.p_value == 1.0 or math.log(res.p_value) > math.log(1e-3)
+
+
+def test_a_sparse_fold_scores_no_more_than_its_few_nonzero_bins_allow() -> None:
+    """Folds of sparse content (text on a flat background; sweep periods far larger than the frame) are
+    mostly exact zeros: where a shift's sync cells all fall on them, the FFT's rounding used to be
+    divided by a clamped denominator, and z reached millions on unmarked content."""
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(200):
+        g = torch.zeros(64, 64, dtype=torch.float32)
+        for _ in range(int(rng.integers(1, 6))):
+            r, c = rng.integers(0, 64, 2)
+            g[r, c] = float(rng.normal() * 10 ** rng.uniform(-3, 3))
+        g[int(rng.integers(0, 64)), int(rng.integers(0, 64))] += float(10 ** rng.uniform(0, 4))
+        key = KEY if rng.random() < 0.5 else type(KEY)("other", rng.bytes(32))
+        worst = max(worst, float(statistics._zscores(g, statistics._templates(key, torch.device("cpu"))).max()))
+    assert worst <= math.sqrt(6 * 9) + 1e-3  # at most 6 nonzero bins, each spread over 9 by the matched filter

@@ -91,21 +91,38 @@ class _KeyTemplates:
 def _templates(key: WatermarkKey, device: torch.device) -> _KeyTemplates:
     lay = layout_for(bytes(key.secret))
     n = TILE * BINS
-    sync = torch.zeros(n, n, device=device)
-    ind = torch.zeros(n, n, device=device)
+    sync = torch.zeros(n, n, device=device, dtype=torch.float64)
+    ind = torch.zeros(n, n, device=device, dtype=torch.float64)
     cells = np.flatnonzero(lay.sync_mask)
     ky, kx = cells // TILE * BINS, cells % TILE * BINS
-    sync[ky, kx] = torch.from_numpy(lay.signs[cells]).to(device)
+    sync[ky, kx] = torch.from_numpy(lay.signs[cells]).to(device, torch.float64)
     ind[ky, kx] = 1.0
     return _KeyTemplates(torch.fft.rfft2(sync), torch.fft.rfft2(ind))
 
 
+#: A shift whose sync cells hold less than this share of the fold's energy scores z = 0. There the
+#: exact numerator and denominator are (near) zero and what the FFT returns is rounding: on a sparse
+#: fold (text on a flat background, a sweep period far larger than the frame) float32 FFTs gave
+#: z in the millions on unmarked content. Dropping such shifts can only lower the maximum, so the
+#: bound stays valid; the FFTs run in float64 as well.
+DEN_FLOOR = 1e-9
+
+
 def _zscores(g: torch.Tensor, tpl: _KeyTemplates) -> torch.Tensor:
     """z(τ) = Σ_k s_k g(k+τ) / sqrt(Σ_k g(k+τ)²) over sync cells k, for every cyclic shift τ."""
-    n = g.shape[0]
+    n = g.shape[-1]
+    g = g.to(torch.float64)
     num = torch.fft.irfft2(torch.conj(tpl.sync_spec) * torch.fft.rfft2(g), s=(n, n))
     den = torch.fft.irfft2(torch.conj(tpl.ind_spec) * torch.fft.rfft2(g.square()), s=(n, n))
-    return num / den.clamp_min(1e-12).sqrt()
+    return zscores_from(num, den, g)
+
+
+def zscores_from(num: torch.Tensor, den: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """num / sqrt(den) where the sync cells hold at least `DEN_FLOOR` of the fold's energy, else 0 (float32)."""
+    floor = DEN_FLOOR * g.square().sum(dim=(-2, -1), keepdim=True).clamp_min(1e-300)
+    ok = den > floor
+    z = torch.where(ok, num / den.clamp_min(1e-300).sqrt(), torch.zeros_like(num))
+    return z.to(torch.float32)
 
 
 def _cell_values(g: torch.Tensor, ty: int, tx: int) -> np.ndarray:
