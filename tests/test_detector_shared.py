@@ -19,7 +19,7 @@ import detector
 from credence.runtime import Runtime
 from detector import FingerprintSource, WatermarkSource
 from detector.shared_decode import read_upload
-from provenance.fingerprint import query_fingerprint
+from provenance.fingerprint import hamming, query_fingerprint
 from provenance.publish import PublishedClip, PublishRequest
 from provenance.video import iter_frames, write_video
 from provenance.watermark import detect_watermark_file
@@ -57,32 +57,46 @@ def keys_of(published: Published) -> list:
     return list(published.runtime.verification.watermark_keys)
 
 
-@pytest.mark.parametrize("attack", ["reencode_crf35", "h265_crf32"])
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["published", "reencode_crf35", "h265_crf32"])
 def test_the_shared_decode_answers_like_the_separate_decodes(published: Published, attack: str) -> None:
-    """Same mark, payload and p-value; on H.264 the very same fingerprint hashes (the same frames)."""
-    path = apply_attack(attack, published.a.path, published.folder / f"a-{attack}.mp4")
+    """Same mark, payload and p-value; fingerprint hashes a few bits apart at most (the same frames).
+
+    The published file (H.264, its mark read back at publish), a CRF 35 H.264 re-encode (B-frames
+    every third or fourth frame: the sampled path) and an H.265 re-encode (decoded in full).
+    Equality is what is tested: whether a re-encode of a small clip keeps a readable mark is the
+    watermark's business (`bench.watermark`). A sample too thin for the fingerprint restarts both
+    reads in full, at a different point (the query keeps its sampled head). (On fc0afc2's run the
+    CRF 35 re-encode's hashes were bit-identical.)
+    """
+    path = published.a.path if attack == "published" else apply_attack(
+        attack, published.a.path, published.folder / f"a-{attack}.mp4")
     keys = keys_of(published)
     shared = read_upload(path, keys)
     alone_wm = detect_watermark_file(path, keys)
     alone_fp = query_fingerprint(path)
-    assert shared.watermark.detected and alone_wm.detected
-    assert shared.watermark.payload == alone_wm.payload == published.a.mark_id
+    assert shared.watermark.detected == alone_wm.detected
+    assert shared.watermark.payload == alone_wm.payload
     assert shared.watermark.p_value == pytest.approx(alone_wm.p_value, rel=1e-6, abs=1e-300)
     assert shared.fingerprint is not None and shared.fingerprint.phash.shape == alone_fp.phash.shape
-    if attack == "reencode_crf35":
-        assert shared.decode["sampled"]  # H.264: B-frames skipped outside the watermark's window
-        np.testing.assert_array_equal(shared.fingerprint.phash, alone_fp.phash)
-        np.testing.assert_array_equal(shared.fingerprint.dhash, alone_fp.dhash)
-        np.testing.assert_array_equal(shared.fingerprint.informative, alone_fp.informative)
-    else:
+    if attack == "published":
+        assert shared.watermark.detected and shared.watermark.payload == published.a.mark_id
+    if attack == "h265_crf32":
         assert not shared.decode["sampled"]  # H.265's B-frames are references: decoded in full
-        assert float(np.mean(shared.fingerprint.informative == alone_fp.informative)) >= 0.9
+    else:
+        assert shared.decode["sampled"] or shared.decode["restarted_in_full"]
+    # The fingerprint converts the same (non-B) frames; where x264's P-frames reference B-frames
+    # (B-pyramid) the query's own sampled decode conceals the skipped references and the shared
+    # one, decoding them in the watermark's window, does not: the hashes then differ by a few bits.
+    assert float(np.mean(shared.fingerprint.informative == alone_fp.informative)) >= 0.9
+    both = shared.fingerprint.informative & alone_fp.informative
+    assert float(hamming(shared.fingerprint.phash[both], alone_fp.phash[both]).mean()) <= 6.0
     # The verdict through the shared decode is the one each source gives on its own decode.
     ctx = published.runtime.verification
     together = detector.verify(path, ctx)
     apart = detector.combine([WatermarkSource().inspect(path, ctx), FingerprintSource().judge(alone_fp, ctx)])
-    assert (together.verdict, together.generation_id) == (apart.verdict, apart.generation_id) == (
-        "generated", published.a.generation_id)
+    assert (together.verdict, together.generation_id) == (apart.verdict, apart.generation_id)
+    assert together.generation_id == published.a.generation_id
 
 
 def test_window_plan_is_fixed_by_the_duration() -> None:
@@ -144,6 +158,7 @@ def test_a_montage_gets_both_spans_from_both_sources(published: Published) -> No
     assert "fingerprint" in first["sources"] and "fingerprint" in second["sources"], segments
 
 
+@pytest.mark.slow
 def test_an_unrelated_clip_has_no_window_and_no_segment(published: Published) -> None:
     other = write_scene(published.folder / "other.mp4", 88)
     verdict = detector.verify(other, published.runtime.verification)
