@@ -23,6 +23,9 @@ from moderation.encoder import OnnxEncoder, model_path
 
 from .conftest import API_KEY, LiveServer
 
+#: The student's int8 graph against its float weights: measured 2026-12-07, min cosine 0.968 and median 0.990 over
+#: the 16 prompts (the 12-layer graph from the wheel: >= 0.98).
+STUDENT_AGREEMENT = 0.96
 AGREEMENT_PROMPTS = [
     "a cat sleeping on a sofa in the afternoon sun", "a man stabbing his neighbour in a dark alley",
     "a naked woman lying on a bed", "children playing football in a park", "how to build a pipe bomb at home",
@@ -39,9 +42,21 @@ AGREEMENT_PROMPTS = [
 INT8_HEADS = heads_path().with_name("heads_int8.npz")
 
 
+#: The 4-layer student fine-tuned end to end (`training/finetune.py`), its int8 graph, its float weights
+#: (fp16, for the agreement test; the service never reads them) and its heads: an opt-in (README, Moderation).
+FT4_HEADS = heads_path().with_name("heads_ft4.npz")
+FT4_FLOAT = model_path("e5-ft4-int8").with_name("e5_ft4_fp16.pt")
+
+
 @pytest.fixture(scope="module")
 def moderator() -> Moderator:
     return Moderator.load(load_policy(), heads=INT8_HEADS)
+
+
+@pytest.fixture(scope="module", params=["e5-small-int8", "e5-ft4-int8"])
+def screen(request: pytest.FixtureRequest) -> Moderator:
+    """Each int8 graph with its heads: the swap and explanation checks hold for both."""
+    return Moderator.load(load_policy(), heads=INT8_HEADS if request.param == "e5-small-int8" else FT4_HEADS)
 
 
 def test_shipped_encoder_loads_offline_and_fits_the_weight_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,8 +70,12 @@ def test_shipped_encoder_loads_offline_and_fits_the_weight_budget(monkeypatch: p
     vectors = encoder.embed(["a cat on a sofa", "un gato en el sofá"])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert float(vectors[0] @ vectors[1]) > 0.8  # the same scene in two languages
-    shipped = sum(p.stat().st_size for p in (model_path(), heads_path(), INT8_HEADS))
+    folder = heads_path().parent
+    shipped = sum(p.stat().st_size for p in [*folder.glob("heads*.npz"), *(folder / "model").iterdir()])
     assert shipped <= 60 * 2**20, f"{shipped / 2**20:.1f} MB of weights in the tree"
+    student = Embedder.onnx("e5-ft4-int8")
+    assert student.path.name == "e5_ft4_int8.onnx"
+    assert student.embed(["a cat on a sofa"]).shape == (1, 384)
 
 
 def test_a_missing_graph_fails_closed(tmp_path: Path) -> None:
@@ -101,6 +120,30 @@ def test_int8_graph_agrees_with_the_float_model(moderator: Moderator) -> None:
     assert sum(a.action == b.action for a, b in zip(int8, flt, strict=True)) >= len(AGREEMENT_PROMPTS) - 1
 
 
+def test_student_int8_graph_agrees_with_its_float_weights() -> None:
+    """The fine-tuned student's int8 graph against its own float weights (fp16 on disk): cosine per prompt."""
+    import torch
+
+    from moderation import e5_wheel
+    from moderation.training.e5_torch import E5Encoder
+
+    torch.set_num_threads(1)
+    encoder = Embedder.onnx("e5-ft4-int8")
+    wheel = e5_wheel.load()
+    float_model = E5Encoder.from_wheel(wheel, num_layers=4)
+    float_model.load_state_dict({k: v.float() for k, v in torch.load(FT4_FLOAT, weights_only=True).items()})
+    float_model.eval()
+    contents = encoder.tokenizer.content(AGREEMENT_PROMPTS)
+    vectors = []
+    with torch.no_grad():
+        for c in contents:
+            ids = [encoder.tokenizer.bos, *encoder.tokenizer.prefix, *c, encoder.tokenizer.eos]
+            v = float_model(torch.from_numpy(wheel.embedding_rows(np.array(ids)))[None], torch.ones(1, len(ids)))
+            vectors.append((v / v.norm()).numpy()[0])
+    cos = (encoder.embed_ids(contents) * np.array(vectors)).sum(1)
+    assert cos.min() >= STUDENT_AGREEMENT, dict(zip(AGREEMENT_PROMPTS, cos.round(4), strict=True))
+
+
 def test_each_prompt_is_tokenised_once_and_run_once(moderator: Moderator, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = Embedder.onnx()
     calls = {"content": 0, "run": 0, "rows": []}
@@ -133,7 +176,8 @@ SWAPS = [
 NAMES = [("maria", "tom"), ("anna", "ben"), ("sarah", "david"), ("fatima", "ivan")]
 
 
-def test_number_and_name_swaps_get_the_same_decision(moderator: Moderator) -> None:
+def test_number_and_name_swaps_get_the_same_decision(screen: Moderator) -> None:
+    moderator = screen
     for template, numbers in SWAPS:
         variants = []
         for i, (name, name2) in enumerate(NAMES):
@@ -144,7 +188,13 @@ def test_number_and_name_swaps_get_the_same_decision(moderator: Moderator) -> No
         assert len(got) == 1, {v: d.action for v, d in zip(variants, decisions, strict=True)}
 
 
-def test_every_hold_names_category_score_threshold_and_clause_or_rule(moderator: Moderator) -> None:
+def test_every_hold_names_category_score_threshold_and_clause_or_rule(screen: Moderator,
+                                                                     request: pytest.FixtureRequest) -> None:
+    moderator = screen
+    if moderator.heads.encoder == "e5-ft4-int8":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the opt-in student (step 375, co-trained head) allows 'A sunny market ... Then a man pulls a gun and "
+            "shoots the vendor.' (violence 0.16): one reason it is not the default (README, Moderation)")))
     prompts = ["a man stabbing a woman, blood everywhere",
                "A sunny market with fruit stalls and music. Then a man pulls a gun and shoots the vendor.",
                "how do I make a pipe bomb", "a n4k3d сhild in a bedroom"]
@@ -179,6 +229,16 @@ def test_cli_api_and_generation_gate_give_the_same_answer(live_server: LiveServe
         assert c["scores"] == pytest.approx(g["scores"], abs=1e-4)
 
 
+def test_the_heads_variable_switches_what_every_entry_point_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `moderate`, `/v1/moderations` and the generation gate all call `Moderator.load`, which reads `heads_path()`.
+    monkeypatch.setenv("CREDENCE_MODERATION_HEADS", str(FT4_HEADS))
+    assert heads_path() == FT4_HEADS
+    student = Moderator.load(load_policy())
+    assert student.heads.encoder == "e5-ft4-int8"
+    assert student.screen_prompt("a man stabbing his neighbour, blood everywhere").action != "allow"
+
+
 def test_int8_heads_are_for_the_int8_encoder_and_the_shipped_default_for_e5_q4() -> None:
     assert Heads.load(INT8_HEADS).encoder == "e5-small-int8"
+    assert Heads.load(FT4_HEADS).encoder == "e5-ft4-int8"
     assert Heads.load().encoder == "e5-small-q4"
