@@ -53,3 +53,15 @@ def test_batches_are_a_function_of_the_step() -> None:
     assert finetune.batch_indices(10, 3, 4, 0).tolist() == finetune.batch_indices(10, 3, 4, 0).tolist()
     seen = np.concatenate([finetune.batch_indices(10, s, 5, 0) for s in range(2)])
     assert sorted(seen.tolist()) == list(range(10))  # one epoch covers every row once
+
+
+def test_length_bucketed_batches_are_a_function_of_the_step_and_pad_less() -> None:
+    lengths = np.random.default_rng(0).integers(5, 66, 1000)
+    a = [finetune.bucketed_indices(lengths, s, 32, 0, 8) for s in range(8)]
+    assert all((x == finetune.bucketed_indices(lengths, s, 32, 0, 8)).all() for s, x in enumerate(a))
+    pooled = np.concatenate(a)
+    plain = np.concatenate([finetune.batch_indices(1000, s, 32, 0) for s in range(8)])
+    assert sorted(pooled.tolist()) == sorted(plain.tolist())  # the same rows, cut by length
+    padded = sum(len(x) * lengths[x].max() for x in a)
+    assert padded < 0.8 * sum(32 * lengths[finetune.batch_indices(1000, s, 32, 0)].max() for s in range(8))
+    assert (finetune.bucketed_indices(lengths, 3, 32, 0, 1) == finetune.batch_indices(1000, 3, 32, 0)).all()
