@@ -85,12 +85,20 @@ def test_the_shared_decode_answers_like_the_separate_decodes(published: Publishe
         assert not shared.decode["sampled"]  # H.265's B-frames are references: decoded in full
     else:
         assert shared.decode["sampled"] or shared.decode["restarted_in_full"]
-    # The fingerprint converts the same (non-B) frames; where x264's P-frames reference B-frames
-    # (B-pyramid) the query's own sampled decode conceals the skipped references and the shared
-    # one, decoding them in the watermark's window, does not: the hashes then differ by a few bits.
+    # The fingerprint converts the same (non-B) frames. Where x264's P-frames reference B-frames
+    # (B-pyramid), the query's own sampled decode conceals the skipped references and the shared
+    # one, decoding them in the watermark's window, does not: the sampled query then drifts from the
+    # frames as they are (7.5-11 bits from a full decode on the publisher's own output, measured on
+    # three scenes), while the shared read stays near them. So both are held to the full decode.
+    full = query_fingerprint(path, sampled=False)
     assert float(np.mean(shared.fingerprint.informative == alone_fp.informative)) >= 0.9
-    both = shared.fingerprint.informative & alone_fp.informative
-    assert float(hamming(shared.fingerprint.phash[both], alone_fp.phash[both]).mean()) <= 6.0
+
+    def bits(a: object, b: object) -> float:
+        both = a.informative & b.informative  # type: ignore[attr-defined]
+        return float(hamming(a.phash[both], b.phash[both]).mean())  # type: ignore[attr-defined]
+
+    assert bits(shared.fingerprint, full) <= 4.0
+    assert bits(shared.fingerprint, full) <= bits(alone_fp, full) + 0.5
     # The verdict through the shared decode is the one each source gives on its own decode.
     ctx = published.runtime.verification
     together = detector.verify(path, ctx)
