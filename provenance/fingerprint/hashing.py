@@ -43,6 +43,15 @@ QUERY_RATE = 4.0
 #: nearly uniform frames give hashes that are noise, and noise must never accuse anyone.
 MIN_CONTRAST = 10.0
 MIN_DETAIL = 1.2
+#: ... and when no plane explains it this well (R^2 of a least-squares plane over the 32x32 grey):
+#: a picture that is one smooth ramp gives the pHash and dHash of every other ramp of that
+#: direction. Issue 24: never-published moving gradients matched synthetic published scenes lit by
+#: a ramp (2 s at 8.5 bits, 1 s at 2 bits of 128) and were called `generated` on the fingerprint
+#: alone; their samples reach R^2 0.66 (median) to 1.0. The real clips of shared/data reach 0.76
+#: at most (a still picture), the moving procedural scenes 0.69 (`python -m bench.fingerprint_generic`).
+MAX_PLANAR_R2 = 0.9
+_PLANE = np.stack([np.ones(1024), *(np.mgrid[0:32, 0:32].reshape(2, -1) / 31.0 - 0.5)], axis=1)
+_PLANE_PINV = np.linalg.pinv(_PLANE)
 
 #: Rows and columns at the borders within this of the edge's grey are bars (letterbox, pads);
 #: bars darker than DARK_BAR may be half covered by an overlay.
@@ -160,7 +169,17 @@ def informative(grey: np.ndarray) -> bool:
     small = _resize(grey, (32, 32), Image.Resampling.BOX)
     detail = float(np.abs(np.diff(small, axis=0)).mean() + np.abs(np.diff(small, axis=1)).mean())
     spread = float(np.percentile(small, 95) - np.percentile(small, 5))
-    return spread >= MIN_CONTRAST and detail >= MIN_DETAIL
+    return spread >= MIN_CONTRAST and detail >= MIN_DETAIL and planar_r2(small) < MAX_PLANAR_R2
+
+
+def planar_r2(small: np.ndarray) -> float:
+    """Share of a 32x32 grey picture's variance that one plane (a linear ramp) explains."""
+    values = small.reshape(-1).astype(np.float64)
+    variance = float(values.var())
+    if variance <= 1e-9:
+        return 1.0
+    residual = values - _PLANE @ (_PLANE_PINV @ values)
+    return 1.0 - float(residual.var()) / variance
 
 
 def stored_hashes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
