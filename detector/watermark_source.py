@@ -96,7 +96,7 @@ def _read_back(context: VerificationContext, generation_id: str) -> dict[str, An
         return None
     row = files[-1]
     return {"passed": bool(row.watermark_read_back), "p_value": row.watermark_read_back_p,
-            "margin": row.watermark_read_back_margin}
+            "margin": row.watermark_read_back_margin, "headroom_db": row.watermark_read_back_headroom_db}
 
 
 def _windows(context: VerificationContext, reads: list[Any], payload: int, generation_id: str) -> list[dict[str, Any]]:

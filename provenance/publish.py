@@ -338,6 +338,7 @@ class Publisher:
                     watermark_read_back=read.ok if read is not None else None,
                     watermark_read_back_p=read.p_value if read is not None else None,
                     watermark_read_back_margin=read.margin if read is not None else None,
+                    watermark_read_back_headroom_db=read.headroom_db if read is not None else None,
                 ))
                 for recorder in recorders:
                     s.add_all(recorder.records(generation_id))

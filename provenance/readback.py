@@ -4,7 +4,9 @@ After the final encode and signature, the publisher hands the signed temporary (
 that will be released) to a `MarkReader`, which detects the mark in it and again after one
 simulated platform re-encode (H.264 CRF 32 at the clip's size). The read passes only when both
 reads detect the mark of the clip's own mark id, with the payload's CRC intact, and a p-value at
-least `MARGIN_DECADES` decades below the detection threshold. A clip that fails is re-marked
+least `MARGIN_DECADES` decades below the detection threshold, or (where the p-value cannot show
+that: the CRC bound's floor on short and small clips) the soft-decision headroom of the reader's
+`HEADROOM_DB` (`provenance.watermark.readback`). A clip that fails is re-marked
 once at the next strength step (`WatermarkSpec.make_stronger`); one that fails again fails the
 generation (`WatermarkUnreadable`), so no file reaches the final path and no published row exists.
 
@@ -58,6 +60,7 @@ class ReadBack:
     margin: float  # decades below the detection threshold, the worse of the two reads (negative: missed)
     reason: str | None = None
     seconds: float = 0.0
+    headroom_db: float | None = None  # soft-decision headroom of the payload, the worse read (None: not measured)
 
 
 class MarkReader(Protocol):

@@ -19,8 +19,14 @@ from credence.runtime import Runtime
 from provenance.ledger import Generation, PublishedFile
 from provenance.publish import Publisher, PublishRequest, WatermarkSpec
 from provenance.readback import MARGIN_DECADES, FrameSpool, WatermarkUnreadable
-from provenance.watermark import ALGORITHM, WatermarkEmbedder, WatermarkKey
-from provenance.watermark.readback import KeyedReadBack, stronger_embedder
+from provenance.watermark import ALGORITHM, WatermarkEmbedder, WatermarkKey, ecc
+from provenance.watermark.readback import (
+    DECODE_AMPLITUDE,
+    HEADROOM_DB,
+    KeyedReadBack,
+    headroom_db,
+    stronger_embedder,
+)
 
 from .conftest import make_clip
 
@@ -32,8 +38,11 @@ def test_published_row_records_the_read_back(runtime: Runtime, clip: Path, tmp_p
     with runtime.ledger.session() as s:
         row = s.scalars(select(PublishedFile).where(PublishedFile.generation_id == published.generation_id)).one()
         assert row.watermark_read_back is True
-        assert row.watermark_read_back_margin is not None and row.watermark_read_back_margin >= MARGIN_DECADES
-        assert row.watermark_read_back_p is not None and row.watermark_read_back_p <= 1e-8
+        assert row.watermark_read_back_margin is not None and row.watermark_read_back_p is not None
+        assert row.watermark_read_back_headroom_db is not None
+        # Passed with something to spare: 2 decades of p-value, or 3 dB of soft headroom.
+        assert (row.watermark_read_back_margin >= MARGIN_DECADES and row.watermark_read_back_p <= 1e-8) or \
+            row.watermark_read_back_headroom_db >= HEADROOM_DB
 
 
 class _BlurAfter:
@@ -78,3 +87,21 @@ def test_frame_spool_replays_in_order_from_memory_and_disk() -> None:
     replayed = list(spool.replay())
     assert len(replayed) == 7 and all(np.array_equal(a, b) for a, b in zip(replayed, frames, strict=True))
     spool.close()
+
+
+def test_headroom_measures_the_soft_values_against_the_decoders_need() -> None:
+    """0 dB at the decoder's half-way amplitude, +6 dB at twice it, None for the wrong codeword's sign."""
+    rng = np.random.default_rng(5)
+    mark = int(rng.integers(0, 2**63))
+    signs = 1 - 2 * ecc.encode(mark).astype(np.float64)
+    noise = rng.normal(0, 1, (400, signs.size))
+    at = [float(np.median([headroom_db(a * signs + n, mark) for n in noise]))  # type: ignore[misc]
+          for a in (DECODE_AMPLITUDE, 2 * DECODE_AMPLITUDE)]
+    assert abs(at[0]) < 0.6 and abs(at[1] - 6.0) < 0.8
+    assert headroom_db(-2 * signs + noise[0], mark) is None  # anti-correlated: no headroom to speak of
+    assert headroom_db(None, mark) is None
+    # And the amplitude is where the real list decoder starts to decode: about half at 0 dB, all at +3 dB.
+    from provenance.watermark.ecc import decode
+    half = np.mean([decode(DECODE_AMPLITUDE * signs + n) == mark for n in noise[:40]])
+    plus3 = np.mean([decode(DECODE_AMPLITUDE * 10 ** (3 / 20) * signs + n) == mark for n in noise[40:80]])
+    assert 0.2 <= half <= 0.8 and plus3 >= 0.95

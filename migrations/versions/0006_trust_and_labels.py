@@ -78,10 +78,13 @@ def upgrade() -> None:
     # --- watermark read-back (issue 22) ---
     # Whether the mark was read back at publish, from the exact released bytes and again after one
     # simulated platform re-encode (H.264 CRF 32), and with what p-value and margin (the worse of
-    # the two reads). NULL for files published before the read-back existed.
+    # the two reads), and the payload's soft-decision headroom in dB (the worse read; what passes a
+    # short or small clip whose p-value stops at the CRC bound). NULL for files published before the
+    # read-back existed.
     op.add_column("published_files", sa.Column("watermark_read_back", sa.Boolean()))
     op.add_column("published_files", sa.Column("watermark_read_back_p", sa.Float()))
     op.add_column("published_files", sa.Column("watermark_read_back_margin", sa.Float()))
+    op.add_column("published_files", sa.Column("watermark_read_back_headroom_db", sa.Float()))
     # --- end watermark read-back ---
     pass
 
@@ -89,6 +92,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # --- watermark read-back (issue 22) ---
     with op.batch_alter_table("published_files") as batch:
+        batch.drop_column("watermark_read_back_headroom_db")
         batch.drop_column("watermark_read_back_margin")
         batch.drop_column("watermark_read_back_p")
         batch.drop_column("watermark_read_back")

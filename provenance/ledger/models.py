@@ -248,6 +248,7 @@ class PublishedFile(Base):
     watermark_read_back: Mapped[bool | None] = mapped_column()
     watermark_read_back_p: Mapped[float | None] = mapped_column(Float)
     watermark_read_back_margin: Mapped[float | None] = mapped_column(Float)
+    watermark_read_back_headroom_db: Mapped[float | None] = mapped_column(Float)
 
     generation: Mapped[Generation] = relationship(back_populates="files")
 

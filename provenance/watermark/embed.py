@@ -119,9 +119,21 @@ def psnr_floor(height: int, width: int) -> float:
 
 
 def mark_floor(height: int, width: int, step_db: float = 0.0) -> float:
-    """The lowest Y-PSNR (dB) a mark may go to: `SMALL_MARK_FLOOR` or more, `step_db` lower for a re-mark,
-    never under the quality range's `psnr_floor`."""
-    return max(psnr_floor(height, width), max(psnr_floor(height, width), SMALL_MARK_FLOOR) - step_db)
+    """The lowest Y-PSNR (dB) a mark may go to: `SMALL_MARK_FLOOR` or more, `step_db` lower for a re-mark.
+
+    A frame of `SMALL_FRAME_PX` or more keeps the quality range's `psnr_floor` even when re-marked.
+    A smaller frame's re-mark may go `step_db` under its first mark's floor, down to `MIN_PSNR_FLOOR`:
+    between about 400x300 and 640x360 `psnr_floor` is already 40-42 dB, so a re-mark held to it
+    was no stronger than the first mark (480x320 footage: 40.46 then 40.35 dB, the same misses),
+    and a clip that fails its read-back twice is not released at all.
+    """
+    floor = psnr_floor(height, width)
+    first = max(floor, SMALL_MARK_FLOOR)
+    if step_db <= 0.0:
+        return first
+    if height * width >= SMALL_FRAME_PX:
+        return max(floor, first - step_db)
+    return max(MIN_PSNR_FLOOR, first - step_db)
 
 
 def rail_floor_for(height: int, width: int, rail_floor: float) -> float:
