@@ -3,10 +3,9 @@
 After the final encode and signature, the publisher hands the signed temporary (the exact bytes
 that will be released) to a `MarkReader`, which detects the mark in it and again after one
 simulated platform re-encode (H.264 CRF 32 at the clip's size). The read passes only when both
-reads detect the mark of the clip's own mark id, with the payload's CRC intact, and a p-value at
-least `MARGIN_DECADES` decades below the detection threshold, or (where the p-value cannot show
-that: the CRC bound's floor on short and small clips) the soft-decision headroom of the reader's
-`HEADROOM_DB` (`provenance.watermark.readback`). A clip that fails is re-marked
+reads detect the mark of the clip's own mark id, with the payload's CRC intact, the payload's
+soft-decision headroom and the sync's p-value margin to spare (`MARGIN_DECADES`; the reader's
+`provenance.watermark.readback.HEADROOM_DB`, and why both). A clip that fails is re-marked
 once at the next strength step (`WatermarkSpec.make_stronger`); one that fails again fails the
 generation (`WatermarkUnreadable`), so no file reaches the final path and no published row exists.
 
@@ -41,7 +40,7 @@ import numpy as np
 from .errors import InvalidVideo, ProvenanceError
 from .video import VideoWriter
 
-#: Both reads must clear the detection threshold by this many decades of p-value (p ≤ 1e-8 at the 1e-6 threshold).
+#: The sync's p-value margin a read must keep: decades under the detection threshold (p ≤ 1e-8 at 1e-6).
 MARGIN_DECADES = 2.0
 #: Frames kept in memory for a possible re-mark; beyond this they go to an anonymous temporary file.
 SPOOL_MEMORY_BYTES = 512 * 1024 * 1024
@@ -57,10 +56,10 @@ class ReadBack:
 
     ok: bool
     p_value: float  # the worse (larger) of the two reads' p-values
-    margin: float  # decades below the detection threshold, the worse of the two reads (negative: missed)
+    margin: float  # decades below the detection threshold, the worse of the two reads (-inf: missed); recorded
     reason: str | None = None
     seconds: float = 0.0
-    headroom_db: float | None = None  # soft-decision headroom of the payload, the worse read (None: not measured)
+    headroom_db: float | None = None  # the payload's soft-decision headroom, the worse read: what decides
 
 
 class MarkReader(Protocol):

@@ -205,8 +205,9 @@ def test_watermark_names_the_generation_of_a_stripped_copy(service: Service) -> 
     # What publishing recorded when it read the mark back (issue 22), shown with the evidence.
     read_back = evidence.details["read_back"]
     assert read_back["passed"] is True and read_back["headroom_db"] is not None
-    # Something to spare: 2 decades of p-value, or (the CRC bound's floor) 3 dB of soft headroom.
-    assert (read_back["p_value"] <= 1e-8 and read_back["margin"] >= 2.0) or read_back["headroom_db"] >= 3.0
+    # Something to spare: the payload's 3 dB of soft headroom, and 2 decades of p-value or 5 dB.
+    assert read_back["headroom_db"] >= 3.0 and read_back["p_value"] < 1e-6
+    assert read_back["margin"] >= 2.0 or read_back["headroom_db"] >= 5.0
 
 
 def test_another_issuers_manifest_is_reported_as_foreign(service: Service) -> None:
