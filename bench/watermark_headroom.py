@@ -60,19 +60,10 @@ def real_rows(keys: int, seed: int) -> list[dict[str, object]]:
 
     from bench.detector import real_pieces
     from bench.watermark import y_psnr
-    from provenance.readback import MARGIN_DECADES, margin_of
     from provenance.video import write_video
     from provenance.watermark import WatermarkEmbedder, detect_watermark_file
-    from provenance.watermark.detect import DETECTION_P
     from provenance.watermark.layout import WatermarkKey
-    from provenance.watermark.readback import (
-        HEADROOM_DB,
-        PLATFORM_CRF,
-        PLATFORM_PRESET,
-        STRONG_HEADROOM_DB,
-        headroom_db,
-        stronger_embedder,
-    )
+    from provenance.watermark.readback import PLATFORM_CRF, PLATFORM_PRESET, KeyedReadBack, stronger_embedder
     from provenance.watermark.windows import WINDOW_S
     from tests.support.attacks import apply_attack
 
@@ -94,6 +85,11 @@ def real_rows(keys: int, seed: int) -> list[dict[str, object]]:
         for k in range(keys):
             rng = np.random.default_rng(seed + k)
             key = WatermarkKey(key_id=f"wm-bench-{k}", secret=bytes(rng.integers(0, 256, 32, dtype=np.uint8)))
+            # The three rules are the shipped reader's, with its thresholds switched off in turn.
+            rules = {"old": KeyedReadBack(key, headroom=-math.inf, strong_headroom=math.inf,
+                                          margin_decades=OLD_MARGIN_DECADES),
+                     "headroom": KeyedReadBack(key, strong_headroom=-math.inf),
+                     "new": KeyedReadBack(key)}
             for name, frames, fps in pieces:
                 mark = int(rng.integers(0, 2**63))
                 row: dict[str, object] = {"key": k, "clip": name, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}"}
@@ -104,17 +100,13 @@ def real_rows(keys: int, seed: int) -> list[dict[str, object]]:
                     write_video(released, iter(marked), fps, crf=18)
                     write_video(platform, iter(marked[:max(1, round(WINDOW_S * fps))]), fps, crf=PLATFORM_CRF,
                                 preset=PLATFORM_PRESET)
-                    reads = {}
+                    reads, judged = {}, []
                     for label, path in (("released", released), ("platform", platform)):
-                        res = detect_watermark_file(path, [key])
-                        margin = margin_of(res.detected, res.payload, mark, res.log10_p, DETECTION_P)
-                        head = headroom_db(res.soft_bits, mark) if margin > -math.inf else None
+                        margin, head = KeyedReadBack.judge(detect_watermark_file(path, [key]), mark)
+                        judged.append((margin, head))
                         reads[label] = {"margin": round(margin, 2) if margin > -math.inf else None,
                                         "headroom_db": round(head, 2) if head is not None else None}
-                    old = all(r["margin"] is not None and r["margin"] >= OLD_MARGIN_DECADES for r in reads.values())
-                    head = all(r["headroom_db"] is not None and r["headroom_db"] >= HEADROOM_DB for r in reads.values())
-                    new = head and all(r["margin"] >= MARGIN_DECADES or r["headroom_db"] >= STRONG_HEADROOM_DB  # type: ignore[operator]
-                                       for r in reads.values())
+                    old, head, new = (all(rules[r].passes(m, h) for m, h in judged) for r in ("old", "headroom", "new"))
                     survives = {}
                     for attack in ATTACKS:
                         res = detect_watermark_file(apply_attack(attack, released, work / f"{attack}.mp4"), [key])

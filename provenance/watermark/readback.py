@@ -37,6 +37,7 @@ from . import ecc
 from .detect import DETECTION_P, detect_watermark_file
 from .embed import TARGET_PSNR, TARGET_SNR, WatermarkEmbedder
 from .layout import WatermarkKey
+from .statistics import WatermarkResult
 from .windows import WINDOW_S
 
 #: The simulated platform: H.264 at this CRF, at the clip's own size and frame rate, over the
@@ -111,30 +112,30 @@ class KeyedReadBack:
         """Both reads; `ok` when each decodes `mark_id` exactly with headroom (and sync margin) to spare."""
         start = time.perf_counter()
         released = detect_watermark_file(path, [self.key])
-        m1, h1 = self._judge(released, mark_id)
-        if not self._enough(m1, h1):
+        m1, h1 = self.judge(released, mark_id)
+        if not self.passes(m1, h1):
             return ReadBack(False, released.p_value, m1, self._why("the released file", released.payload, mark_id,
                                                                    m1, h1), time.perf_counter() - start, h1)
         copy = detect_watermark_file(platform, [self.key])
-        m2, h2 = self._judge(copy, mark_id)
+        m2, h2 = self.judge(copy, mark_id)
         p_value, margin = max(released.p_value, copy.p_value), min(m1, m2)
         headroom = None if h1 is None or h2 is None else min(h1, h2)
-        if not self._enough(m2, h2):
+        if not self.passes(m2, h2):
             return ReadBack(False, p_value, margin, self._why(f"the clip after one H.264 CRF {self.platform_crf} "
                                                               "re-encode", copy.payload, mark_id, m2, h2),
                             time.perf_counter() - start, headroom)
         return ReadBack(True, p_value, margin, None, time.perf_counter() - start, headroom)
 
     @staticmethod
-    def _judge(result: object, mark_id: int) -> tuple[float, float | None]:
+    def judge(result: WatermarkResult, mark_id: int) -> tuple[float, float | None]:
         """(p-value margin in decades, soft headroom in dB or None) of one read against `mark_id`."""
-        margin = margin_of(result.detected, result.payload, mark_id, result.log10_p,  # type: ignore[attr-defined]
-                           DETECTION_P)
+        margin = margin_of(result.detected, result.payload, mark_id, result.log10_p, DETECTION_P)
         if margin == -math.inf:
             return margin, None
-        return margin, headroom_db(result.soft_bits, mark_id)  # type: ignore[attr-defined]
+        return margin, headroom_db(result.soft_bits, mark_id)
 
-    def _enough(self, margin: float, headroom: float | None) -> bool:
+    def passes(self, margin: float, headroom: float | None) -> bool:
+        """Whether one read's (margin, headroom), as `judge` gives them, is enough to release on."""
         if margin == -math.inf or headroom is None or headroom < self.headroom:
             return False  # not detected, not the clip's own mark id, or a fragile payload
         return margin >= self.margin_decades or headroom >= self.strong_headroom
