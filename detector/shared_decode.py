@@ -8,17 +8,17 @@ goes where it is needed:
   to 30 fps) are decoded in full; the whole-clip read sums them in `windows.Looks`, analysed
   after each window exactly as `detect_watermark_file` does, and once a look is decisive the
   rest of the clip is no longer decoded in full for it;
-* everywhere else only the reference frames are decoded (FFmpeg `skip_frame = BIDIR`, the
-  fingerprint's sampled decode): the fingerprint converts about 12 of them a second, and only
-  non-B frames even inside the full windows, so it sees the frames its own sampled decode sees;
+* everywhere else only the frames something references are decoded (FFmpeg `skip_frame =
+  NONREF`, the fingerprint's sampled decode: every frame that comes out is exact), and the
+  fingerprint converts about 12 of them a second (inside the full windows, of all frames);
 * the per-window watermark reader (`provenance.watermark.per_window`) takes up to 16 frames of
   each 2 s window; its windows are analysed only when the whole-clip read found the mark.
 
 The fingerprint's half-second windows are hashed on two threads (`query_from_frames`) while
 this module's thread decodes on (FFmpeg and the hashing release the GIL).
 
-H.265 (and any codec other than H.264) is decoded in full from the start: x265's B-frames are
-references, so skipping them leaves a frame or two. Whatever the codec, what comes out decides:
+H.265 (and any codec other than H.264) is decoded in full from the start: x265's B-pyramid
+leaves little to skip. Whatever the codec, what comes out decides:
 a gap of more than `MAX_SAMPLED_GAP_S` between sampled frames restarts the read in full, as the
 fingerprint's own query does (`provenance.fingerprint.query`).
 """
@@ -52,6 +52,10 @@ SAMPLED_CODECS = frozenset({"h264"})
 #: Seconds before a look window where full decoding resumes: frames leave the decoder a few
 #: frames after their packets go in, and a B-frame decoded in the lead is simply not used.
 LEAD_S = 0.5
+#: Seconds beyond which an H.264 clip's whole-clip watermark read takes reference frames spread
+#: over the whole clip instead of every frame of 4 windows of 3 s (`_WatermarkReads`): past the
+#: windows' 12 s, the spread read sees more of the clip for less decoding.
+SPREAD_OVER_S = 12.0
 
 
 @dataclass
@@ -69,9 +73,23 @@ class _Thin(Exception):
 
 
 class _WatermarkReads:
-    """The whole-clip read (looks) and the per-window reader, fed working-size luma as frames come."""
+    """The whole-clip read (looks) and the per-window reader, fed working-size luma as frames come.
 
-    def __init__(self, keys: Sequence[Any], duration_s: float | None, fps: float) -> None:
+    Two ways to lay the looks out, both fixed before any frame is seen (so the bound's factor
+    `len(starts)` stays exact):
+
+    * windows (`windows.looks_for`, as the file read): every frame of up to 4 windows of 3 s,
+      which the sampled decode must decode in full (B-frames included);
+    * spread (`spread=True`: an H.264 clip read sampled that is longer than the windows can
+      cover, `SPREAD_OVER_S`): look k is the whole k-th part of the clip, and takes the frames
+      the sampled decode gives there (those something references: I, P and B-pyramid
+      references), at most `MAX_FRAMES` evenly in time. Nothing is decoded in full, so the
+      watermark costs no decoding beyond the fingerprint's. A 30 s 720p x264 upload gives it
+      about 360 frames spread over 30 s instead of 360 packed into 12; the frames left out are
+      the ones the encoder quantises hardest (x264's pb ratio), so little of the mark goes with them.
+    """
+
+    def __init__(self, keys: Sequence[Any], duration_s: float | None, fps: float, spread: bool = False) -> None:
         import torch
 
         from provenance.watermark.per_window import WindowReads
@@ -80,6 +98,15 @@ class _WatermarkReads:
         self.torch = torch
         self.window_s = WINDOW_S
         self.starts = looks_for(duration_s, WINDOW_S)
+        self.spread = spread and duration_s is not None and len(self.starts) > 1
+        if self.spread:
+            assert duration_s is not None
+            self.ends = [*self.starts[1:], duration_s + 1.0 / fps]
+            self.step = (duration_s / len(self.starts)) / MAX_FRAMES
+        else:
+            self.ends = [start + WINDOW_S for start in self.starts]
+            self.step = 0.0
+        self.next_take = 0.0
         self.looks = Looks(list(keys), torch.device("cpu"), len(self.starts))
         self.frames_per_look = max(1, round(WINDOW_S * fps))
         self.stride = max(1, math.ceil(self.frames_per_look / MAX_FRAMES))
@@ -92,12 +119,11 @@ class _WatermarkReads:
         """Whether `t` falls in the current look window (and the read still wants frames)."""
         if self.decided or self.look >= len(self.starts):
             return False
-        start = self.starts[self.look]
-        return start - 0.5 / self.fps <= t < start + self.window_s - 0.5 / self.fps
+        return self.starts[self.look] - 0.5 / self.fps <= t < self.ends[self.look] - 0.5 / self.fps
 
     def needs_full(self, t: float) -> bool:
         """Whether frames around `t` must be decoded in full (a look window lies within `LEAD_S`)."""
-        if self.decided or self.look >= len(self.starts):
+        if self.spread or self.decided or self.look >= len(self.starts):
             return False
         start = self.starts[self.look]
         return start - LEAD_S <= t < start + self.window_s
@@ -108,19 +134,31 @@ class _WatermarkReads:
         The file read analyses after every window (it stops reading at the first decisive one).
         Here the clip is decoded to its end for the fingerprint anyway, so the later windows are
         summed and analysed once, at the end: two analyses instead of up to four (each is a
-        lattice search, about as costly as decoding a second of 720p). The bound still counts
+        lattice search, about as costly as decoding a second of 720p), and the first one without
+        the keyed scale sweep, which the last one runs on the whole sum. The bound still counts
         `len(starts)` looks, which over-counts: p stays valid, if a little conservative.
         """
         while not self.decided and self.look < len(self.starts) and \
-                t >= self.starts[self.look] + self.window_s - 0.5 / self.fps:
+                t >= self.ends[self.look] - 0.5 / self.fps:
             if self.look == 0:
-                self.decided = self.looks.analyse()
+                self.decided = self.looks.analyse(sweep=len(self.starts) == 1)
             self.look += 1
+
+    def _takes(self, t: float) -> bool:
+        """Whether the whole-clip read takes the frame shown at `t`."""
+        if not self.in_look(t):
+            return False
+        if not self.spread:
+            return round((t - self.starts[self.look]) * self.fps) % self.stride == 0
+        if t < self.next_take - 0.5 / self.fps:
+            return False
+        self.next_take = t + self.step
+        return True
 
     def add(self, t: float, frame: Any) -> None:
         """Feed one decoded frame shown at `t` to whichever reads want it."""
         self.close_looks_before(t)
-        look = self.in_look(t) and round((t - self.starts[self.look]) * self.fps) % self.stride == 0
+        look = self._takes(t)
         window = self.windows.wants(t)
         if not (look or window):
             return
@@ -137,8 +175,8 @@ class _WatermarkReads:
 
     def finish(self, path: Path) -> tuple[Any, list[Any] | None]:
         """The whole-clip result, and the per-window reads when the mark was found."""
-        if not self.decided and (self.looks.result is None or self.look > 1):
-            self.looks.analyse()  # the windows after the first, summed (or a clip shorter than one)
+        if not self.decided and (self.looks.result is None or len(self.starts) > 1):
+            self.looks.analyse()  # every window summed, with the sweep (or a clip shorter than one)
         result = self.looks.result
         if result is None:
             raise InvalidVideo(f"{path.name}: the video stream holds no decodable frame")
@@ -174,7 +212,8 @@ class _Pass:
             if self.max_seconds is not None and duration is not None:
                 duration = min(duration, self.max_seconds)
             if self.keys:
-                self.watermark = _WatermarkReads(self.keys, duration, fps)
+                spread = self.sampled and duration is not None and duration > SPREAD_OVER_S
+                self.watermark = _WatermarkReads(self.keys, duration, fps, spread)
             yield from self._decode(container, stream, fps, duration)
         except READ_ERRORS as exc:
             raise decode_error(Path(self.path.name), exc) from None
@@ -202,22 +241,20 @@ class _Pass:
             self.decoded += 1
             if self.max_seconds is not None and t > self.max_seconds:
                 break
-            bidir = _is_bidir(frame)
-            self.full_frames += int(bidir)
+            self.full_frames += int(_is_bidir(frame))
             if self.sampled:
                 want_full = wm is not None and wm.needs_full(t)
                 if want_full != full_now:
                     context.skip_frame = "DEFAULT" if want_full else SAMPLED_DECODE
                     full_now = want_full
-                if not bidir:
-                    if (last_ref is None and t > MAX_SAMPLED_GAP_S) or (
-                            last_ref is not None and t - last_ref > MAX_SAMPLED_GAP_S):
-                        raise _Thin()
-                    last_ref = t
+                if (last_ref is None and t > MAX_SAMPLED_GAP_S) or (
+                        last_ref is not None and t - last_ref > MAX_SAMPLED_GAP_S):
+                    raise _Thin()
+                last_ref = t
             if wm is not None:
                 wm.add(t, frame)
-            if not self.fingerprint or (self.sampled and bidir):
-                continue  # the fingerprint reads what its own sampled decode reads: no B-frame
+            if not self.fingerprint:
+                continue
             if t + 0.5 / fps < next_t or t <= last_t:
                 continue
             next_t, last_t = t + 1.0 / QUERY_FRAMES_PER_SECOND, t
@@ -254,6 +291,21 @@ def read_upload(path: Path, keys: Sequence[Any] = (), *, max_seconds: float | No
 
     Raises `InvalidVideo` for what is not a decodable video, as each source's own read would.
     """
+    if keys:
+        # The watermark's small tensor work on one torch thread, as its own file read does: beside
+        # the fingerprint's hashing threads and FFmpeg's, torch's pool made a 30 s 720p read take
+        # 25-50 s instead of 5 whenever another process held a core (OpenMP workers spin-waiting).
+        import torch
+
+        from provenance.watermark._threads import one_thread
+
+        with one_thread(torch.device("cpu")):
+            return _read_upload(path, keys, max_seconds, fingerprint)
+    return _read_upload(path, keys, max_seconds, fingerprint)
+
+
+def _read_upload(path: Path, keys: Sequence[Any], max_seconds: float | None, fingerprint: bool) -> SharedRead:
+    """`read_upload` proper."""
     sampled = _codec(path) in SAMPLED_CODECS
     restarted = False
     while True:

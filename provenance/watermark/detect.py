@@ -88,7 +88,7 @@ def _detect_frames(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], f
     else:
         seq = frames  # a Sequence here
         chunks = (seq[a: a + window] for a in starts)  # type: ignore[index]
-    for chunk in chunks:
+    for look, chunk in enumerate(chunks):
         for index, frame in enumerate(chunk):
             if index >= window:
                 break
@@ -97,7 +97,7 @@ def _detect_frames(frames: Iterable[np.ndarray], keys: Sequence[WatermarkKey], f
             if min(frame.shape[:2]) < MIN_SIDE:
                 return not_detected(f"frames are {frame.shape[1]}x{frame.shape[0]}, below the {MIN_SIDE}px minimum")
             looks.acc.add_rgb(frame)
-        if looks.analyse():
+        if looks.analyse(sweep=look == len(starts) - 1):
             break
     if looks.result is None:
         return not_detected("the clip has no frames")
@@ -132,12 +132,12 @@ def _detect_file(path: Path, keys: Sequence[WatermarkKey], dev: torch.device, wi
         looks = Looks(keys, dev, len(starts))
         reader = WindowReader(path, container, stream, fps)
         try:
-            for start in starts:
+            for look, start in enumerate(starts):
                 for luma, size in reader.window(start, window_s, max_frames):
                     if min(size) < MIN_SIDE:
                         return not_detected(f"frames are {size[1]}x{size[0]}, below the {MIN_SIDE}px minimum")
                     looks.acc.add_luma(torch.from_numpy(luma.astype(np.float32)), size)
-                if looks.analyse():
+                if looks.analyse(sweep=look == len(starts) - 1):  # the sweep once, on the whole sum
                     break
         except (av.error.FFmpegError, ValueError) as exc:
             raise decode_error(path, exc) from None

@@ -93,12 +93,16 @@ class Looks:
         self.result: WatermarkResult | None = None
         self.done = 0
 
-    def analyse(self) -> bool:
-        """Analyse everything read so far; True when the answer is decisive (stop reading)."""
+    def analyse(self, sweep: bool = True) -> bool:
+        """Analyse everything read so far; True when the answer is decisive (stop reading).
+
+        `sweep=False` for a look that is not the last: see `statistics._analyse`.
+        """
         if self.acc.total is None or self.acc.size is None:
             return False
         self.done += 1
-        res = _analyse(self.acc.total, self.acc.size, self.keys, self.acc.frames, self.acc.kept, self.looks)
+        res = _analyse(self.acc.total, self.acc.size, self.keys, self.acc.frames, self.acc.kept, self.looks,
+                       sweep=sweep)
         better_payload = res.payload is not None and self.result is not None and self.result.payload is None
         same_kind = self.result is not None and (res.payload is None) == (self.result.payload is None)
         if self.result is None or better_payload or (same_kind and res.p_value < self.result.p_value):
