@@ -327,5 +327,7 @@ def _read_upload(path: Path, keys: Sequence[Any], max_seconds: float | None, fin
     out = SharedRead(fingerprint=query, decode={"sampled": sampled, "restarted_in_full": restarted,
                                                 "frames_decoded": one.decoded, "b_frames_decoded": one.full_frames})
     if one.watermark is not None:
+        out.decode["watermark_looks"] = "spread" if one.watermark.spread else "windows"
+    if one.watermark is not None:
         out.watermark, out.windows = one.watermark.finish(path)
     return out

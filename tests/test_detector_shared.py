@@ -85,11 +85,10 @@ def test_the_shared_decode_answers_like_the_separate_decodes(published: Publishe
         assert not shared.decode["sampled"]  # H.265's B-frames are references: decoded in full
     else:
         assert shared.decode["sampled"] or shared.decode["restarted_in_full"]
-    # The fingerprint converts the same (non-B) frames. Where x264's P-frames reference B-frames
-    # (B-pyramid), the query's own sampled decode conceals the skipped references and the shared
-    # one, decoding them in the watermark's window, does not: the sampled query then drifts from the
-    # frames as they are (7.5-11 bits from a full decode on the publisher's own output, measured on
-    # three scenes), while the shared read stays near them. So both are held to the full decode.
+    # Both reads decode exact frames (the sampled decode skips only unreferenced ones), but inside
+    # the watermark's full windows the shared read picks its 12 a second among all frames: a few
+    # bits apart at most. (Until the skip was BIDIR, the query's sampled decode concealed x264's
+    # skipped B-pyramid references and drifted 7.5-11 bits; both are held to the full decode.)
     full = query_fingerprint(path, sampled=False)
     assert float(np.mean(shared.fingerprint.informative == alone_fp.informative)) >= 0.9
 
@@ -105,6 +104,28 @@ def test_the_shared_decode_answers_like_the_separate_decodes(published: Publishe
     apart = detector.combine([WatermarkSource().inspect(path, ctx), FingerprintSource().judge(alone_fp, ctx)])
     assert (together.verdict, together.generation_id) == (apart.verdict, apart.generation_id)
     assert together.generation_id == published.a.generation_id
+
+
+def test_a_long_upload_is_read_by_looks_spread_over_the_clip(published: Published) -> None:
+    """Over 12 s of H.264, the mark is read from the sampled frames of the whole clip: no full window.
+
+    Clip A looped to 15 s and re-encoded with B-frames: the shared read takes the mark's looks
+    from the frames the sampled decode gives (it decodes fewer than all), and reads A's payload
+    as the file read (every frame of 4 windows of 3 s) does.
+    """
+    frames = list(iter_frames(published.a.path))
+    looped = (frames + frames[::-1]) * 2 + frames  # 15 s at 12 fps
+    path = published.folder / "long.mp4"
+    write_video(path, iter(looped), 12.0, preset="veryfast")
+    keys = keys_of(published)
+    shared = read_upload(path, keys)
+    assert shared.decode["sampled"] and shared.decode["watermark_looks"] == "spread", shared.decode
+    assert shared.decode["frames_decoded"] < len(looped)
+    assert shared.watermark.detected and shared.watermark.payload == published.a.mark_id
+    alone = detect_watermark_file(path, keys)
+    assert alone.payload == published.a.mark_id
+    short = read_upload(published.a.path, keys)
+    assert short.decode["watermark_looks"] == "windows"
 
 
 def test_window_plan_is_fixed_by_the_duration() -> None:
