@@ -166,6 +166,12 @@ def identification(rt, work: Path, n_clips: int, attacks: list[str]) -> tuple[di
                                                   and e.generation_id == clip.generation_id for e in verdict.evidence),
                          "seconds": time.perf_counter() - t,
                          "findings": {e.source: e.finding for e in verdict.evidence}})
+            if not rows[-1]["fingerprint_right"]:
+                # What the fingerprint saw when it missed: the number to move (similarity, seconds aligned).
+                fp = next((e for e in verdict.evidence if e.source == "fingerprint"), None)
+                rows[-1]["fingerprint_miss"] = None if fp is None else {
+                    "finding": fp.finding, "generation_id": fp.generation_id,
+                    **{k: v for k, v in fp.details.items() if isinstance(v, str | int | float | bool) or v is None}}
             path.unlink()
     per_attack = {}
     for attack in attacks:
@@ -182,7 +188,9 @@ def identification(rt, work: Path, n_clips: int, attacks: list[str]) -> tuple[di
     real = sum(not n.startswith("procedural") for n, _ in published)
     summary = {"clips_published": len(published), "real_clips": real, "refused_at_publish": refused,
                "publish_s_per_clip": round(publish_s / max(1, len(published)), 3), "per_attack": per_attack,
-               "wrong_ids_total": sum(r["wrong_id"] for r in rows), "verifications": len(rows)}
+               "wrong_ids_total": sum(r["wrong_id"] for r in rows), "verifications": len(rows),
+               "fingerprint_misses": [{k: r[k] for k in ("clip", "attack", "verdict", "fingerprint_miss")}
+                                      for r in rows if not r["fingerprint_right"]]}
     return summary, published
 
 

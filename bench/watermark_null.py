@@ -614,6 +614,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, help="unmarked windows (default 1000; quick 20)")
     parser.add_argument("--wrong-key-windows", type=int, help="marked windows for the wrong-key test (default 20)")
     parser.add_argument("--no-speed", action="store_true", help="skip the 1080p speed part")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the 1080p speed part (writes bench/results/watermark_speed.json)")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out", type=Path, default=RESULTS / "watermark_null.json")
     args = parser.parse_args()
@@ -629,6 +631,15 @@ def main() -> None:
 
     t0 = time.perf_counter()
     real, proc = load_sources(args.quick, args.seed)
+    if args.speed_only:
+        with tempfile.TemporaryDirectory(prefix="wm-speed-") as tmp:
+            speed_res = speed(real, 24 if args.quick else 96, Path(tmp))
+        out = args.out if args.out != RESULTS / "watermark_null.json" else RESULTS / "watermark_speed.json"
+        speed_res["env"] = {"cpus": os.cpu_count(), "load_start": load_start, "load_end": os.getloadavg()}
+        print_speed(speed_res)
+        out.write_text(json.dumps(speed_res, indent=2, default=float))
+        print(f"wrote {out}")
+        return
     print(f"sources: {len(real)} real clips, {len(proc)} procedural clips ({time.perf_counter() - t0:.1f} s)",
           flush=True)
     windows = make_windows(n_windows, real, proc, args.seed)
@@ -655,6 +666,21 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float))
     print(f"wrote {args.out}")
+
+
+def print_speed(sp: dict) -> None:
+    """The speed table (`speed`)."""
+    print(f"\n== speed (1 torch thread in the watermark code, {os.cpu_count()} cpus) ==")
+    print(f"embed 1920x1080: {sp['embed_fps']:.1f} frames/s over {sp['embed_frames_timed']} frames "
+          f"(median {sp['embed_ms_median']:.1f} ms/frame = {sp['embed_fps_from_median']:.1f} fps)  target >= 60")
+    print(f"detect 10 s 1080p 24 fps MP4: {sp['detect_s_median']:.2f} s median of "
+          f"{', '.join(f'{x:.2f}' for x in sp['detect_s_runs'])} (detected {sp['detected']}, payload ok "
+          f"{sp['payload_ok']}, {sp['frames_used']} frames used)  target <= 1")
+    lc = sp["long_clip"]
+    print(f"detect 30 s 1080p unmarked MP4 (every look read): {lc['detect_s']:.2f} s vs decoding all "
+          f"{lc['frames']} frames {lc['decode_all_s']:.2f} s ({lc['frames_used']} frames used)")
+    print(f"load average: before embed {fmt_load(sp['load_before'])}, "
+          f"after embed {fmt_load(sp['load_after_embed'])}, after detect {fmt_load(sp['load_after_detect'])}")
 
 
 def print_table(r: dict) -> None:
@@ -697,17 +723,7 @@ def print_table(r: dict) -> None:
           f"positive control A: {wrong['key_a_detected']}/{wrong['windows']} detected, "
           f"{wrong['key_a_payload_exact']} exact payloads")
     if sp:
-        print(f"\n== speed (1 torch thread in the watermark code, {r['env']['cpus']} cpus) ==")
-        print(f"embed 1920x1080: {sp['embed_fps']:.1f} frames/s over {sp['embed_frames_timed']} frames "
-              f"(median {sp['embed_ms_median']:.1f} ms/frame = {sp['embed_fps_from_median']:.1f} fps)  target >= 60")
-        print(f"detect 10 s 1080p 24 fps MP4: {sp['detect_s_median']:.2f} s median of "
-              f"{', '.join(f'{x:.2f}' for x in sp['detect_s_runs'])} (detected {sp['detected']}, payload ok "
-              f"{sp['payload_ok']}, {sp['frames_used']} frames used)  target <= 1")
-        lc = sp["long_clip"]
-        print(f"detect 30 s 1080p unmarked MP4 (every look read): {lc['detect_s']:.2f} s vs decoding all "
-              f"{lc['frames']} frames {lc['decode_all_s']:.2f} s ({lc['frames_used']} frames used)")
-        print(f"load average: before embed {fmt_load(sp['load_before'])}, "
-              f"after embed {fmt_load(sp['load_after_embed'])}, after detect {fmt_load(sp['load_after_detect'])}")
+        print_speed(sp)
     print(f"load average start {fmt_load(r['env']['load_start'])}, end {fmt_load(r['env']['load_end'])}; "
           f"wall {r['env']['wall_s'] / 60:.1f} min")
 
