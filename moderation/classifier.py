@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,14 +45,53 @@ def heads_path() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent / "heads.npz"
 
 
+def _crc_table() -> np.ndarray:
+    """zlib's CRC-32 table (reflected polynomial 0xEDB88320), for hashing many n-grams at once."""
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> np.uint32(1)) ^ np.uint32(0xEDB88320), table >> np.uint32(1))
+    return table.astype(np.uint32)
+
+
+_CRC = _crc_table()
+
+
+def ngram_hashes(text: str) -> np.ndarray:
+    """`zlib.crc32` of the UTF-8 bytes of every character 3-, 4- and 5-gram of `" text "`, computed for all
+    n-grams at once (numpy): the prompt screen hashes a 4,000-character prompt and its views, about 40k
+    n-grams, which cost 80 ms one `zlib.crc32` call at a time and a few ms here. Same values, same order
+    of no importance (they are counted)."""
+    padded = f" {text} "
+    raw = np.frombuffer(padded.encode("utf-8"), dtype=np.uint8)
+    codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32)
+    size = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
+    offsets = np.concatenate([[0], np.cumsum(size)])  # byte offset of each character, and the end
+    lo, hi = NGRAM_RANGE
+    starts = np.arange(max(len(codes) - lo + 1, 0))
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    # One running CRC per start position, fed byte by byte; its value is read off after 3, 4 and 5 characters.
+    ends = {n: offsets[np.minimum(starts + n, len(codes))] - offsets[starts] for n in range(lo, hi + 1)}
+    valid = {n: starts + n <= len(codes) for n in range(lo, hi + 1)}
+    crc = np.full(starts.size, 0xFFFFFFFF, dtype=np.uint32)
+    out: list[np.ndarray] = []
+    for k in range(int(ends[hi].max())):
+        live = ends[hi] > k
+        at = np.flatnonzero(live)
+        byte = raw[offsets[starts[at]] + k].astype(np.uint32)
+        crc[at] = _CRC[(crc[at] ^ byte) & 0xFF] ^ (crc[at] >> np.uint32(8))
+        for n in range(lo, hi + 1):
+            done = valid[n] & (ends[n] == k + 1)
+            if done.any():
+                out.append(crc[done] ^ np.uint32(0xFFFFFFFF))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint32)
+
+
 def ngram_features(texts: list[str]) -> np.ndarray:
     """Hashed character n-grams of each (normalised) text, L2-normalised; deterministic (CRC-32)."""
     out = np.zeros((len(texts), NGRAM_DIM), dtype=np.float32)
     for i, text in enumerate(texts):
-        padded = f" {text} "
-        for n in range(NGRAM_RANGE[0], NGRAM_RANGE[1] + 1):
-            for j in range(len(padded) - n + 1):
-                out[i, zlib.crc32(padded[j:j + n].encode()) % NGRAM_DIM] += 1.0
+        out[i] = np.bincount(ngram_hashes(text) % NGRAM_DIM, minlength=NGRAM_DIM)
         norm = np.linalg.norm(out[i])
         if norm > 0:
             out[i] /= norm

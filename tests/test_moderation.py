@@ -217,6 +217,25 @@ def test_batch_answers_equal_single_answers(moderator: Moderator) -> None:
         assert single.scores == pytest.approx(decision.scores, abs=1e-4)
 
 
+def test_ngram_hashes_are_zlibs_crc32_of_every_3_to_5_gram() -> None:
+    # The classifier's n-gram block hashes all n-grams at once (numpy); the heads were trained on
+    # `zlib.crc32` of each n-gram's UTF-8 bytes, one call at a time. Same features, to the bit.
+    import random
+    import zlib
+
+    from moderation.classifier import NGRAM_DIM, ngram_features, ngram_hashes
+
+    rng = random.Random(0)
+    texts = ["", "a", "ab", "a cat on a sofa", "un café", "一个男人在街上奔跑", "😀 x 😀😀", "رجل يفجر قنبلة",
+             *("".join(rng.choice("ab é一😀ß\u0301x") for _ in range(rng.randint(0, 40))) for _ in range(200))]
+    for text in texts:
+        padded = f" {text} "
+        expected = sorted(zlib.crc32(padded[j:j + n].encode()) for n in (3, 4, 5) for j in range(len(padded) - n + 1))
+        assert sorted(ngram_hashes(text).tolist()) == expected, text
+    counts = ngram_features(texts[3:5]) > 0
+    assert counts.shape == (2, NGRAM_DIM) and counts.any(1).all()
+
+
 def test_missing_or_foreign_heads_fail_closed(tmp_path: Path) -> None:
     with pytest.raises(ModelMissing, match=r"python -m moderation\.train"):
         Heads.load(tmp_path / "absent.npz")
