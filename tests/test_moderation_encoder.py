@@ -162,8 +162,38 @@ def test_each_prompt_is_tokenised_once_and_run_once(moderator: Moderator, monkey
     monkeypatch.setattr(encoder, "run", count_run)
     long = ("A quiet village at dawn, children playing near the fountain while birds sing. " * 45)[:3600]
     decision = moderator.screen_prompt(long + " Then a man stabs his neighbour in the square.")
-    assert calls["content"] == 1 and calls["run"] == 1 and calls["rows"][0] > 6  # clauses and windows, one batch
+    # One tokenisation; clauses and windows in a run or two of this prompt's rows alone (length buckets).
+    assert calls["content"] == 1 and 1 <= calls["run"] <= 2 and sum(calls["rows"]) >= 2, calls
     assert decision.action != "allow" and decision.reasons[0].category == "violence"
+
+
+def test_length_buckets_cut_padding_and_keep_like_rows_together() -> None:
+    from moderation.encoder import buckets
+
+    assert buckets([133]) == [[0]]
+    assert buckets([133] * 8) == [list(range(8))]  # the windows of a long prompt: one run
+    assert buckets([12, 9, 15]) == [[0, 1, 2]]  # a few short clauses: one run, a split saves less than a run
+    # The 4,000-character bench prompt's rows: six short clauses, eleven full windows.
+    lengths = [16, 66, 17, 44, 133, 60, *[133] * 6, 33, *[133] * 4]
+    groups = buckets(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [i for i, n in enumerate(lengths) if n == 133] in groups  # the windows: one run
+    padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+    assert padded <= 0.85 * len(lengths) * 133, (groups, padded)  # one run padded everything to 133
+
+
+def test_views_run_in_buckets_give_the_vectors_of_one_run(moderator: Moderator) -> None:
+    encoder = Embedder.onnx()
+    tok = encoder.tokenizer.content
+    short, mid = tok(["a man stabbing his neighbour"])[0], tok(["a sunny market with fruit stalls and music"])[0]
+    long = tok(["children playing near the fountain while birds sing at dawn " * 12])[0][:128]
+    contents = [short, long, mid, long, short]
+    bucketed, together = encoder.embed_views(contents), encoder.embed_ids(contents)
+    # The same rows; only the padding and the per-run activation scale differ (duplicates run once).
+    assert (bucketed * together).sum(1).min() >= 0.995
+    assert np.array_equal(bucketed[0], bucketed[4]) and np.array_equal(bucketed[1], bucketed[3])
+    # A one-row prompt gets exactly the bits it got before buckets existed.
+    assert np.array_equal(encoder.embed_views([short]), encoder.embed_ids([short]))
 
 
 SWAPS = [
