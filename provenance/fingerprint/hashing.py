@@ -145,7 +145,7 @@ def _pack(bits: np.ndarray) -> np.ndarray:
     return packed.view(">u8").reshape(-1).astype(np.uint64)
 
 
-def hash_regions(regions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def hash_regions(regions: list[np.ndarray], mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """imagehash's 64-bit pHash and dHash of each grey region, batched.
 
     Same algorithm as `imagehash.phash` (32×32 Lanczos, 2-D DCT, 8×8 low band against its
@@ -155,9 +155,14 @@ def hash_regions(regions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     # One PIL image per region, resized twice (the array-to-image copy was a third of the cost).
     images = [Image.fromarray(r, mode="F") for r in regions]
     small = np.stack([np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64) for im in images])
-    dct = scipy.fft.dct(scipy.fft.dct(small, axis=1), axis=2)[:, :8, :8].reshape(len(regions), 64)
-    p_bits = dct > np.median(dct, axis=1, keepdims=True)
     tiny = np.stack([np.asarray(im.resize((9, 8), Image.Resampling.LANCZOS), dtype=np.float64) for im in images])
+    if mirrored:
+        # PIL's resampling is symmetric, so the resized mirror is the mirrored resize, bit for bit
+        # (checked on 200 random sizes): the mirrored regions cost no resize of their own.
+        small = np.concatenate([small, small[:, :, ::-1]])
+        tiny = np.concatenate([tiny, tiny[:, :, ::-1]])
+    dct = scipy.fft.dct(scipy.fft.dct(small, axis=1), axis=2)[:, :8, :8].reshape(len(small), 64)
+    p_bits = dct > np.median(dct, axis=1, keepdims=True)
     d_bits = tiny[:, :, 1:] > tiny[:, :, :-1]
     return _pack(p_bits), _pack(d_bits)
 
@@ -202,8 +207,7 @@ def query_hashes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     content = grey[top:bottom, left:right]
     regions = [region(content, None, s) for s in QUERY_SCALES]
     regions += [region(content, "top", 1.0), region(content, "bottom", 1.0)]
-    regions += [np.ascontiguousarray(r[:, ::-1]) for r in regions]
-    phash, dhash = hash_regions(regions)
+    phash, dhash = hash_regions(regions, mirrored=True)  # then the same regions flipped
     return phash, dhash, informative(content)
 
 

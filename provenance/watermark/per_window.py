@@ -106,13 +106,21 @@ class WindowReads:
         k = self._window(t)
         return k is not None and t - self._last[k] >= self._gap[k] - 1e-6
 
-    def add(self, t: float, luma: np.ndarray, size: tuple[int, int]) -> None:
-        """Take working-size luma (`statistics.work_size` of `size`) of the frame shown at `t`."""
+    def add(self, t: float, luma: np.ndarray, size: tuple[int, int], white: torch.Tensor | None = None) -> None:
+        """Take working-size luma (`statistics.work_size` of `size`) of the frame shown at `t`.
+
+        `white`: the same frame already whitened (`windows._Accumulator.whitened`) by a reader
+        that feeds its whole-clip looks too, so that it is whitened once.
+        """
         k = self._window(t)
         if k is None or min(size) < MIN_SIDE:
             return
         self._last[k] = t
-        self._looks[k].acc.add_luma(torch.from_numpy(np.asarray(luma, dtype=np.float32)), size)
+        acc = self._looks[k].acc
+        if white is not None:
+            acc.add_white(white, size)
+        else:
+            acc.add_luma(torch.from_numpy(np.asarray(luma, dtype=np.float32)), size)
 
     def read(self) -> list[WindowRead]:
         """Analyse every window that holds frames; each p counts len(plan) looks."""

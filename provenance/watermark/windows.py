@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidVideo
-from ..video import open_video
+from ..video import converter, open_video
 from .layout import WatermarkKey, cell_px
 from .statistics import WatermarkResult, _analyse, whiten, work_size
 
@@ -47,13 +47,30 @@ class _Accumulator:
         self.frames = 0
         self.size: tuple[int, int] | None = None  # original frame size
 
-    def add_luma(self, luma: torch.Tensor, size: tuple[int, int]) -> None:
+    def add_luma(self, luma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+        """Whiten working-size luma of a frame of `size` and add it; the whitened frame (None: not taken)."""
+        white = self.whitened(luma, size)
+        if white is not None:
+            self.add_white(white, size)
+        return white
+
+    def whitened(self, luma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+        """The frame as this sum takes it (None after a mid-clip size change: the first geometry stays).
+
+        Deterministic in (luma, size): a reader feeding two sums (the whole-clip looks and the
+        per-window reads) whitens a frame once and adds the result to both (`add_white`).
+        """
+        if self.size is not None and self.size != size:
+            return None
+        scale = luma.shape[0] / size[0]
+        return whiten(luma.to(self.device, torch.float32), cell_px(*size) * scale)
+
+    def add_white(self, white: torch.Tensor, size: tuple[int, int]) -> None:
+        """Add a frame already whitened by `whitened` (of a frame of `size`)."""
         if self.size is None:
             self.size = size
         elif self.size != size:
-            return  # a mid-clip size change: keep the first geometry
-        scale = luma.shape[0] / size[0]
-        white = whiten(luma.to(self.device, torch.float32), cell_px(*size) * scale)
+            return
         self.total = white if self.total is None else self.total + white
         if len(self.kept) < KEPT_FRAMES and self.frames % KEEP_EVERY == 0:
             self.kept.append(white)
@@ -150,6 +167,7 @@ class WindowReader:
         self.frames: Iterator[av.VideoFrame] = container.decode(stream)
         self.keyframes: list[float] | None = None
         self.covered = -math.inf  # everything before this time has been read
+        self.to_grey = converter()
 
     def window(self, start_s: float, window_s: float, max_frames: int
                ) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
@@ -183,9 +201,8 @@ class WindowReader:
                 continue
             yield self._luma(frame)
 
-    @staticmethod
-    def _luma(frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int]]:
+    def _luma(self, frame: av.VideoFrame) -> tuple[np.ndarray, tuple[int, int]]:
         h, w = frame.height, frame.width
         hw, ww = work_size(h, w)
-        gray = frame.reformat(width=ww, height=hw, format="gray", interpolation="AREA")
+        gray = self.to_grey.reformat(frame, width=ww, height=hw, format="gray", interpolation="AREA")
         return gray.to_ndarray(), (h, w)
