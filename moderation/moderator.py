@@ -28,6 +28,12 @@ MAX_PROMPT_CHARS = 4000
 #: Longest view in tokens: a longer clause is scored as windows of this many tokens, each a view
 #: (a harmful sentence inside a long clause keeps its own score), all in the prompt's one batch.
 WINDOW_TOKENS = 128
+#: Most clauses the ONNX path scores one by one (`views.MAX_CLAUSES` for the older encoders, whose cost
+#: grows with each call). A 4,000-character prompt of short sentences has at most about 250; past six, the
+#: rest used to be one clause cut into 128-token windows, where a harmful last sentence was a tenth of its
+#: window and lost to the mean ("... birds sing. A man slits a woman's throat." was allowed, the sentence
+#: alone held). Scored alone, each clause costs its own tokens plus five, in length-bucketed runs.
+ONNX_MAX_CLAUSES = 256
 #: The soup view (the words hidden in token soup) repeats the prompt's content: its first windows suffice.
 MAX_SOUP_WINDOWS = 4
 SEVERITY = {"allow": 0, "review": 1, "block": 2}
@@ -193,11 +199,12 @@ class Moderator:
 
     def _token_plans(self, texts: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
         """Per prompt, its views as (text, token ids). Every piece of a prompt is tokenised once (all
-        prompts' pieces in one call): a clause's tokens are its pieces' tokens, a long clause is cut
-        into `WINDOW_TOKENS` windows (every token is in a view), and only the soup view (a different text)
-        is tokenised apart. A repeated view is run once (`OnnxEncoder.embed_views`)."""
+        prompts' pieces in one call): a clause's tokens are its pieces' tokens, up to `ONNX_MAX_CLAUSES`
+        clauses each a view, a long clause cut into `WINDOW_TOKENS` windows (every token is in a view), and
+        only the soup view (a different text) is tokenised apart. A repeated clause is run once
+        (`OnnxEncoder.embed_views`)."""
         tokenizer = Embedder.onnx(self.heads.encoder).tokenizer
-        groups = [clause_groups(canonical(t)) for t in texts]
+        groups = [clause_groups(canonical(t), ONNX_MAX_CLAUSES) for t in texts]
         soups = [soup_view(canonical(t)) for t in texts]
         pieces = [p for g in groups for group in g for p in group] + [s for s in soups if s]
         ids = iter(tokenizer.content(pieces))

@@ -4,8 +4,10 @@ Clauses. A sentence embedding is an average: a long benign preamble ("a sunny vi
 playing, birds singing, a baker opening his shop...") dilutes one harmful clause ("then a man
 stabs his neighbour") below any threshold. So a prompt of several sentences or "then"-steps is cut
 into clauses, each scored on its own, and a category's score is the highest over the clauses and
-the whole. Short pieces are merged into their neighbour (a clause of two words says little), and
-at most `MAX_CLAUSES` are scored, so the cost stays about that of the prompt itself.
+the whole. Short pieces are merged into their neighbour (a clause of two words says little). The older
+encoders (one call per view) score at most `MAX_CLAUSES`, the rest merged into the last, so the cost
+stays about that of the prompt itself; the ONNX path, whose cost is its tokens in batched runs, scores
+up to `moderator.ONNX_MAX_CLAUSES` (a harmful last sentence of a long prompt keeps its own score).
 
 Token soup. Adversarial prompts (MMA-Diffusion and the like) are optimised strings of word pieces:
 "stmartwomen felpuerintentionally ... tit cleavage <|startoftext|>". An encoder reads them as noise.
@@ -61,9 +63,10 @@ def _weight(piece: str) -> int:
     return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in piece)
 
 
-def clause_groups(text: str) -> list[list[str]]:
+def clause_groups(text: str, max_clauses: int = MAX_CLAUSES) -> list[list[str]]:
     """The clauses of a normalised prompt as groups of its pieces (each piece is tokenised once and
-    shared by every view that holds it); a one-clause prompt gives `[[text]]`."""
+    shared by every view that holds it); a one-clause prompt gives `[[text]]`. Past `max_clauses`, the
+    rest is one group (the ONNX path asks for more: its cost is its tokens, not its clauses)."""
     pieces = [p.strip(" ,;") for p in _SPLIT.split(text) if p and p.strip(" ,;.")]
     merged: list[list[str]] = []
     for piece in pieces:
@@ -71,8 +74,8 @@ def clause_groups(text: str) -> list[list[str]]:
             merged[-1].append(piece)
         else:
             merged.append([piece])
-    if len(merged) > MAX_CLAUSES:
-        merged = [*merged[:MAX_CLAUSES - 1], [p for group in merged[MAX_CLAUSES - 1:] for p in group]]
+    if len(merged) > max_clauses:
+        merged = [*merged[:max_clauses - 1], [p for group in merged[max_clauses - 1:] for p in group]]
     return merged or [[text]]
 
 

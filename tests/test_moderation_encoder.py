@@ -162,9 +162,38 @@ def test_each_prompt_is_tokenised_once_and_run_once(moderator: Moderator, monkey
     monkeypatch.setattr(encoder, "run", count_run)
     long = ("A quiet village at dawn, children playing near the fountain while birds sing. " * 45)[:3600]
     decision = moderator.screen_prompt(long + " Then a man stabs his neighbour in the square.")
-    # One tokenisation; clauses and windows in a run or two of this prompt's rows alone (length buckets).
-    assert calls["content"] == 1 and 1 <= calls["run"] <= 2 and sum(calls["rows"]) >= 2, calls
+    # One tokenisation; the clauses in a run or two of this prompt's rows alone (length buckets), the
+    # 45 copies of one sentence run once.
+    assert calls["content"] == 1 and 1 <= calls["run"] <= 2 and 2 <= sum(calls["rows"]) <= 4, calls
     assert decision.action != "allow" and decision.reasons[0].category == "violence"
+
+
+#: A long benign scene, sentence by sentence (no rule or lexicon entry matches any of them).
+VILLAGE = ["A quiet village at dawn.", "Children play near the fountain while birds sing.",
+           "A baker opens his shop and sets out warm bread.", "Fishermen mend their nets on the harbour wall.",
+           "An old woman waters the geraniums on her balcony.", "A dog chases pigeons across the cobbled square.",
+           "The church bell rings eight times.", "Tourists photograph the painted doors of the houses.",
+           "A cyclist delivers newspapers along the lane.", "Market stalls fill with oranges, lemons and figs.",
+           "Two friends share coffee at a small table in the sun.", "Swallows circle above the red tiled roofs."]
+
+
+def test_a_harmful_last_sentence_of_a_4000_character_prompt_is_held_and_named(moderator: Moderator) -> None:
+    from moderation import MAX_PROMPT_CHARS
+
+    end = "A man slits a woman's throat and blood sprays across the kitchen."
+    body = ""
+    while len(body) < MAX_PROMPT_CHARS:
+        body += " ".join(VILLAGE) + " "
+    prompt = body[:body.rfind(". ", 0, MAX_PROMPT_CHARS - len(end) - 1) + 1] + " " + end
+    assert MAX_PROMPT_CHARS - 80 <= len(prompt) <= MAX_PROMPT_CHARS
+    alone, decision = moderator.screen_prompt(end), moderator.screen_prompt(prompt)
+    assert alone.action != "allow" and alone.reasons[0].source == "classifier"  # no rule names it
+    # Every clause is scored alone, the last too: the 3,900 benign characters before it do not dilute it
+    # (cut into 128-token windows, the sentence was a tenth of its window and the prompt was allowed).
+    assert decision.action != "allow", decision.scores
+    reason = decision.reasons[0]
+    assert reason.category == "violence" and reason.source == "classifier"
+    assert "slits a woman's throat" in (reason.span or ""), reason
 
 
 def test_length_buckets_cut_padding_and_keep_like_rows_together() -> None:
