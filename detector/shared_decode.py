@@ -26,7 +26,9 @@ fingerprint's own query does (`provenance.fingerprint.query`).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -56,6 +58,8 @@ LEAD_S = 0.5
 #: over the whole clip instead of every frame of 4 windows of 3 s (`_WatermarkReads`): past the
 #: windows' 12 s, the spread read sees more of the clip for less decoding.
 SPREAD_OVER_S = 12.0
+#: Frames handed to the watermark's worker thread and not yet done, at most (memory stays bounded).
+PENDING_FRAMES = 8
 
 
 @dataclass
@@ -115,6 +119,11 @@ class _WatermarkReads:
         self.decided = False
         self.windows = WindowReads(list(keys), duration_s, fps)
         self.to_grey = converter()  # one swscale context for the clip (`provenance.video.converter`)
+        # The per-frame work (grey conversion, whitening, summing) runs on a thread of its own, in
+        # order, so that it overlaps the decoding instead of following it (FFmpeg, swscale, OpenCV
+        # and torch all release the GIL). The decode thread only decides which frames go.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watermark-read")
+        self.pending: deque[Future[None]] = deque()
 
     def in_look(self, t: float) -> bool:
         """Whether `t` falls in the current look window (and the read still wants frames)."""
@@ -142,6 +151,7 @@ class _WatermarkReads:
         while not self.decided and self.look < len(self.starts) and \
                 t >= self.ends[self.look] - 0.5 / self.fps:
             if self.look == 0:
+                self.drain()
                 self.decided = self.looks.analyse(sweep=len(self.starts) == 1)
             self.look += 1
 
@@ -157,12 +167,33 @@ class _WatermarkReads:
         return True
 
     def add(self, t: float, frame: Any) -> None:
-        """Feed one decoded frame shown at `t` to whichever reads want it."""
+        """Feed one decoded frame shown at `t` to whichever reads want it (the work goes to `worker`)."""
         self.close_looks_before(t)
         look = self._takes(t)
         window = self.windows.wants(t)
         if not (look or window):
             return
+        if window:
+            self.windows.claim(t)
+        self.drain(keep=PENDING_FRAMES)
+        self.pending.append(self.worker.submit(self._work, t, frame, look, window))
+
+    def drain(self, keep: int = 0) -> None:
+        """Wait until at most `keep` frames are still being worked on (their errors raise here)."""
+        while len(self.pending) > keep:
+            self.pending.popleft().result()
+
+    def stop(self, failed: bool) -> None:
+        """Finish (or, after a failure, drop) the queued frames and let the worker thread go."""
+        try:
+            if not failed:
+                self.drain()
+        finally:
+            self.pending.clear()
+            self.worker.shutdown(wait=True, cancel_futures=True)
+
+    def _work(self, t: float, frame: Any, look: bool, window: bool) -> None:
+        """One frame's grey conversion, whitening and sums (on the worker thread, in order)."""
         from provenance.watermark.statistics import work_size
 
         h, w = frame.height, frame.width
@@ -206,6 +237,7 @@ class _Pass:
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
         container = open_video(self.path)
+        done = False
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -217,10 +249,15 @@ class _Pass:
                 spread = self.sampled and duration is not None and duration > SPREAD_OVER_S
                 self.watermark = _WatermarkReads(self.keys, duration, fps, spread)
             yield from self._decode(container, stream, fps, duration)
+            done = True
         except READ_ERRORS as exc:
             raise decode_error(Path(self.path.name), exc) from None
         finally:
-            container.close()
+            try:
+                if self.watermark is not None:
+                    self.watermark.stop(failed=not done)
+            finally:
+                container.close()
 
     def _decode(self, container: Any, stream: Any, fps: float,
                 duration: float | None) -> Iterator[tuple[float, np.ndarray]]:

@@ -106,6 +106,12 @@ class WindowReads:
         k = self._window(t)
         return k is not None and t - self._last[k] >= self._gap[k] - 1e-6
 
+    def claim(self, t: float) -> None:
+        """Record that the frame shown at `t` is taken, before `add` has it (a reader that adds later)."""
+        k = self._window(t)
+        if k is not None:
+            self._last[k] = max(self._last[k], t)
+
     def add(self, t: float, luma: np.ndarray, size: tuple[int, int], white: torch.Tensor | None = None) -> None:
         """Take working-size luma (`statistics.work_size` of `size`) of the frame shown at `t`.
 
@@ -115,7 +121,7 @@ class WindowReads:
         k = self._window(t)
         if k is None or min(size) < MIN_SIDE:
             return
-        self._last[k] = t
+        self._last[k] = max(self._last[k], t)
         acc = self._looks[k].acc
         if white is not None:
             acc.add_white(white, size)
