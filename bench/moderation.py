@@ -3,6 +3,7 @@
     python -m bench.moderation [--folds 5] [--attack-sample 600] [--data ../shared/data/moderation]
     python -m bench.moderation --latency-only          # p95 per prompt, one thread (run it under the timing lock)
     python -m bench.moderation --compare-encoders      # MiniLM vs multilingual-e5-small on the same splits
+    python -m bench.moderation --latency-by-length --heads moderation/heads_ft4.npz   # <= 77 tokens and 4,000 chars
 
 Two kinds of evaluation, never mixed:
 * **Held-out sets** (`use: eval-only`: T2VSafetyBench, SAFREE T2V, MMA-Diffusion; our multilingual
@@ -372,6 +373,32 @@ def quick(args: argparse.Namespace, policy, moderator: Moderator, table: dict, a
     print(f"wrote {out}")
 
 
+def latency_by_length(args: argparse.Namespace, moderator: Moderator) -> None:
+    """Only the issue's two latency rows, on the prompts the full and `--quick` runs time (the same long
+    prompt: the held-out video prompts joined and cut at the limit), in a minute instead of an hour."""
+    from .moderation_rows import latency as by_length
+
+    if moderator.heads.encoder not in ONNX_ENCODERS:
+        raise SystemExit(f"--latency-by-length times the ONNX encoders; these heads are for {moderator.heads.encoder}")
+    unsafe_video = [r["text"] for name in ("t2vsafetybench", "safree_t2v")
+                    for r in load_jsonl(args.data / f"{name}.jsonl")]
+    own = [e for e in examples() if e.split == "eval"]
+    long_prompt = " ".join(unsafe_video)[:MAX_PROMPT_CHARS]
+    rng = random.Random(0)
+    result = by_length(moderator, rng.sample(unsafe_video, min(len(unsafe_video), 200)) + [e.text for e in own][:100],
+                       long_prompt, n_long=args.long_runs)
+    result |= {"encoder": moderator.heads.encoder, "heads_file": str(args.heads or "shipped")}
+    print(f"latency, 1 thread, encoder {moderator.heads.encoder}: <= 77 tokens CPU p50 {result['short_cpu_p50_ms']} / "
+          f"p95 {result['short_cpu_p95_ms']} ms (n {result['short_n']}; target 10 / 30); 4,000 characters CPU "
+          f"{result['long_cpu_ms']} ms, wall {result['long_wall_ms']} ms (median of {args.long_runs}; target 150); "
+          f"load average {result['load_average']}")
+    RESULTS.mkdir(exist_ok=True)
+    name = Path(args.heads).stem if args.heads else moderator.heads.encoder
+    out = RESULTS / f"moderation_latency_by_length_{name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -389,6 +416,10 @@ def main() -> None:
                         help="score at most N rows of each held-out set (a fixed sample; 0: all)")
     parser.add_argument("--throughput-prompts", type=int, default=400, help="prompts for the moderate --file row")
     parser.add_argument("--no-lolo", action="store_true", help="skip the leave-one-language-out fits")
+    parser.add_argument("--latency-by-length", action="store_true",
+                        help="the latency rows alone (ONNX encoders): prompts <= 77 tokens, and the 4,000-character "
+                             "prompt --long-runs times; writes moderation_latency_by_length_<heads or encoder>.json")
+    parser.add_argument("--long-runs", type=int, default=20, help="timed runs of the 4,000-character prompt")
     parser.add_argument("--quick", action="store_true",
                         help="held-out rows, latency by length, moderate --file throughput and leave-one-language-"
                              "out only (no cross-validation or obfuscation); writes moderation_quick_<heads or "
@@ -405,6 +436,9 @@ def main() -> None:
     policy = load_policy()
     moderator = Moderator.load(policy, heads=args.heads)
     cache = EmbeddingCache(cache_path(moderator.heads.encoder), moderator.heads.encoder)
+    if args.latency_by_length:
+        latency_by_length(args, moderator)
+        return
     if args.latency_only:
         own = [e for e in examples() if e.split == "eval"]
         unsafe = [r["text"] for r in load_jsonl(args.data / "t2vsafetybench.jsonl")]
