@@ -187,6 +187,11 @@ def test_verdict_rules() -> None:
     assert (conflict.verdict, conflict.generation_id) == ("review", None)
     weak_other = combine([_ev("watermark", "generated", "g1"), _ev("fingerprint", "weak", "g2", 0.2)])
     assert (weak_other.verdict, weak_other.generation_id) == ("review", None)
+    # ... when the partial match is more than chance: one matched second is not (a large ledger gives it).
+    for seconds, verdict in ((1, ("generated", "g1")), (2, ("review", None))):
+        partial = Evidence("fingerprint", "g2", "weak", 0.2, {"matched_seconds": seconds, "expected_seconds": 4})
+        got = combine([_ev("watermark", "generated", "g1"), partial])
+        assert (got.verdict, got.generation_id) == verdict, seconds
     assert combine([_ev("fingerprint", "weak", "g1", 0.2)]).verdict == "not_generated"
     foreign = combine([_ev("c2pa", "foreign"), _ev("fingerprint", "absent")])
     assert foreign.verdict == "not_generated" and foreign.reason and "another issuer" in foreign.reason
