@@ -152,3 +152,7 @@ def test_a_match_of_more_seconds_than_the_upload_holds_is_not_strong() -> None:
     exact = FingerprintMatch(1, "g", 1, 1, 1.0, 2.0, 0, 0, 0.0)
     assert is_strong(exact)  # a one-second clip still matches when nearly exact
     assert is_strong(FingerprintMatch(1, "g", 3, 4, 0.75, 12.0, 0, 0, 0.0))
+    # Two seconds are what chance reaches against 10M clips (17.5-18 bits, and 9.5): near-exact only.
+    assert not is_strong(FingerprintMatch(1, "g", 2, 2, 1.0, 17.5, 0, 0, 0.0))
+    assert not is_strong(FingerprintMatch(1, "g", 2, 3, 0.6667, 9.5, 0, 0, 0.0))
+    assert is_strong(FingerprintMatch(1, "g", 2, 2, 1.0, 4.0, 0, 0, 0.0))
