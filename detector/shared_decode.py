@@ -49,7 +49,7 @@ from provenance.fingerprint.query import (
 )
 from provenance.video import READ_ERRORS, converter, decode_error, open_video
 
-#: Codecs whose B-frames no other frame needs (dropping them leaves every I/P frame intact).
+#: Codecs read sampled (`SAMPLED_DECODE`: only unreferenced frames skipped) outside the mark's windows.
 SAMPLED_CODECS = frozenset({"h264"})
 #: Seconds before a look window where full decoding resumes: frames leave the decoder a few
 #: frames after their packets go in, and a B-frame decoded in the lead is simply not used.
@@ -367,6 +367,5 @@ def _read_upload(path: Path, keys: Sequence[Any], max_seconds: float | None, fin
                                                 "frames_decoded": one.decoded, "b_frames_decoded": one.full_frames})
     if one.watermark is not None:
         out.decode["watermark_looks"] = "spread" if one.watermark.spread else "windows"
-    if one.watermark is not None:
         out.watermark, out.windows = one.watermark.finish(path)
     return out

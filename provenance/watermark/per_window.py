@@ -115,7 +115,7 @@ class WindowReads:
     def add(self, t: float, luma: np.ndarray, size: tuple[int, int], white: torch.Tensor | None = None) -> None:
         """Take working-size luma (`statistics.work_size` of `size`) of the frame shown at `t`.
 
-        `white`: the same frame already whitened (`windows._Accumulator.whitened`) by a reader
+        `white`: the same frame already whitened (what `windows._Accumulator.add_luma` returned) by a reader
         that feeds its whole-clip looks too, so that it is whitened once.
         """
         k = self._window(t)

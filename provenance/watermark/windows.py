@@ -48,25 +48,21 @@ class _Accumulator:
         self.size: tuple[int, int] | None = None  # original frame size
 
     def add_luma(self, luma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
-        """Whiten working-size luma of a frame of `size` and add it; the whitened frame (None: not taken)."""
-        white = self.whitened(luma, size)
-        if white is not None:
-            self.add_white(white, size)
-        return white
+        """Whiten working-size luma of a frame of `size` and add it; the whitened frame (None: not taken).
 
-    def whitened(self, luma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
-        """The frame as this sum takes it (None after a mid-clip size change: the first geometry stays).
-
-        Deterministic in (luma, size): a reader feeding two sums (the whole-clip looks and the
-        per-window reads) whitens a frame once and adds the result to both (`add_white`).
+        The whitening depends on (luma, size) alone, so a reader feeding two sums (the whole-clip
+        looks and the per-window reads) whitens a frame once and hands the result to the other
+        sum's `add_white`.
         """
         if self.size is not None and self.size != size:
-            return None
+            return None  # a mid-clip size change: keep the first geometry
         scale = luma.shape[0] / size[0]
-        return whiten(luma.to(self.device, torch.float32), cell_px(*size) * scale)
+        white = whiten(luma.to(self.device, torch.float32), cell_px(*size) * scale)
+        self.add_white(white, size)
+        return white
 
     def add_white(self, white: torch.Tensor, size: tuple[int, int]) -> None:
-        """Add a frame already whitened by `whitened` (of a frame of `size`)."""
+        """Add a frame already whitened by another sum's `add_luma` (of a frame of `size`)."""
         if self.size is None:
             self.size = size
         elif self.size != size:
